@@ -1,0 +1,1 @@
+"""errmesh package (re-exports filled in as modules land)."""
