@@ -1,0 +1,190 @@
+"""Issue titles and bodies, the same for every sink.
+
+Pure: a :class:`~mesh.aggregate.SigState` (and ``now``) in, Markdown out. The
+file sink writes it to disk, the GitHub sink posts it; both therefore show
+exactly the same issue. Bodies stay under GitHub's 65,536-character limit:
+the log tail, then the trace, are cut with a visible marker when needed.
+
+The hidden marker ``<!-- errmesh:sig=HEX -->`` (full 32 hex digits) is how an
+issue is found again by signature, whatever its title became.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+
+from mesh.aggregate import SigState, effective_severity
+from mesh.report import Report, sig_hex
+from mesh.signature import normalise_message
+
+__all__ = [
+    "MAX_BODY",
+    "MAX_TITLE",
+    "MARKER_RE",
+    "marker",
+    "render_body",
+    "render_comment",
+    "render_title",
+    "render_trace",
+]
+
+MAX_BODY = 65_536
+MAX_TITLE = 256
+MARKER_RE = re.compile(r"<!-- errmesh:sig=([0-9a-f]{32}) -->")
+_FENCE = "```"
+
+
+def marker(signature: bytes) -> str:
+    """The hidden line that identifies a signature's issue."""
+    return f"<!-- errmesh:sig={signature.hex()} -->"
+
+
+def _when(ts: float) -> str:
+    if ts <= 0:
+        return "unknown"
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+
+
+def render_title(state: SigState) -> str:
+    """``[errmesh] Type: normalised message``, bounded."""
+    detail = state.detail
+    if detail is None:
+        title = f"[errmesh] error {sig_hex(state.signature)}"
+    else:
+        message = normalise_message(detail.message) if detail.message else ""
+        title = f"[errmesh] {detail.exc_type}: {message}" if message else f"[errmesh] {detail.exc_type}"
+    title = " ".join(title.split())
+    if len(title) > MAX_TITLE:
+        title = title[: MAX_TITLE - 1] + "…"
+    return title
+
+
+def render_trace(report: Report) -> str:
+    """A Python-style traceback rebuilt from the (scrubbed) frames."""
+    lines: list[str] = []
+    for cause in reversed(report.causes):
+        lines.append(f"{cause.type}: {cause.message}")
+        lines.append("")
+        lines.append(
+            "The above exception was the direct cause of the following exception:"
+            if cause.relation == "cause"
+            else "During handling of the above exception, another exception occurred:"
+        )
+        lines.append("")
+    if report.frames:
+        lines.append("Traceback (most recent call last):")
+        for frame in report.frames:
+            lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.function}')
+            if frame.line:
+                lines.append(f"    {frame.line}")
+    lines.append(f"{report.exc_type}: {report.message}" if report.message else report.exc_type)
+    return "\n".join(lines)
+
+
+def _fence(text: str, lang: str = "") -> str:
+    # A body line that itself starts with ``` would close our fence early.
+    safe = text.replace(_FENCE, "`\u200b``")
+    return f"{_FENCE}{lang}\n{safe}\n{_FENCE}"
+
+
+def _hosts_table(state: SigState, limit: int = 20) -> str:
+    rows = ["| host | occurrences | first seen | last seen |", "| --- | --- | --- | --- |"]
+    by_host: dict[str, list[float]] = {}
+    for count in state.counts.values():
+        entry = by_host.setdefault(count.host or "?", [0, count.first_seen, count.last_seen])
+        entry[0] += count.count
+        entry[1] = min(entry[1], count.first_seen)
+        entry[2] = max(entry[2], count.last_seen)
+    ordered = sorted(by_host.items(), key=lambda kv: (-kv[1][0], kv[0]))
+    for host, (n, first, last) in ordered[:limit]:
+        rows.append(f"| `{host}` | {int(n)} | {_when(first)} | {_when(last)} |")
+    if len(ordered) > limit:
+        rows.append(f"| … {len(ordered) - limit} more hosts | | | |")
+    return "\n".join(rows)
+
+
+def _cut_lines(lines: Sequence[str], budget: int) -> str:
+    """Keep the newest lines that fit in ``budget`` characters, mark the cut."""
+    kept: list[str] = []
+    used = 0
+    for line in reversed(lines):
+        if used + len(line) + 1 > budget:
+            break
+        kept.append(line)
+        used += len(line) + 1
+    cut = len(lines) - len(kept)
+    text = "\n".join(reversed(kept))
+    return f"[… {cut} earlier lines cut by errmesh …]\n{text}" if cut else text
+
+
+def render_body(state: SigState, *, now: float | None = None, max_chars: int = MAX_BODY) -> str:
+    """The whole issue body. Always at most ``max_chars`` characters."""
+    detail = state.detail
+    severity = effective_severity(state)
+    hosts = state.hosts
+    head = [
+        marker(state.signature),
+        f"**Severity:** {severity.name.lower()} · **Occurrences:** {state.total} on "
+        f"{len(hosts)} host{'s' if len(hosts) != 1 else ''} · **First seen:** "
+        f"{_when(state.first_seen)} · **Last seen:** {_when(state.last_seen)}",
+        "",
+    ]
+    if detail is not None:
+        head += ["## Error", _fence(f"{detail.exc_type}: {detail.message}".strip(": ")), ""]
+        if detail.argv:
+            head += [f"**Command:** `{' '.join(detail.argv)}`".replace("\n", " "), ""]
+        if detail.exit_code is not None or detail.signal is not None:
+            how = f"exit code {detail.exit_code}" if detail.signal is None else f"signal {detail.signal}"
+            head += [f"**Ended with:** {how}", ""]
+    tail = ["## Hosts", _hosts_table(state), ""]
+    if detail is not None:
+        tail += [
+            "## Environment",
+            f"- app: `{detail.app or '?'}` {detail.app_version}".rstrip(),
+            f"- python: {detail.python or '?'}",
+            f"- os: {detail.os or '?'}",
+        ]
+        tail += [f"- {k}: `{v}`" for k, v in detail.facts]
+        tail.append("")
+    tail.append(
+        f"---\nReported by errmesh · signature `{sig_hex(state.signature)}` · "
+        "occurrences are summed over every peer of the mesh."
+    )
+    fixed = "\n".join(head) + "\n" + "\n".join(tail)
+    budget = max_chars - len(fixed) - 200
+    middle: list[str] = []
+    if detail is not None and budget > 0:
+        trace = render_trace(detail) if detail.kind == "exception" else ""
+        logs = list(detail.log_tail)
+        log_title = "## Output (stderr tail)" if detail.kind == "command" else "## Preceding logs"
+        trace_budget = budget // 2 if logs else budget
+        if trace:
+            trace_text = trace if len(trace) <= trace_budget else _cut_lines(trace.splitlines(), trace_budget)
+            middle += ["## Stack trace", _fence(trace_text, "python"), ""]
+        if logs:
+            used = sum(len(x) + 1 for x in middle)
+            middle += [
+                log_title,
+                f"Last {len(logs)} lines before the error:",
+                _fence(_cut_lines(logs, max(0, budget - used - 100))),
+                "",
+            ]
+    body = "\n".join(head) + "\n" + "\n".join(middle) + "\n".join(tail)
+    if len(body) > max_chars:  # belt and braces: never exceed the API's limit
+        body = body[: max_chars - 40] + "\n[… cut by errmesh …]"
+    return body
+
+
+def render_comment(state: SigState, *, previous_total: int, regression: bool = False) -> str:
+    """The bundled update: new counts and hosts since the last sync."""
+    new = state.total - previous_total
+    lead = "**Regression:** this error happened again after the issue was closed.\n\n" if regression else ""
+    return (
+        f"{lead}{marker(state.signature)}\n"
+        f"**+{new}** new occurrence{'s' if new != 1 else ''} · **{state.total}** in total on "
+        f"{len(state.hosts)} host{'s' if len(state.hosts) != 1 else ''} · last seen "
+        f"{_when(state.last_seen)} · severity {effective_severity(state).name.lower()}\n\n"
+        + _hosts_table(state)
+    )

@@ -1,0 +1,56 @@
+"""What every sink (files, GitHub) offers the leader.
+
+The pure core decides *what* to do (``mesh.aggregate.plan`` returns an
+:data:`~mesh.aggregate.Action`); a sink only knows *how*. Each method returns
+the :class:`~mesh.aggregate.IssueLink` that the leader merges back into the
+replicated aggregate, stamped with the leader's ``term``, so that every peer
+learns where the issue is and what it last showed.
+
+Sinks must be idempotent per signature: opening an issue for a signature
+that already has one (a replay after a crash, a second leader during a
+partition) finds and updates it instead of creating another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal, Protocol
+
+from mesh.aggregate import Action, IssueLink, OpenIssue, ReopenIssue, SigState, UpdateIssue
+
+__all__ = ["IssueState", "Sink", "execute"]
+
+IssueState = Literal["open", "closed"]
+
+
+class Sink(Protocol):
+    """The transport for the leader's decisions."""
+
+    name: str
+
+    def open_issue(self, state: SigState, *, now: float, term: int) -> IssueLink:
+        """Create (or find by marker) the issue of ``state.signature``."""
+        ...
+
+    def update_issue(self, state: SigState, link: IssueLink, *, now: float, term: int) -> IssueLink:
+        """Show new counts and hosts on an open issue."""
+        ...
+
+    def reopen_issue(self, state: SigState, link: IssueLink, *, now: float, term: int) -> IssueLink:
+        """Reopen a closed issue as a regression and show the new counts."""
+        ...
+
+    def observe(self, signatures: Iterable[bytes]) -> dict[bytes, IssueState]:
+        """The current state of these signatures' issues, as people left them."""
+        ...
+
+
+def execute(sink: Sink, action: Action, *, now: float, term: int) -> IssueLink:
+    """Carry out one planned action. Raises what the sink raises (``SinkError``)."""
+    if isinstance(action, OpenIssue):
+        return sink.open_issue(action.state, now=now, term=term)
+    if isinstance(action, UpdateIssue):
+        return sink.update_issue(action.state, action.link, now=now, term=term)
+    if isinstance(action, ReopenIssue):
+        return sink.reopen_issue(action.state, action.link, now=now, term=term)
+    raise TypeError(f"not an action: {action!r}")

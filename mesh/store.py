@@ -1,0 +1,490 @@
+"""The durable store: the spool of unsent reports and the persisted aggregate.
+
+One SQLite database per cluster and machine (``<state_dir>/<cluster>/
+errmesh.sqlite3``), shared by every errmesh process on the machine: failing
+CLIs write to it concurrently, a relay or the next CLI drains it.
+
+Theory of operation:
+
+- ``origin``: 16 random bytes made on first use and kept in ``meta``. Every
+  report spooled here carries it; ``(origin, seq)`` is the report's
+  idempotent id, ``seq`` the spool's AUTOINCREMENT key (never reused).
+- ``spool(report)`` runs in one ``BEGIN IMMEDIATE`` transaction: it bumps
+  this origin's cumulative count for the signature (``own_counts``), stamps
+  the report with origin, seq and count, and inserts it. The commit happens
+  before anything is sent (DESIGN section 7). ``synchronous=FULL`` makes the
+  commit survive power loss; ``normal`` survives a killed process only.
+- A report leaves the spool when a durable peer acks it, or, in solo mode,
+  when it is merged into this store's own aggregate (``merge_reports``: the
+  merge and the delete are one transaction, and merging is idempotent, so a
+  crash between spool and merge only delays it to the next process).
+- ``states`` holds the replicated aggregate (``SigState`` as wire bytes)
+  with ``next_due``, so a dying process finds what is due without decoding
+  every signature.
+- Bounds: at most ``max_reports`` pending rows (the oldest are dropped and
+  counted as ``spool_dropped``), at most ``max_bytes`` of database
+  (``max_page_count``: SQLite answers "full" like a full disk would), at most
+  ``limits.max_signatures`` states (least recently seen evicted, counted).
+
+Every SQLite or OS failure surfaces as :class:`~mesh.errors.StoreError`;
+one that means "cannot write here at all" (read-only, full, bad path) as
+:class:`~mesh.errors.StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from mesh import wire
+from mesh.aggregate import BundlePolicy, IssueLink, Limits, OriginCount, SigState, merge_states, next_due
+from mesh.errors import StoreError, StoreUnavailable, WireError
+from mesh.report import Report
+
+__all__ = ["DB_NAME", "Store", "StoreStatistics", "state_of_report"]
+
+DB_NAME = "errmesh.sqlite3"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS spool (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    sig BLOB NOT NULL,
+    created REAL NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS own_counts (sig BLOB PRIMARY KEY, count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS states (
+    sig BLOB PRIMARY KEY,
+    state BLOB NOT NULL,
+    last_seen REAL NOT NULL,
+    next_due REAL
+);
+CREATE INDEX IF NOT EXISTS states_next_due ON states (next_due);
+CREATE INDEX IF NOT EXISTS states_last_seen ON states (last_seen);
+"""
+_UNAVAILABLE = ("readonly", "read-only", "disk is full", "unable to open", "disk i/o")
+
+
+def state_of_report(report: Report) -> SigState:
+    """The one-report state that merging a report adds to the aggregate."""
+    return SigState(
+        signature=report.signature,
+        detail=report,
+        counts={
+            report.origin: OriginCount(
+                count=report.count,
+                first_seen=report.timestamp,
+                last_seen=report.timestamp,
+                host=report.host,
+            )
+        },
+        severity=report.severity,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreStatistics:
+    """A snapshot for ``errmesh status`` and metrics."""
+
+    path: str
+    origin: str
+    pending: int
+    signatures: int
+    spool_dropped: int
+    signatures_evicted: int
+    corrupt_rows: int
+
+
+def _translate(exc: BaseException, what: str) -> StoreError:
+    text = str(exc).lower()
+    if isinstance(exc, OSError) or any(marker in text for marker in _UNAVAILABLE):
+        return StoreUnavailable(f"{what}: {exc}")
+    return StoreError(f"{what}: {exc}")
+
+
+class Store:
+    """A handle on one cluster's database. Not thread-safe: one per thread."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: Path,
+        *,
+        max_reports: int,
+        policy: BundlePolicy,
+        limits: Limits,
+    ) -> None:
+        self._conn = conn
+        self.path = path
+        self.max_reports = max_reports
+        self.policy = policy
+        self.limits = limits
+        self.origin: bytes = self._ensure_origin()
+
+    # -- opening ----------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        directory: Path,
+        *,
+        max_reports: int = 10_000,
+        max_bytes: int = 64 * 1024 * 1024,
+        sync: Literal["full", "normal"] = "full",
+        busy_timeout: float = 5.0,
+        policy: BundlePolicy | None = None,
+        limits: Limits | None = None,
+    ) -> Store:
+        """Open (creating if needed) the database in ``directory``.
+
+        Raises ``StoreUnavailable`` when the directory cannot be created or
+        the database cannot be opened for writing.
+        """
+        path = directory / DB_NAME
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise _translate(exc, f"cannot open {path}") from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {sync.upper()}")
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            conn.execute(f"PRAGMA max_page_count = {max(16, max_bytes // page_size)}")
+            with _immediate(conn):
+                _create_schema(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise _translate(exc, f"cannot initialise {path}") from exc
+        return cls(
+            conn,
+            path,
+            max_reports=max_reports,
+            policy=policy or BundlePolicy(),
+            limits=limits or Limits(),
+        )
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _ensure_origin(self) -> bytes:
+        try:
+            with _immediate(self._conn):
+                self._conn.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('origin', ?)",
+                    (os.urandom(16),),
+                )
+                row = self._conn.execute("SELECT value FROM meta WHERE key = 'origin'").fetchone()
+        except sqlite3.Error as exc:
+            raise _translate(exc, "cannot read the store's origin") from exc
+        return bytes(row[0])
+
+    # -- the spool --------------------------------------------------------
+
+    def spool(self, report: Report, *, now: float | None = None) -> Report:
+        """Commit ``report`` durably; return it stamped with origin, seq, count.
+
+        Raises ``StoreUnavailable`` on a full or read-only disk (after trying
+        once to make room by dropping the oldest pending reports).
+        """
+        try:
+            return self._spool(report, now)
+        except sqlite3.OperationalError as exc:
+            if "full" not in str(exc).lower():
+                raise _translate(exc, "cannot spool the report") from exc
+        # Full: make room by dropping the oldest pending half, then retry once.
+        try:
+            with _immediate(self._conn):
+                pending = self._count_pending()
+                drop = max(1, pending // 2)
+                self._drop_oldest(drop)
+            return self._spool(report, now)
+        except sqlite3.Error as exc:
+            raise _translate(exc, "cannot spool the report (store full)") from exc
+
+    def _spool(self, report: Report, now: float | None) -> Report:
+        conn = self._conn
+        with _immediate(conn):
+            row = conn.execute(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'spool'"
+            ).fetchone()
+            seq = (row[0] if row else 0) + 1
+            conn.execute(
+                "INSERT INTO own_counts (sig, count) VALUES (?, 1) "
+                "ON CONFLICT (sig) DO UPDATE SET count = count + 1",
+                (report.signature,),
+            )
+            count = conn.execute(
+                "SELECT count FROM own_counts WHERE sig = ?", (report.signature,)
+            ).fetchone()[0]
+            stamped = report.replace(origin=self.origin, seq=seq, count=count)
+            conn.execute(
+                "INSERT INTO spool (seq, sig, created, payload) VALUES (?, ?, ?, ?)",
+                (
+                    seq,
+                    report.signature,
+                    time.time() if now is None else now,
+                    wire.encode_report(stamped),
+                ),
+            )
+            excess = self._count_pending() - self.max_reports
+            if excess > 0:
+                self._drop_oldest(excess)
+        return stamped
+
+    def _count_pending(self) -> int:
+        return int(self._conn.execute("SELECT COUNT(*) FROM spool").fetchone()[0])
+
+    def _drop_oldest(self, n: int) -> None:
+        self._conn.execute(
+            "DELETE FROM spool WHERE seq IN (SELECT seq FROM spool ORDER BY seq LIMIT ?)", (n,)
+        )
+        self._bump("spool_dropped", n)
+
+    def _bump(self, name: str, n: int = 1) -> None:
+        self._conn.execute(
+            "INSERT INTO counters (name, value) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+            (name, n),
+        )
+
+    def pending(self, limit: int = 1000) -> list[Report]:
+        """Unacked reports, oldest first. Undecodable rows are removed and counted."""
+        try:
+            rows = self._conn.execute(
+                "SELECT seq, payload FROM spool ORDER BY seq LIMIT ?", (limit,)
+            ).fetchall()
+            reports, corrupt = [], []
+            for seq, payload in rows:
+                try:
+                    reports.append(wire.decode_report(bytes(payload)))
+                except WireError:
+                    corrupt.append(seq)
+            if corrupt:
+                with _immediate(self._conn):
+                    self._conn.executemany("DELETE FROM spool WHERE seq = ?", [(s,) for s in corrupt])
+                    self._bump("corrupt_rows", len(corrupt))
+        except sqlite3.Error as exc:
+            raise _translate(exc, "cannot read the spool") from exc
+        return reports
+
+    def ack(self, ids: Iterable[tuple[bytes, int]]) -> int:
+        """Remove acked reports of this origin from the spool; returns how many."""
+        seqs = [(seq,) for origin, seq in ids if origin == self.origin]
+        if not seqs:
+            return 0
+        try:
+            with _immediate(self._conn):
+                before = self._conn.total_changes
+                self._conn.executemany("DELETE FROM spool WHERE seq = ?", seqs)
+                return self._conn.total_changes - before
+        except sqlite3.Error as exc:
+            raise _translate(exc, "cannot ack") from exc
+
+    # -- the aggregate ----------------------------------------------------
+
+    def merge_reports(self, reports: Iterable[Report]) -> list[SigState]:
+        """Merge reports into the persisted aggregate and unspool our own.
+
+        One transaction: the merge and the removal from the spool commit
+        together. Idempotent (merging is), so re-running after a crash is safe.
+        """
+        reports = list(reports)
+        try:
+            with _immediate(self._conn):
+                touched: dict[bytes, SigState] = {}
+                for report in reports:
+                    sig = report.signature
+                    base = touched.get(sig) or self._load(sig) or SigState(signature=sig)
+                    touched[sig] = merge_states(base, state_of_report(report), self.limits)
+                for state in touched.values():
+                    self._save(state)
+                self._conn.executemany(
+                    "DELETE FROM spool WHERE seq = ?",
+                    [(r.seq,) for r in reports if r.origin == self.origin],
+                )
+                self._evict_signatures()
+        except sqlite3.Error as exc:
+            raise _translate(exc, "cannot merge into the aggregate") from exc
+        return list(touched.values())
+
+    def merge_states(self, states: Iterable[SigState]) -> list[SigState]:
+        """Merge states heard from peers (anti-entropy) into the aggregate."""
+        try:
+            with _immediate(self._conn):
+                out = []
+                for state in states:
+                    base = self._load(state.signature)
+                    merged = state if base is None else merge_states(base, state, self.limits)
+                    self._save(merged)
+                    out.append(merged)
+                self._evict_signatures()
+        except sqlite3.Error as exc:
+            raise _translate(exc, "cannot merge states") from exc
+        return out
+
+    def set_link(self, signature: bytes, link: IssueLink) -> SigState:
+        """Record where a signature's issue is (last writer by term wins)."""
+        base = SigState(signature=signature, link=link)
+        return self.merge_states([base])[0]
+
+    def load_state(self, signature: bytes) -> SigState | None:
+        try:
+            return self._load(signature)
+        except sqlite3.Error as exc:
+            raise _translate(exc, "cannot read the aggregate") from exc
+
+    def due_states(self, now: float, limit: int = 1000) -> list[SigState]:
+        """States whose next action is due at ``now`` (per the store's policy)."""
+        try:
+            rows = self._conn.execute(
+                "SELECT state FROM states WHERE next_due IS NOT NULL AND next_due <= ? "
+                "ORDER BY next_due LIMIT ?",
+                (now, limit),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise _translate(exc, "cannot read the aggregate") from exc
+        return [s for s in (self._decode_state(bytes(r[0])) for r in rows) if s is not None]
+
+    def states(self, limit: int = 10_000) -> list[SigState]:
+        """All states, most recently seen first."""
+        try:
+            rows = self._conn.execute(
+                "SELECT state FROM states ORDER BY last_seen DESC LIMIT ?", (limit,)
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise _translate(exc, "cannot read the aggregate") from exc
+        return [s for s in (self._decode_state(bytes(r[0])) for r in rows) if s is not None]
+
+    def _load(self, signature: bytes) -> SigState | None:
+        row = self._conn.execute("SELECT state FROM states WHERE sig = ?", (signature,)).fetchone()
+        return None if row is None else self._decode_state(bytes(row[0]))
+
+    def _decode_state(self, payload: bytes) -> SigState | None:
+        try:
+            return wire.decode_state(payload)
+        except WireError:
+            return None
+
+    def _save(self, state: SigState) -> None:
+        self._conn.execute(
+            "INSERT INTO states (sig, state, last_seen, next_due) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (sig) DO UPDATE SET state = excluded.state, "
+            "last_seen = excluded.last_seen, next_due = excluded.next_due",
+            (
+                state.signature,
+                wire.encode_state(state),
+                state.last_seen,
+                next_due(state, self.policy),
+            ),
+        )
+
+    def _evict_signatures(self) -> None:
+        total = int(self._conn.execute("SELECT COUNT(*) FROM states").fetchone()[0])
+        excess = total - self.limits.max_signatures
+        if excess > 0:
+            self._conn.execute(
+                "DELETE FROM states WHERE sig IN "
+                "(SELECT sig FROM states ORDER BY last_seen, sig LIMIT ?)",
+                (excess,),
+            )
+            self._bump("signatures_evicted", excess)
+
+    # -- coordination and introspection -----------------------------------
+
+    @contextlib.contextmanager
+    def leader_lock(self, timeout: float = 5.0) -> Iterator[bool]:
+        """Serialise sink actions between processes sharing this store.
+
+        Yields True when the lock was taken, False if it could not be within
+        ``timeout`` (the caller then skips acting: the holder will act).
+        """
+        lock_path = self.path.parent / "leader.lock"
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            yield True
+            return
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise _translate(exc, "cannot open the leader lock") from exc
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    acquired = True
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        acquired = False
+                        break
+                    time.sleep(0.005)
+            try:
+                yield acquired
+            finally:
+                if acquired:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def counters(self) -> dict[str, int]:
+        rows = self._conn.execute("SELECT name, value FROM counters").fetchall()
+        return {str(name): int(value) for name, value in rows}
+
+    def statistics(self) -> StoreStatistics:
+        try:
+            counters = self.counters()
+            signatures = int(self._conn.execute("SELECT COUNT(*) FROM states").fetchone()[0])
+            pending = self._count_pending()
+        except sqlite3.Error as exc:
+            raise _translate(exc, "cannot read statistics") from exc
+        return StoreStatistics(
+            path=str(self.path),
+            origin=self.origin.hex(),
+            pending=pending,
+            signatures=signatures,
+            spool_dropped=counters.get("spool_dropped", 0),
+            signatures_evicted=counters.get("signatures_evicted", 0),
+            corrupt_rows=counters.get("corrupt_rows", 0),
+        )
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+@contextlib.contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction taken up front, so concurrent writers queue cleanly."""
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:  # SQLite already rolled back on SQLITE_FULL
+            conn.execute("ROLLBACK")
+        raise
+    else:
+        conn.execute("COMMIT")

@@ -1,0 +1,471 @@
+"""The capture API that lives inside the host program.
+
+Two promises shape this module:
+
+- **Nothing on the success path.** ``import node`` and ``node.install()``
+  import only the standard library (no libp2p, trio, httpx, msgpack), start no
+  thread, open no socket and no file. They chain the exception hooks and add
+  a logging handler that keeps references to the last records; formatting,
+  configuration files, scrubbing, SQLite and the sink are loaded only once an
+  error has been captured (``node.pipeline``).
+- **Capture never hurts the host.** Every failure inside errmesh is caught,
+  said once on stderr, and the host goes on with its own exit status; the
+  previous hooks are always called; interactive shells are left alone.
+
+Like sentry-python's hub, one module-level :class:`_Hub` holds the installed
+state; ``install()`` again replaces its options, ``uninstall()`` restores
+the previous hooks.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~2 ms
+if TYPE_CHECKING:
+    import logging
+    import threading
+    from collections.abc import Callable, Sequence
+    from types import TracebackType
+    from typing import Any, TypeVar
+
+    from mesh.report import Report
+    from node.config import Config
+    from node.pipeline import Delivery, Outcome, Pipeline
+
+    F = TypeVar("F", bound=Callable[..., Any])
+
+__all__ = [
+    "capture_exception",
+    "install",
+    "last_outcome",
+    "report_errors",
+    "uninstall",
+]
+
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _make_log_ring(capacity: int) -> logging.Handler:
+    """A handler that keeps the last ``capacity`` records, formatted only when asked.
+
+    Holding references is O(1) per record; formatting happens once, on the
+    error path, so a chatty host pays nothing for it. The class is made here,
+    not at import, because subclassing ``logging.Handler`` needs ``logging``.
+    """
+    import collections
+    import logging
+
+    class LogRing(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.NOTSET)
+            self.records: collections.deque[logging.LogRecord] = collections.deque(
+                maxlen=capacity
+            )
+            self.setFormatter(logging.Formatter(_FORMAT))
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.records.append(record)
+
+        def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802
+            pass  # never print a traceback into the host's stderr for our handler
+
+        def lines(self) -> tuple[str, ...]:
+            out: list[str] = []
+            fmt = self.formatter or logging.Formatter(_FORMAT)
+            for record in list(self.records):
+                try:
+                    record.message = record.getMessage()
+                    record.asctime = fmt.formatTime(record)
+                    text = fmt.formatMessage(record)
+                except Exception:  # a record whose args cannot be formatted
+                    text = f"{record.levelname} {record.name}: {record.msg!r}"
+                out.extend(text.splitlines() or [""])
+            return tuple(out[-capacity:])
+
+    return LogRing()
+
+
+class _WhenImported:
+    """Run a callback right after a module is first imported.
+
+    A meta-path finder that steps aside as soon as it has wrapped the loader
+    of the module it waits for. It lets ``install()`` attach the log ring and
+    chain ``threading.excepthook`` without importing ``logging`` or
+    ``threading`` itself: a host that never logs never pays for logging.
+    """
+
+    def __init__(self, name: str, callback: Callable[[], None]) -> None:
+        self.name = name
+        self.callback = callback
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname != self.name:
+            return None
+        self.remove()
+        for finder in sys.meta_path:
+            find_spec = getattr(finder, "find_spec", None)
+            spec = find_spec(fullname, path, target) if find_spec else None
+            if spec is not None and spec.loader is not None:
+                spec.loader = _ThenLoader(spec.loader, self.callback)
+                return spec
+        return None
+
+    def remove(self) -> None:
+        while self in sys.meta_path:
+            sys.meta_path.remove(self)
+
+
+class _ThenLoader:
+    """A loader that defers to the real one, then calls back."""
+
+    def __init__(self, loader: Any, callback: Callable[[], None]) -> None:
+        self._loader = loader
+        self._callback = callback
+
+    def create_module(self, spec: Any) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self._loader.exec_module(module)
+        module.__loader__ = self._loader
+        if getattr(module, "__spec__", None) is not None:
+            module.__spec__.loader = self._loader
+        try:
+            self._callback()
+        except Exception:
+            pass  # never break the host's import
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+
+def _when_imported(name: str, callback: Callable[[], None], watchers: list[_WhenImported]) -> None:
+    if name in sys.modules:
+        callback()
+        return
+    watcher = _WhenImported(name, callback)
+    sys.meta_path.insert(0, watcher)
+    watchers.append(watcher)
+
+
+class _Hub:
+    """The installed state: options, hooks, log ring, and the lazy pipeline."""
+
+    def __init__(self) -> None:
+        self.flags: dict[str, Any] = {}
+        self.before_send: Callable[[Report], Report | None] | None = None
+        self.delivery: Delivery | None = None
+        self.ring: Any = None  # the LogRing, once logging is imported
+        self.prev_excepthook: Callable[..., Any] | None = None
+        self.prev_threading_hook: Callable[..., Any] | None = None
+        self.installed = False
+        self.warned = False
+        self.last: Outcome | None = None
+        self.watchers: list[_WhenImported] = []
+        self._pipeline: Pipeline | None = None
+        self._busy = False
+
+    # -- lazy heavy parts ---------------------------------------------------
+
+    def config(self) -> Config:
+        from node.config import load_config
+
+        return load_config(self.flags)
+
+    def pipeline(self) -> Pipeline:
+        if self._pipeline is None:
+            from node.pipeline import Pipeline
+
+            self._pipeline = Pipeline(
+                self.config(), before_send=self.before_send, delivery=self.delivery
+            )
+        return self._pipeline
+
+    def reset(self) -> None:
+        self._pipeline = None
+
+    # -- capture --------------------------------------------------------------
+
+    def capture(
+        self,
+        exc: BaseException,
+        *,
+        exiting: bool,
+        fingerprint: Sequence[str] | None = None,
+    ) -> Outcome | None:
+        """Run the error path; never raises, never runs twice for one exception."""
+        if getattr(exc, "__errmesh_seen__", False) or self._busy:
+            return None  # already reported, or an error inside our own error path
+        try:
+            exc.__errmesh_seen__ = True  # type: ignore[attr-defined]
+        except Exception:
+            pass
+        self._busy = True
+        try:
+            import threading
+
+            with _LOCK.setdefault("lock", threading.Lock()):
+                return self._capture(exc, exiting=exiting, fingerprint=fingerprint)
+        except BaseException as failure:  # noqa: BLE001 - capture must never hurt the host
+            self.warn(f"{type(failure).__name__}: {failure}")
+            return None
+        finally:
+            self._busy = False
+
+    def _capture(
+        self, exc: BaseException, *, exiting: bool, fingerprint: Sequence[str] | None
+    ) -> Outcome:
+        from node.event import EventContext, from_exception, host_facts, process_facts
+
+        pipeline = self.pipeline()
+        config = pipeline.config
+        facts = host_facts()
+        ctx = EventContext(
+            app=config.app or _default_app(),
+            app_version=config.app_version,
+            argv=tuple(sys.argv),
+            log_tail=self.ring.lines() if self.ring is not None else (),
+            host=facts["host"],
+            os=facts["os"],
+            python=facts["python"],
+            facts=process_facts(),
+            in_app_include=config.in_app_include,
+            in_app_exclude=config.in_app_exclude,
+            cwd=facts["cwd"],
+        )
+        raw = from_exception(exc, ctx, now=time.time())
+        if fingerprint is not None:
+            raw = raw.replace(fingerprint=tuple(fingerprint))
+        outcome = pipeline.process(raw, exiting=exiting)
+        self.last = outcome
+        if outcome.round is not None and outcome.round.errors:
+            self.warn("; ".join(outcome.round.errors))
+        return outcome
+
+    def warn(self, message: str) -> None:
+        """Say once per process that errmesh failed; the host goes on."""
+        if self.warned:
+            return
+        self.warned = True
+        try:
+            sys.stderr.write(f"errmesh: could not record this error: {message}\n")
+            sys.stderr.flush()
+        except Exception:
+            pass
+
+    def is_error(self, exc: BaseException) -> bool:
+        if isinstance(exc, SystemExit):
+            return exc.code not in (None, 0)
+        if isinstance(exc, KeyboardInterrupt):
+            return bool(self.flags.get("capture_keyboard_interrupt", False))
+        return True
+
+    # -- hooks ----------------------------------------------------------------
+
+    def excepthook(
+        self, exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+    ) -> None:
+        try:
+            if exc is not None and self.is_error(exc):
+                if exc.__traceback__ is None and tb is not None:
+                    exc = exc.with_traceback(tb)
+                self.capture(exc, exiting=True)
+        finally:
+            previous = self.prev_excepthook or sys.__excepthook__
+            previous(exc_type, exc, tb)
+
+    def threading_hook(self, args: threading.ExceptHookArgs) -> None:
+        import threading
+
+        try:
+            if args.exc_value is not None and self.is_error(args.exc_value):
+                self.capture(args.exc_value, exiting=False)
+        finally:
+            previous = self.prev_threading_hook or threading.__excepthook__
+            previous(args)
+
+    def attach_ring(self) -> None:
+        import logging
+
+        if self.ring is None:
+            self.ring = _make_log_ring(int(self.flags.get("log_lines", 50)))
+            logging.getLogger().addHandler(self.ring)
+
+    def chain_threading(self) -> None:
+        import threading
+
+        if self.installed and threading.excepthook != self.threading_hook:
+            self.prev_threading_hook = threading.excepthook
+            threading.excepthook = self.threading_hook
+
+
+_hub = _Hub()
+_LOCK: dict[str, Any] = {}
+
+
+def _default_app() -> str:
+    import os
+
+    return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+
+
+def _interactive() -> bool:
+    return hasattr(sys, "ps1") or bool(sys.flags.interactive)
+
+
+def install(
+    app: str = "",
+    *,
+    before_send: Callable[[Report], Report | None] | None = None,
+    delivery: Delivery | None = None,
+    **options: Any,
+) -> None:
+    """Report this program's unhandled errors. Call once, early in ``main``.
+
+    Chains ``sys.excepthook`` and ``threading.excepthook`` (the previous hooks
+    still run) and keeps the last log records of every logger. ``options``
+    are settings of ``node.config.Config`` (``cluster="prod"``, ``window=60``);
+    they win over the environment and the config file. Raises
+    ``node.errors.ConfigError`` for an unknown option or a bad value, so a
+    mistake shows at start-up rather than at the first crash. In an
+    interactive shell only the log ring is set up: the REPL's own errors are
+    not reports.
+    """
+    if not isinstance(app, str):
+        from node.errors import ConfigError
+
+        raise ConfigError("app", f"expected a string, got {type(app).__name__}")
+    flags: dict[str, Any] = {}
+    if options:
+        from node.config import validate_flags
+
+        flags = validate_flags(options)
+    if app:
+        flags["app"] = app.strip()
+    hub = _hub
+    hub.flags = flags
+    hub.before_send = before_send
+    hub.delivery = delivery
+    hub.reset()
+    _when_imported("logging", hub.attach_ring, hub.watchers)
+    if hub.installed or _interactive():
+        return
+    hub.prev_excepthook = sys.excepthook
+    sys.excepthook = hub.excepthook
+    hub.installed = True
+    _when_imported("threading", hub.chain_threading, hub.watchers)
+
+
+def uninstall() -> None:
+    """Restore the previous hooks and remove the log handler."""
+    hub = _hub
+    for watcher in hub.watchers:
+        watcher.remove()
+    hub.watchers.clear()
+    if hub.installed:
+        if sys.excepthook == hub.excepthook:
+            sys.excepthook = hub.prev_excepthook or sys.__excepthook__
+        threading: Any = sys.modules.get("threading")
+        if threading is not None and threading.excepthook == hub.threading_hook:
+            threading.excepthook = hub.prev_threading_hook or threading.__excepthook__
+        hub.installed = False
+    if hub.ring is not None:
+        import logging
+
+        logging.getLogger().removeHandler(hub.ring)
+        hub.ring = None
+    hub.flags = {}
+    hub.before_send = None
+    hub.delivery = None
+    hub.warned = False
+    hub.last = None
+    hub.reset()
+
+
+def capture_exception(
+    exc: BaseException | None = None, *, fingerprint: Sequence[str] | None = None
+) -> str | None:
+    """Report ``exc`` (default: the exception being handled); return its signature.
+
+    Returns the 12-hex-digit signature, or None when nothing was recorded
+    (no exception, dropped by ``before_send``, or errmesh failed — said once
+    on stderr). Never raises.
+    """
+    if exc is None:
+        exc = sys.exc_info()[1]
+        if exc is None:
+            return None
+    outcome = _hub.capture(exc, exiting=False, fingerprint=fingerprint)
+    if outcome is None or outcome.report is None:
+        return None
+    return outcome.report.signature.hex()[:12]
+
+
+def last_outcome() -> Outcome | None:
+    """What happened to the last captured error (for tests and ``errmesh``)."""
+    return _hub.last
+
+
+class _ReportErrors:
+    """Decorator and context manager: report what escapes, then re-raise."""
+
+    def __init__(self, fingerprint: Sequence[str] | None = None) -> None:
+        self.fingerprint = fingerprint
+
+    def __call__(self, func: F) -> F:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with self:
+                return func(*args, **kwargs)
+
+        # functools.wraps without importing functools (success-path cost).
+        for name in ("__module__", "__name__", "__qualname__", "__doc__"):
+            try:
+                setattr(wrapper, name, getattr(func, name))
+            except AttributeError:
+                pass
+        wrapper.__dict__.update(getattr(func, "__dict__", {}))
+        wrapper.__wrapped__ = func  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    def __enter__(self) -> _ReportErrors:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Returning None re-raises: the host keeps its exception and exit status.
+        if exc is not None and _hub.is_error(exc):
+            _hub.capture(exc, exiting=True, fingerprint=self.fingerprint)
+
+
+if TYPE_CHECKING:
+    from typing import overload
+else:
+
+    def overload(func: Any) -> Any:  # typing.overload without importing typing
+        return func
+
+
+@overload
+def report_errors(func: F) -> F: ...
+@overload
+def report_errors(*, fingerprint: Sequence[str] | None = None) -> _ReportErrors: ...
+
+
+def report_errors(
+    func: F | None = None, *, fingerprint: Sequence[str] | None = None
+) -> F | _ReportErrors:
+    """``@report_errors`` on a CLI's ``main``, or ``with report_errors():``.
+
+    The error is reported and re-raised unchanged, so the program's own
+    handling and exit status stay as they were. ``SystemExit(0)`` and
+    ``KeyboardInterrupt`` are not errors (unless configured).
+    """
+    if func is not None:
+        return _ReportErrors()(func)
+    return _ReportErrors(fingerprint)

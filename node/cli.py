@@ -1,0 +1,258 @@
+"""The ``errmesh`` command line: thin wrappers over the library.
+
+Global options are settings (they win over the environment and the config
+file, like ``node.install(**options)``); every command builds its
+configuration once through ``node.config.load_config``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from node.config import Config, load_config
+from node.errors import ConfigError
+
+__all__ = ["main"]
+
+
+def _config(ctx: click.Context, **extra: Any) -> Config:
+    flags = {**ctx.obj, **{k: v for k, v in extra.items() if v is not None}}
+    try:
+        return load_config(flags)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--cluster", help="Cluster name (one spool and one issue folder per cluster).")
+@click.option("--state-dir", type=click.Path(path_type=Path), help="Where the spool lives.")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Where the file sink writes.")
+@click.option("--issues-dir", type=click.Path(path_type=Path), help="The file sink's folder.")
+@click.option("--sink", type=click.Choice(["auto", "file", "github", "none"]))
+@click.option("--window", type=float, help="Seconds between updates of one issue.")
+@click.version_option(package_name="errmesh")
+@click.pass_context
+def cli(ctx: click.Context, **options: Any) -> None:
+    """errmesh: every failure, one well-written issue, no central server."""
+    ctx.obj = {k: v for k, v in options.items() if v is not None}
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--app", help="Name shown in reports (default: the program's name).")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def run(ctx: click.Context, app: str | None, command: Sequence[str]) -> None:
+    """Run COMMAND; if it fails, report it. Exits as COMMAND did.
+
+    Usage: errmesh run [--app NAME] -- CMD ARGS...
+    """
+    from node.capture import _hub
+    from node.runner import exit_like, run_command
+
+    argv = list(command)
+    result = run_command(argv, tail_lines=_config(ctx, app=app).log_lines)
+    if result.failed:
+        _report_command(ctx, argv, result, app)
+    exit_like(result)
+
+
+def _report_command(ctx: click.Context, argv: list[str], result: Any, app: str | None) -> None:
+    """The error path of ``errmesh run``: never changes the exit status."""
+    from node.capture import _hub
+
+    try:
+        from node.event import EventContext, from_command, host_facts
+        from node.pipeline import Pipeline
+
+        config = _config(ctx, app=app)
+        facts = host_facts()
+        report = from_command(
+            argv,
+            exit_code=result.exit_code,
+            signal_number=result.signal,
+            stderr_tail=result.stderr_tail,
+            ctx=EventContext(
+                app=config.app,
+                app_version=config.app_version,
+                host=facts["host"],
+                os=facts["os"],
+                python=facts["python"],
+                facts=(("cwd", os.getcwd()),),
+            ),
+            now=time.time(),
+        )
+        outcome = Pipeline(config).process(report, exiting=True)
+        if outcome.round is not None and outcome.round.errors:
+            _hub.warn("; ".join(outcome.round.errors))
+    except BaseException as failure:  # noqa: BLE001 - never change the program's exit
+        _hub.warn(f"{type(failure).__name__}: {failure}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Spool depth, signatures with counts and issue links."""
+    from node.pipeline import open_store
+
+    config = _config(ctx)
+    with open_store(config) as store:
+        stats = store.statistics()
+        states = store.states()
+    data = {
+        "cluster": config.cluster,
+        "role": "solo" if not config.peers else "peer",
+        "store": stats.path,
+        "origin": stats.origin,
+        "spool_pending": stats.pending,
+        "spool_dropped": stats.spool_dropped,
+        "signatures_evicted": stats.signatures_evicted,
+        "sink": config.sink_name,
+        "signatures": [_state_row(s) for s in states],
+    }
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"cluster {data['cluster']} ({data['role']}), sink: {data['sink']}")
+    click.echo(f"store {stats.path}")
+    click.echo(f"spool: {stats.pending} pending, {stats.spool_dropped} dropped")
+    _print_rows(data["signatures"])
+
+
+def _state_row(state: Any) -> dict[str, Any]:
+    from github_sink.render import render_title
+
+    link = state.link
+    return {
+        "signature": state.signature.hex()[:12],
+        "title": render_title(state),
+        "occurrences": state.total,
+        "hosts": list(state.hosts),
+        "first_seen": state.first_seen,
+        "last_seen": state.last_seen,
+        "severity": state.severity.name.lower(),
+        "issue": None
+        if link is None
+        else {"number": link.number, "url": link.url, "state": link.state, "synced": link.synced_total},
+    }
+
+
+def _print_rows(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        click.echo("no errors recorded")
+        return
+    click.echo(f"{'signature':<13}{'count':>6}  {'issue':<10} title")
+    for row in rows:
+        issue = row["issue"]
+        where = "-" if issue is None else f"#{issue['number']} {issue['state']}"
+        click.echo(f"{row['signature']:<13}{row['occurrences']:>6}  {where:<10} {row['title']}")
+
+
+@cli.group()
+def issues() -> None:
+    """The file sink's issues."""
+
+
+@issues.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def issues_list(ctx: click.Context, as_json: bool) -> None:
+    """List the issues in the file sink's folder."""
+    from github_sink.file_sink import FileSink
+
+    config = _config(ctx.find_root())
+    sink = FileSink(config.resolved_issues_dir)
+    index = sink.read_index()
+    if as_json:
+        click.echo(json.dumps(index, indent=2))
+        return
+    click.echo(f"issues in {sink.directory}")
+    for sig, entry in sorted(index["issues"].items(), key=lambda kv: kv[1]["number"]):
+        click.echo(
+            f"#{entry['number']:<4} {entry['state']:<7} {entry.get('total', 0):>6}x  "
+            f"{sig[:12]}  {entry.get('title', '')}"
+        )
+
+
+@issues.command("close")
+@click.argument("signature")
+@click.pass_context
+def issues_close(ctx: click.Context, signature: str) -> None:
+    """Close the issue of SIGNATURE (a prefix is enough); new occurrences reopen it."""
+    from github_sink.errors import SinkError
+    from github_sink.file_sink import FileSink
+
+    config = _config(ctx.find_root())
+    try:
+        path = FileSink(config.resolved_issues_dir).close(signature, now=time.time())
+    except SinkError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"closed {path}")
+
+
+@cli.command()
+@click.pass_context
+def drain(ctx: click.Context) -> None:
+    """Merge what failed processes left in the spool and do what is due (cron-able)."""
+    from node.pipeline import SoloDelivery, open_store
+
+    config = _config(ctx)
+    with open_store(config) as store:
+        result = SoloDelivery(config).deliver(store, [], exiting=False)
+    if result is None:
+        click.echo("merged the spool; issues are disabled")
+        return
+    click.echo(
+        f"opened {result.opened}, updated {result.updated}, reopened {result.reopened}, "
+        f"failed {result.failed}"
+    )
+    for error in result.errors:
+        click.echo(f"  {error}", err=True)
+
+
+@cli.command("config")
+@click.pass_context
+def show_config(ctx: click.Context) -> None:
+    """Print the effective settings (the token is masked)."""
+    config = _config(ctx)
+    for name, value in config.public_items():
+        click.echo(f"{name} = {value}")
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Overwrite an existing key file.")
+def keygen(path: Path, force: bool) -> None:
+    """Write a new cluster key (32 random bytes, hex) to PATH with mode 0600."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise click.ClickException(f"{path} exists; use --force to replace it") from None
+    with os.fdopen(fd, "w") as handle:
+        handle.write(os.urandom(32).hex() + "\n")
+    os.chmod(path, 0o600)
+    click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.option("--dir", "directory", type=click.Path(path_type=Path), default=Path(".errmesh-demo"))
+@click.option("--rounds", type=int, default=3, help="How many times each failure repeats.")
+def demo(directory: Path, rounds: int) -> None:
+    """Fail some programs in a few distinct ways and show the issues produced."""
+    from node.demo import run_demo
+
+    sys.exit(run_demo(directory, rounds=rounds))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="errmesh")

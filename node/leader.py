@@ -1,0 +1,110 @@
+"""One round of the leader's work: find what is due, let the sink do it.
+
+Solo mode runs this in the failing process itself (a mesh of one is its own
+leader); the mesh's elected leader will run the same function from its loop.
+The decisions come from the pure core (``mesh.aggregate.plan``); this module
+only feeds it the persisted state, carries out the actions through a sink,
+and records the resulting issue links, stamped with the leader's ``term``.
+
+Rounds are serialised between processes sharing a store by the store's
+leader lock, so two failing CLIs on one machine never act on the same
+signature at once. A sink that is down leaves the action due: the next round
+(the next failing process, the relay, the next leader) retries it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from github_sink.errors import SinkError, SinkRejected
+from github_sink.sink import Sink, execute
+from mesh.aggregate import OpenIssue, ReopenIssue, SigState, plan
+from mesh.store import Store
+
+__all__ = ["RoundResult", "act"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoundResult:
+    """What one round did, for logs, status and tests."""
+
+    opened: int = 0
+    updated: int = 0
+    reopened: int = 0
+    failed: int = 0
+    skipped: bool = False
+    errors: tuple[str, ...] = ()
+
+
+def act(
+    store: Store,
+    sink: Sink,
+    *,
+    now: float,
+    term: int,
+    flush: Collection[bytes] = (),
+    lock_timeout: float = 5.0,
+) -> RoundResult:
+    """Carry out every action due at ``now``; ``flush`` signatures skip the settle delay.
+
+    Never raises a sink error: failures are counted and described in the
+    result; ``StoreError`` from the store propagates (the caller decides).
+    """
+    with store.leader_lock(lock_timeout) as held:
+        if not held:
+            return RoundResult(skipped=True)
+        candidates: dict[bytes, SigState] = {s.signature: s for s in store.due_states(now)}
+        for sig in flush:
+            state = store.load_state(sig)
+            if state is not None:
+                candidates[sig] = state
+        candidates = _observe(store, sink, candidates, now)
+        counts = {"opened": 0, "updated": 0, "reopened": 0, "failed": 0}
+        errors: list[str] = []
+        for sig in sorted(candidates):
+            action = plan(candidates[sig], now, store.policy, flush=sig in flush)
+            if action is None:
+                continue
+            try:
+                link = execute(sink, action, now=now, term=term)
+            except SinkError as exc:
+                counts["failed"] += 1
+                kind = "rejected" if isinstance(exc, SinkRejected) else "unavailable"
+                errors.append(f"{sink.name} sink {kind}: {exc}")
+                continue
+            store.set_link(sig, link)
+            if isinstance(action, OpenIssue):
+                counts["opened"] += 1
+            elif isinstance(action, ReopenIssue):
+                counts["reopened"] += 1
+            else:
+                counts["updated"] += 1
+        return RoundResult(
+            opened=counts["opened"],
+            updated=counts["updated"],
+            reopened=counts["reopened"],
+            failed=counts["failed"],
+            errors=tuple(errors),
+        )
+
+
+def _observe(
+    store: Store, sink: Sink, candidates: dict[bytes, SigState], now: float
+) -> dict[bytes, SigState]:
+    """Learn which issues people closed, so that the plan can reopen them."""
+    linked = [sig for sig, state in candidates.items() if state.link is not None]
+    if not linked:
+        return candidates
+    try:
+        observed = sink.observe(linked)
+    except SinkError:
+        return candidates  # act on what we know; the next round observes again
+    out = dict(candidates)
+    for sig, issue_state in observed.items():
+        link = candidates[sig].link
+        if link is not None and link.state != issue_state:
+            seen = dataclasses.replace(link, state=issue_state, synced_at=max(link.synced_at, now))
+            out[sig] = store.set_link(sig, seen)
+    return out

@@ -1,0 +1,178 @@
+"""The error path: from a raw report to a spooled, delivered one.
+
+Order matters and is the same for every way in (excepthook, decorator,
+``capture_exception``, ``errmesh run``):
+
+1. scrub (secrets never reach ``before_send``, the spool or the wire);
+2. ``before_send`` may edit or drop the report; its result is scrubbed again;
+3. signature (after scrubbing, so a secret in a message cannot split groups);
+4. bound to the wire limits;
+5. spool: committed durably, stamped with (origin, seq, count);
+6. deliver: solo mode merges into the local aggregate and runs one leader
+   round with the configured sink; the mesh (issue 3) plugs in here as
+   another :class:`Delivery`.
+
+Everything heavy (msgpack, SQLite, the sink) is imported here, and this
+module is imported only once an error has happened.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from github_sink.file_sink import FileSink
+from github_sink.sink import Sink
+from mesh.aggregate import BundlePolicy, Limits
+from mesh.report import Report
+from mesh.scrub import Scrubber, ScrubRules, secret_env_values
+from mesh.signature import report_signature
+from mesh.store import Store
+from mesh.wire import bound_report
+from node.config import Config
+from node.errors import ConfigError
+from node.leader import RoundResult, act
+
+__all__ = ["BeforeSend", "Delivery", "Outcome", "Pipeline", "SoloDelivery", "make_sink", "open_store"]
+
+BeforeSend = Callable[[Report], "Report | None"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """What happened to one captured error."""
+
+    report: Report | None
+    dropped_by_hook: bool = False
+    round: RoundResult | None = None
+
+
+class Delivery(Protocol):
+    """Takes spooled reports onward (solo: local aggregate; mesh: gossip)."""
+
+    def deliver(self, store: Store, reports: Sequence[Report], *, exiting: bool) -> RoundResult | None:
+        ...
+
+
+def make_sink(config: Config) -> Sink | None:
+    """The sink the configuration asks for; None when issues are disabled.
+
+    Raises ``ConfigError`` for a sink that cannot be used.
+    """
+    name = config.sink_name
+    if name == "none":
+        return None
+    if name == "file":
+        return FileSink(config.resolved_issues_dir)
+    raise ConfigError(
+        "ERRMESH_SINK",
+        "the GitHub sink is not part of this version yet; reports are kept in the "
+        "spool and aggregate. Unset ERRMESH_REPO/IPFS_REPO or set ERRMESH_SINK=file.",
+    )
+
+
+def open_store(config: Config) -> Store:
+    """The cluster's store with the configuration's bounds and policy."""
+    return Store.open(
+        config.cluster_state_dir,
+        max_reports=config.spool_max_reports,
+        max_bytes=config.spool_max_bytes,
+        sync=config.spool_sync,
+        policy=BundlePolicy(
+            settle=config.settle,
+            window=config.window,
+            reopen_on_regression=config.reopen_on_regression,
+        ),
+        limits=Limits(max_signatures=config.max_signatures),
+    )
+
+
+class SoloDelivery:
+    """A mesh of one: merge into the local aggregate, act as the leader.
+
+    Pending reports of earlier processes (killed before this step) are merged
+    too, so nothing spooled is ever stranded. The signatures of the reports
+    in hand are flushed: a process about to exit writes a new signature's
+    issue now instead of waiting for the settle delay. The sink is built
+    after the merge, so a bad sink setting never costs a report.
+    """
+
+    term = 0
+
+    def __init__(self, config: Config, sink: Sink | None = None) -> None:
+        self.config = config
+        self._sink = sink
+
+    def deliver(self, store: Store, reports: Sequence[Report], *, exiting: bool) -> RoundResult | None:
+        store.merge_reports(store.pending())
+        sink = self._sink if self._sink is not None else make_sink(self.config)
+        if sink is None:
+            return None
+        return act(
+            store,
+            sink,
+            now=time.time(),
+            term=self.term,
+            flush={r.signature for r in reports},
+        )
+
+
+class Pipeline:
+    """Scrub, sign, bound, spool, deliver. One per configuration."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        before_send: BeforeSend | None = None,
+        delivery: Delivery | None = None,
+        environ: dict[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.before_send = before_send
+        env = dict(os.environ if environ is None else environ)
+        self.scrubber = Scrubber(
+            ScrubRules(
+                extra_patterns=config.scrub_patterns,
+                extra_keys=config.scrub_keys,
+                secret_values=secret_env_values(env)
+                + ((config.github_token,) if config.github_token else ()),
+                home=env.get("HOME") or os.path.expanduser("~"),
+            )
+        )
+        self._delivery = delivery
+
+    @property
+    def delivery(self) -> Delivery:
+        if self._delivery is None:
+            self._delivery = SoloDelivery(self.config)
+        return self._delivery
+
+    def prepare(self, raw: Report) -> Report | None:
+        """Steps 1-4: the report as it will be stored, or None if the hook dropped it."""
+        report = self.scrubber.report(raw)
+        if self.before_send is not None:
+            edited = self.before_send(report)
+            if edited is None:
+                return None
+            report = self.scrubber.report(edited)
+        report = report.replace(signature=report_signature(report))
+        return bound_report(report)
+
+    def process(self, raw: Report, *, exiting: bool) -> Outcome:
+        """All steps. Raises ``StoreError``/``ConfigError``; the caller reports them once."""
+        report = self.prepare(raw)
+        if report is None:
+            return Outcome(report=None, dropped_by_hook=True)
+        with open_store(self.config) as store:
+            stored = store.spool(report)
+            result = self.delivery.deliver(store, [stored], exiting=exiting)
+        return Outcome(report=stored, round=result)
+
+
+def signature_for(report: Report, fingerprint: Sequence[str] | None) -> Report:
+    """Attach a user fingerprint (Sentry style) before the pipeline signs it."""
+    return report if fingerprint is None else report.replace(fingerprint=tuple(fingerprint))

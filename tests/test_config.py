@@ -1,0 +1,147 @@
+"""Configuration: flags > environment > TOML file > defaults, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from node.config import Config, load_config, parse_bool, resolve, validate_flags
+from node.errors import ConfigError
+
+HOME = {"HOME": "/home/alice"}
+
+
+def test_defaults_follow_xdg() -> None:
+    config = resolve(environ=HOME)
+    assert config.cluster == "default"
+    assert config.state_dir == Path("/home/alice/.local/state/errmesh")
+    assert config.cluster_state_dir == Path("/home/alice/.local/state/errmesh/default")
+    assert config.resolved_issues_dir == Path("/home/alice/.local/share/errmesh/default/issues")
+    assert config.window == 900.0
+    assert config.sink_name == "file"
+
+
+def test_xdg_variables_move_the_folders() -> None:
+    config = resolve(environ={**HOME, "XDG_STATE_HOME": "/s", "XDG_DATA_HOME": "/d"})
+    assert config.cluster_state_dir == Path("/s/errmesh/default")
+    assert config.resolved_issues_dir == Path("/d/errmesh/default/issues")
+
+
+def test_flags_beat_environment_beat_file_beat_defaults() -> None:
+    file_values = {"cluster": "from-file", "window": 60, "settle": 2}
+    env = {**HOME, "ERRMESH_CLUSTER": "from-env", "ERRMESH_WINDOW": "30"}
+    config = resolve(flags={"cluster": "from-flag"}, environ=env, file_values=file_values)
+    assert config.cluster == "from-flag"
+    assert config.window == 30.0
+    assert config.settle == 2.0
+    assert config.log_lines == 50
+
+
+@pytest.mark.parametrize("text", ["true", "TRUE", "True", "1", "yes", "YES", "Yes", "on"])
+def test_the_original_tools_true_values(text: str) -> None:
+    assert parse_bool(text) is True
+
+
+@pytest.mark.parametrize("text", ["false", "FALSE", "0", "no", "No", "off", ""])
+def test_false_values(text: str) -> None:
+    assert parse_bool(text) is False
+
+
+def test_original_tool_variables_are_aliases() -> None:
+    env = {
+        **HOME,
+        "IPFS_AUTO_ISSUE": "yes",
+        "IPFS_AUTO_PR": "TRUE",
+        "IPFS_AUTO_HEAL": "1",
+        "IPFS_REPO": "acme/widgets",
+    }
+    config = resolve(environ=env)
+    assert (config.auto_issue, config.auto_pr, config.auto_heal) == (True, True, True)
+    assert config.repo == "acme/widgets"
+    assert config.sink_name == "github"
+
+
+def test_errmesh_variable_wins_over_its_alias() -> None:
+    env = {**HOME, "IPFS_AUTO_PR": "true", "ERRMESH_AUTO_PR": "false"}
+    assert resolve(environ=env).auto_pr is False
+
+
+def test_auto_issue_off_disables_the_sink() -> None:
+    assert resolve(environ={**HOME, "IPFS_AUTO_ISSUE": "false"}).sink_name == "none"
+
+
+def test_token_sources_in_order_and_never_in_repr() -> None:
+    env = {**HOME, "GH_TOKEN": "gh-token", "GITHUB_TOKEN": "github-token"}
+    config = resolve(environ=env)
+    assert config.github_token == "github-token"
+    assert "github-token" not in repr(config)
+    assert ("github_token", "(set)") in config.public_items()
+    env["ERRMESH_GITHUB_TOKEN"] = "errmesh-token"
+    assert resolve(environ=env).github_token == "errmesh-token"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"ERRMESH_AUTO_PR": "maybe"}, "ERRMESH_AUTO_PR"),
+        ({"IPFS_AUTO_ISSUE": "sure"}, "IPFS_AUTO_ISSUE"),
+        ({"ERRMESH_WINDOW": "soon"}, "ERRMESH_WINDOW"),
+        ({"ERRMESH_WINDOW": "-5"}, "ERRMESH_WINDOW"),
+        ({"ERRMESH_LOG_LINES": "0"}, "ERRMESH_LOG_LINES"),
+        ({"IPFS_REPO": "not-a-repo"}, "IPFS_REPO"),
+        ({"ERRMESH_CLUSTER": "../escape"}, "ERRMESH_CLUSTER"),
+        ({"ERRMESH_SINK": "email"}, "ERRMESH_SINK"),
+        ({"ERRMESH_GITHUB_API_URL": "ftp://x"}, "ERRMESH_GITHUB_API_URL"),
+    ],
+)
+def test_invalid_values_name_the_setting(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve(environ={**HOME, **env})
+    assert info.value.setting == named
+    assert named in str(info.value)
+
+
+def test_unknown_flag_is_an_error_listing_known_ones() -> None:
+    with pytest.raises(ConfigError, match="unknown option") as info:
+        validate_flags({"windwo": 5})
+    assert info.value.setting == "windwo"
+    assert "window" in str(info.value)
+
+
+def test_toml_file_values_and_errermesh_table(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[errmesh]\ncluster = "prod"\nwindow = 120\nscrub_keys = ["pin", "otp"]\n')
+    config = load_config(environ={**HOME, "ERRMESH_CONFIG": str(path)})
+    assert config.cluster == "prod"
+    assert config.window == 120.0
+    assert config.scrub_keys == ("pin", "otp")
+
+
+def test_bad_toml_names_the_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("window = 'later'\n")
+    with pytest.raises(ConfigError, match="window") as info:
+        load_config(environ={**HOME, "ERRMESH_CONFIG": str(path)})
+    assert str(path) in info.value.setting
+    path.write_text("window = = 1\n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(environ={**HOME, "ERRMESH_CONFIG": str(path)})
+
+
+def test_missing_explicit_config_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(environ={**HOME, "ERRMESH_CONFIG": str(tmp_path / "nope.toml")})
+
+
+def test_missing_default_config_file_is_fine(tmp_path: Path) -> None:
+    config = load_config(environ={"HOME": str(tmp_path)})
+    assert config == Config(
+        state_dir=tmp_path / ".local/state/errmesh", data_dir=tmp_path / ".local/share/errmesh"
+    )
+
+
+def test_config_is_frozen() -> None:
+    config = resolve(environ=HOME)
+    with pytest.raises(AttributeError):
+        config.window = 1  # type: ignore[misc]
