@@ -1,0 +1,437 @@
+"""Leader election as a pure state machine (DESIGN section 6).
+
+Only the leader talks to GitHub, so the peers must agree on one. This module
+decides who that is from heartbeats alone. It never reads a clock, sleeps,
+draws a random number or touches a socket: the driver feeds it the
+heartbeats it receives and its monotonic time, sends the heartbeats it is
+asked to send, and calls :meth:`Election.tick` at
+:meth:`Election.next_deadline`. That keeps the hard part testable in virtual
+time (``tests/test_election.py`` runs whole clusters in memory).
+"""
+
+# ---------------------------------------------------------------------------
+# Rules. Everything that decides who leads lives in this file.
+#
+# Rank     Higher priority is better; equal priorities: the smaller peer id
+#          (plain ``str`` order) is better. Only eligible peers have a rank.
+#          Non-eligible peers ("observers") never lead and never send
+#          heartbeats, but still follow who leads.
+# Alive    A peer is alive while its last heartbeat was RECEIVED less than
+#          ``timeout = heartbeat * timeout_beats`` ago, on the receiver's own
+#          clock. No timestamp crosses the wire, so clock offsets between
+#          machines cannot matter.
+# Settled  ``settle`` (default: the timeout) after construction. By then a
+#          peer has heard every live peer and the highest term. It is paid
+#          once per process, never again at a failover.
+# Term     The highest term seen in any heartbeat, or taken. It never
+#          decreases. Leading means taking ``term = highest seen + 1``, so a
+#          leader's side effects carry a term newer than any it knows of.
+#
+# Facts, recomputed from the state after every input:
+#   outranked     an alive eligible peer ranks better than me
+#   newer_leader  an alive eligible peer leads in a higher term than mine
+#   behind        I lead, but have heard a higher term (from a non-leader)
+#   ready         settled and not outranked
+#
+# Transitions: the first row matching (role, a fact) fires; repeat until no
+# row matches (at most two rows fire per input):
+#
+#   role      fact          -> role      emits
+#   leader    outranked     -> follower  SteppedDown
+#   leader    newer_leader  -> follower  SteppedDown  (then usually `ready`)
+#   leader    behind        -> leader    BecameLeader (a fresh term)
+#   follower  ready         -> leader    BecameLeader (highest seen + 1)
+#   observer  -             -  never changes
+#
+# Any transition is announced at once with a SendHeartbeat, besides the
+# regular one every `heartbeat`. LeaderChanged is emitted whenever the
+# belief (leader, its term) changes. The belief is this peer itself when it
+# leads, else the alive eligible peer whose latest heartbeat says
+# leading=True with the highest term (ties: the better rank), else None.
+#
+# Theory of operation
+# -------------------
+# Steady state: every eligible peer hears every other within the timeout, so
+# all agree on the best-ranked one, which leads; the others are outranked.
+# The best-ranked peer can never be outranked, so once settled it leads
+# without a gap (a `newer_leader` step-down is followed by `ready` within the
+# same input, i.e. it just moves to a fresh term).
+#
+# Failover: the leader dies after its last heartbeat at t. The next-best
+# peer N receives it by t + delay and expires it at t + delay + timeout; on
+# that tick N is no longer outranked and, settled long ago, leads. So the
+# leader is replaced within timeout + max delay of its death (and not before
+# timeout - heartbeat): 1.5 s to 2 s with the defaults and delay < 0.5 s.
+#
+# Joining: a newcomer sends a heartbeat at once, so a worse leader steps down
+# as soon as it hears it; the newcomer leads only when settled. That leaves
+# no leader for up to `settle`, on purpose: a gap delays issues, an overlap
+# could duplicate them.
+#
+# Loss and partitions: two peers lead at once only if the worse one has not
+# received a single heartbeat from the better one for a whole timeout (the
+# two sides of a partition, or a run of losses). The first heartbeat that
+# gets through ends it: the worse steps down; the better, hearing a newer
+# leader, moves to a fresh term above it. Terms only grow, so the surviving
+# leader's side effects win every last-writer-wins comparison by term
+# (mesh/aggregate.py), and the sink reconciles duplicates (DESIGN 6).
+# ---------------------------------------------------------------------------
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Final, Literal, TypeAlias
+
+from mesh.errors import LocalError
+
+__all__ = [
+    "BecameLeader",
+    "Election",
+    "ElectionConfig",
+    "ElectionEvent",
+    "ElectionStatistics",
+    "Heartbeat",
+    "LeaderChanged",
+    "Role",
+    "SendHeartbeat",
+    "SteppedDown",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Heartbeat:
+    """What a leader-eligible peer says every heartbeat.
+
+    Rank: higher ``priority`` is better; among equal priorities the smaller
+    ``peer`` id is better. ``term`` is the highest term the sender knows of,
+    ``leading`` whether the sender currently acts as leader in that term.
+    """
+
+    peer: str
+    priority: int
+    term: int
+    leading: bool
+    eligible: bool = True
+
+
+Role: TypeAlias = Literal["leader", "follower", "observer"]
+_Fact: TypeAlias = Literal["outranked", "newer_leader", "behind", "ready"]
+
+_TRANSITIONS: Final[tuple[tuple[Role, _Fact, Role], ...]] = (
+    ("leader", "outranked", "follower"),
+    ("leader", "newer_leader", "follower"),
+    ("leader", "behind", "leader"),
+    ("follower", "ready", "leader"),
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ElectionConfig:
+    """Timing of the election; the defaults meet the 3 s failover goal.
+
+    ``heartbeat``: seconds between heartbeats. ``timeout_beats``: a peer is
+    alive while heard within ``heartbeat * timeout_beats``; at least 2, since
+    with 1 any network jitter would expire a live peer between two beats.
+    ``settle``: how long a new peer waits before it may lead, so that it has
+    heard the others; ``None`` means the timeout. It should exceed
+    ``heartbeat`` plus the network delay.
+
+    Raises :class:`~mesh.errors.LocalError` on a non-positive or non-finite
+    value.
+    """
+
+    heartbeat: float = 0.5
+    timeout_beats: int = 3
+    settle: float | None = None
+
+    def __post_init__(self) -> None:
+        if not _positive_number(self.heartbeat):
+            raise LocalError(f"heartbeat must be a positive number, got {self.heartbeat!r}")
+        beats = self.timeout_beats
+        if isinstance(beats, bool) or not isinstance(beats, int) or beats < 2:
+            raise LocalError(f"timeout_beats must be an int >= 2, got {beats!r}")
+        if self.settle is not None and not _positive_number(self.settle):
+            raise LocalError(f"settle must be a positive number or None, got {self.settle!r}")
+
+    @property
+    def timeout(self) -> float:
+        """How long a silent peer stays alive."""
+        return self.heartbeat * self.timeout_beats
+
+    @property
+    def settle_period(self) -> float:
+        """``settle`` with ``None`` resolved to the timeout."""
+        return self.timeout if self.settle is None else self.settle
+
+
+def _positive_number(value: object) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SendHeartbeat:
+    """Publish this heartbeat to every peer now."""
+
+    heartbeat: Heartbeat
+
+
+@dataclass(frozen=True, slots=True)
+class BecameLeader:
+    """This peer now leads in ``term``; its side effects must carry it."""
+
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
+class SteppedDown:
+    """This peer stopped leading in ``term``; stop side effects at once."""
+
+    term: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderChanged:
+    """Who this peer believes leads, and in which term, changed.
+
+    ``leader`` may be this peer itself, or ``None`` (then ``term`` is the
+    highest term known).
+    """
+
+    leader: str | None
+    term: int
+
+
+ElectionEvent: TypeAlias = SendHeartbeat | BecameLeader | SteppedDown | LeaderChanged
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ElectionStatistics:
+    """A snapshot for status pages and metrics; ``alive_peers`` excludes self."""
+
+    role: Role
+    leader: str | None
+    term: int
+    alive_peers: int
+    elections_won: int
+    step_downs: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    heartbeat: Heartbeat
+    expires_at: float  # receiver's clock: received at + timeout
+
+
+def _rank(hb: Heartbeat) -> tuple[int, str]:
+    """Sort key: smaller is better."""
+    return (-hb.priority, hb.peer)
+
+
+_DEFAULT_CONFIG: Final = ElectionConfig()
+
+
+class Election:
+    """One peer's view of the election; feed it heartbeats and time.
+
+    ``now`` is this peer's monotonic clock (any origin). Every method that
+    takes ``now`` raises :class:`~mesh.errors.LocalError` if it goes
+    backwards or is not finite. Call :meth:`tick` first right after
+    construction (``next_deadline()`` is ``now`` then) and after that at
+    :meth:`next_deadline`, and :meth:`receive` for every heartbeat; act on the
+    returned events in order.
+    """
+
+    def __init__(
+        self,
+        *,
+        me: str,
+        priority: int = 0,
+        eligible: bool = True,
+        config: ElectionConfig = _DEFAULT_CONFIG,
+        now: float,
+    ) -> None:
+        if not isinstance(me, str) or not me:
+            raise LocalError(f"me must be a non-empty peer id, got {me!r}")
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise LocalError(f"priority must be an int, got {priority!r}")
+        if not math.isfinite(now):
+            raise LocalError(f"now must be finite, got {now!r}")
+        self._me = me
+        self._priority = priority
+        self._eligible = eligible
+        self._config = config
+        self._timeout = config.timeout
+        self._settled_at = now + config.settle_period
+        self._now = now
+        self._role: Role = "follower" if eligible else "observer"
+        self._term = 0
+        self._lead_term = 0
+        self._peers: dict[str, _Seen] = {}
+        self._next_heartbeat = now if eligible else math.inf
+        self._belief: tuple[str | None, int | None] = (None, None)
+        self._elections_won = 0
+        self._step_downs = 0
+
+    # -- inputs --------------------------------------------------------------
+
+    def receive(self, hb: Heartbeat, now: float) -> list[ElectionEvent]:
+        """Take in a heartbeat received at ``now``; return what to do.
+
+        Our own heartbeat echoed back is ignored. A heartbeat from a
+        non-eligible sender only counts as a sign of life.
+        """
+        self._advance(now)
+        if hb.peer != self._me:
+            self._peers[hb.peer] = _Seen(hb, now + self._timeout)
+            self._term = max(self._term, hb.term)
+        return self._step(now)
+
+    def tick(self, now: float) -> list[ElectionEvent]:
+        """Let time pass: expire silent peers, decide, send a due heartbeat."""
+        self._advance(now)
+        return self._step(now)
+
+    # -- queries -------------------------------------------------------------
+
+    @property
+    def role(self) -> Role:
+        return self._role
+
+    @property
+    def leader(self) -> str | None:
+        """Who this peer believes leads (see the rules at the top)."""
+        return self._current_belief()[0]
+
+    @property
+    def term(self) -> int:
+        """The highest term seen or taken; never decreases."""
+        return self._term
+
+    def alive(self, now: float) -> tuple[str, ...]:
+        """Other peers heard within the timeout at ``now``, best-ranked first.
+
+        A pure query: it does not expire anyone (only ``tick``/``receive`` do).
+        """
+        seen = [s.heartbeat for s in self._peers.values() if s.expires_at > now]
+        seen.sort(key=lambda hb: (not hb.eligible, *_rank(hb)))
+        return tuple(hb.peer for hb in seen)
+
+    def next_deadline(self) -> float:
+        """When :meth:`tick` must next be called (``math.inf``: only on input).
+
+        The earliest of the next heartbeat, the end of settling and the next
+        expiry, so a driver can sleep exactly until then. Always later than
+        the ``now`` of the last call.
+        """
+        deadlines = [s.expires_at for s in self._peers.values()]
+        if self._eligible:
+            deadlines.append(self._next_heartbeat)
+            if self._settled_at > self._now:
+                deadlines.append(self._settled_at)
+        return min(deadlines, default=math.inf)
+
+    def statistics(self) -> ElectionStatistics:
+        return ElectionStatistics(
+            role=self._role,
+            leader=self.leader,
+            term=self._term,
+            alive_peers=len(self._peers),
+            elections_won=self._elections_won,
+            step_downs=self._step_downs,
+        )
+
+    # -- the machine ---------------------------------------------------------
+
+    def _advance(self, now: float) -> None:
+        if not math.isfinite(now) or now < self._now:
+            raise LocalError(f"time must be finite and never go back: {now!r} < {self._now!r}")
+        self._now = now
+
+    def _step(self, now: float) -> list[ElectionEvent]:
+        self._peers = {p: s for p, s in self._peers.items() if s.expires_at > now}
+        events: list[ElectionEvent] = []
+        changed = self._transition(now, events)
+        belief = self._current_belief()
+        if belief != self._belief:
+            self._belief = belief
+            leader, term = belief
+            events.append(LeaderChanged(leader, self._term if term is None else term))
+        if self._eligible and (changed or now >= self._next_heartbeat):
+            events.append(SendHeartbeat(self._heartbeat()))
+            self._next_heartbeat = now + self._config.heartbeat
+        return events
+
+    def _transition(self, now: float, events: list[ElectionEvent]) -> bool:
+        """Fire rows of ``_TRANSITIONS`` until none matches; True if any did."""
+        fired = False
+        for _ in range(len(_TRANSITIONS)):  # at most two fire; see the rules
+            facts = self._facts(now)
+            row = next(
+                (
+                    (fact, to)
+                    for role, fact, to in _TRANSITIONS
+                    if role == self._role and fact in facts
+                ),
+                None,
+            )
+            if row is None:
+                return fired
+            fact, to = row
+            if to == "leader":
+                self._term += 1
+                self._lead_term = self._term
+                self._elections_won += 1
+                events.append(BecameLeader(self._term))
+            else:
+                self._step_downs += 1
+                events.append(SteppedDown(self._lead_term, facts[fact]))
+            self._role = to
+            fired = True
+        raise AssertionError(f"election transitions did not settle: {events}")  # pragma: no cover
+
+    def _facts(self, now: float) -> dict[_Fact, str]:
+        """The facts that hold now, each with a human-readable why."""
+        facts: dict[_Fact, str] = {}
+        me = (-self._priority, self._me)
+        rivals = [s.heartbeat for s in self._peers.values() if s.heartbeat.eligible]
+        better = min((hb for hb in rivals if _rank(hb) < me), key=_rank, default=None)
+        if better is not None:
+            facts["outranked"] = f"outranked by {better.peer} (priority {better.priority})"
+        elif now >= self._settled_at:
+            facts["ready"] = "settled and best-ranked"
+        newer = [hb for hb in rivals if hb.leading and hb.term > self._lead_term]
+        if newer:
+            top = max(newer, key=lambda hb: hb.term)
+            facts["newer_leader"] = f"{top.peer} leads in newer term {top.term}"
+        if self._term > self._lead_term:
+            facts["behind"] = f"heard term {self._term}"
+        return facts
+
+    def _current_belief(self) -> tuple[str | None, int | None]:
+        if self._role == "leader":
+            return self._me, self._term
+        claims = [
+            s.heartbeat
+            for s in self._peers.values()
+            if s.heartbeat.leading and s.heartbeat.eligible
+        ]
+        if not claims:
+            return None, None
+        best = min(claims, key=lambda hb: (-hb.term, *_rank(hb)))
+        return best.peer, best.term
+
+    def _heartbeat(self) -> Heartbeat:
+        return Heartbeat(
+            peer=self._me,
+            priority=self._priority,
+            term=self._term,
+            leading=self._role == "leader",
+            eligible=self._eligible,
+        )
