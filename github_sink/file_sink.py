@@ -126,7 +126,9 @@ class FileSink:
             path = self.directory / str(entry["file"])
             with contextlib.suppress(OSError):
                 text = path.read_text(encoding="utf-8")
-                path.write_text(text.replace("**State:** open", "**State:** closed", 1), encoding="utf-8")
+                path.write_text(
+                    text.replace("**State:** open", "**State:** closed", 1), encoding="utf-8"
+                )
             return str(path)
 
     def read_index(self) -> dict[str, Any]:

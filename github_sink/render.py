@@ -20,9 +20,9 @@ from mesh.report import Report, sig_hex
 from mesh.signature import normalise_message
 
 __all__ = [
+    "MARKER_RE",
     "MAX_BODY",
     "MAX_TITLE",
-    "MARKER_RE",
     "marker",
     "render_body",
     "render_comment",
@@ -54,7 +54,9 @@ def render_title(state: SigState) -> str:
         title = f"[errmesh] error {sig_hex(state.signature)}"
     else:
         message = normalise_message(detail.message) if detail.message else ""
-        title = f"[errmesh] {detail.exc_type}: {message}" if message else f"[errmesh] {detail.exc_type}"
+        title = (
+            f"[errmesh] {detail.exc_type}: {message}" if message else f"[errmesh] {detail.exc_type}"
+        )
     title = " ".join(title.split())
     if len(title) > MAX_TITLE:
         title = title[: MAX_TITLE - 1] + "…"
@@ -136,7 +138,11 @@ def render_body(state: SigState, *, now: float | None = None, max_chars: int = M
         if detail.argv:
             head += [f"**Command:** `{' '.join(detail.argv)}`".replace("\n", " "), ""]
         if detail.exit_code is not None or detail.signal is not None:
-            how = f"exit code {detail.exit_code}" if detail.signal is None else f"signal {detail.signal}"
+            how = (
+                f"exit code {detail.exit_code}"
+                if detail.signal is None
+                else f"signal {detail.signal}"
+            )
             head += [f"**Ended with:** {how}", ""]
     tail = ["## Hosts", _hosts_table(state), ""]
     if detail is not None:
@@ -161,7 +167,11 @@ def render_body(state: SigState, *, now: float | None = None, max_chars: int = M
         log_title = "## Output (stderr tail)" if detail.kind == "command" else "## Preceding logs"
         trace_budget = budget // 2 if logs else budget
         if trace:
-            trace_text = trace if len(trace) <= trace_budget else _cut_lines(trace.splitlines(), trace_budget)
+            trace_text = (
+                trace
+                if len(trace) <= trace_budget
+                else _cut_lines(trace.splitlines(), trace_budget)
+            )
             middle += ["## Stack trace", _fence(trace_text, "python"), ""]
         if logs:
             used = sum(len(x) + 1 for x in middle)
@@ -180,7 +190,11 @@ def render_body(state: SigState, *, now: float | None = None, max_chars: int = M
 def render_comment(state: SigState, *, previous_total: int, regression: bool = False) -> str:
     """The bundled update: new counts and hosts since the last sync."""
     new = state.total - previous_total
-    lead = "**Regression:** this error happened again after the issue was closed.\n\n" if regression else ""
+    lead = (
+        "**Regression:** this error happened again after the issue was closed.\n\n"
+        if regression
+        else ""
+    )
     return (
         f"{lead}{marker(state.signature)}\n"
         f"**+{new}** new occurrence{'s' if new != 1 else ''} · **{state.total}** in total on "

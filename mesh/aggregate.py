@@ -410,9 +410,11 @@ def plan(
 ) -> Action | None:
     """What the leader must do for this signature now, if anything.
 
-    ``flush`` acts on everything pending regardless of the settle delay and
-    the bundle window (leader shutdown, demo, tests); it never opens an issue
-    without a detail report and never reopens when reopening is disabled.
+    ``flush`` skips the settle delay of a new signature: a process about to
+    exit opens its issue now rather than leaving it to a later process. It
+    does not skip the bundle window (updates stay at most one per window
+    whoever acts), never opens an issue without a detail report and never
+    reopens when reopening is disabled.
 
     Raises :class:`~mesh.errors.LocalError` if the policy holds NaN.
     """
@@ -428,7 +430,7 @@ def plan(
         if policy.reopen_on_regression and state.total > link.synced_total:
             return ReopenIssue(state=state, link=link)
         return None
-    if (flush or now >= link.synced_at + policy.window) and _has_news(state, link):
+    if now >= link.synced_at + policy.window and _has_news(state, link):
         return UpdateIssue(state=state, link=link)
     return None
 

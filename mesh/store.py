@@ -43,7 +43,15 @@ from pathlib import Path
 from typing import Literal
 
 from mesh import wire
-from mesh.aggregate import BundlePolicy, IssueLink, Limits, OriginCount, SigState, merge_states, next_due
+from mesh.aggregate import (
+    BundlePolicy,
+    IssueLink,
+    Limits,
+    OriginCount,
+    SigState,
+    merge_states,
+    next_due,
+)
 from mesh.errors import StoreError, StoreUnavailable, WireError
 from mesh.report import Report
 
@@ -221,9 +229,7 @@ class Store:
     def _spool(self, report: Report, now: float | None) -> Report:
         conn = self._conn
         with _immediate(conn):
-            row = conn.execute(
-                "SELECT seq FROM sqlite_sequence WHERE name = 'spool'"
-            ).fetchone()
+            row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'spool'").fetchone()
             seq = (row[0] if row else 0) + 1
             conn.execute(
                 "INSERT INTO own_counts (sig, count) VALUES (?, 1) "
@@ -278,7 +284,9 @@ class Store:
                     corrupt.append(seq)
             if corrupt:
                 with _immediate(self._conn):
-                    self._conn.executemany("DELETE FROM spool WHERE seq = ?", [(s,) for s in corrupt])
+                    self._conn.executemany(
+                        "DELETE FROM spool WHERE seq = ?", [(s,) for s in corrupt]
+                    )
                     self._bump("corrupt_rows", len(corrupt))
         except sqlite3.Error as exc:
             raise _translate(exc, "cannot read the spool") from exc

@@ -47,44 +47,66 @@ __all__ = [
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def _make_log_ring(capacity: int) -> logging.Handler:
-    """A handler that keeps the last ``capacity`` records, formatted only when asked.
+class _LogRing:
+    """Keeps the last ``capacity`` log records; formats them only when asked.
 
-    Holding references is O(1) per record; formatting happens once, on the
-    error path, so a chatty host pays nothing for it. The class is made here,
-    not at import, because subclassing ``logging.Handler`` needs ``logging``.
+    It is fed by wrapping ``logging.Logger.callHandlers`` (as sentry-python
+    does) rather than by adding a root handler: a handler on the root logger
+    would make the host's own ``logging.basicConfig()`` a silent no-op, and
+    would miss loggers that do not propagate. Holding a reference is O(1) per
+    record; formatting happens once, on the error path.
     """
-    import collections
-    import logging
 
-    class LogRing(logging.Handler):
-        def __init__(self) -> None:
-            super().__init__(logging.NOTSET)
-            self.records: collections.deque[logging.LogRecord] = collections.deque(
-                maxlen=capacity
-            )
-            self.setFormatter(logging.Formatter(_FORMAT))
+    def __init__(self, capacity: int) -> None:
+        import collections
 
-        def emit(self, record: logging.LogRecord) -> None:
-            self.records.append(record)
+        self.records: collections.deque[logging.LogRecord] = collections.deque(maxlen=capacity)
+        self.capacity = capacity
+        self._original: Any = None
 
-        def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802
-            pass  # never print a traceback into the host's stderr for our handler
+    def attach(self) -> None:
+        import logging
 
-        def lines(self) -> tuple[str, ...]:
-            out: list[str] = []
-            fmt = self.formatter or logging.Formatter(_FORMAT)
-            for record in list(self.records):
-                try:
-                    record.message = record.getMessage()
-                    record.asctime = fmt.formatTime(record)
-                    text = fmt.formatMessage(record)
-                except Exception:  # a record whose args cannot be formatted
-                    text = f"{record.levelname} {record.name}: {record.msg!r}"
-                out.extend(text.splitlines() or [""])
-            return tuple(out[-capacity:])
+        original = logging.Logger.callHandlers
+        ring = self.records
 
-    return LogRing()
+        def call_handlers(logger: logging.Logger, record: logging.LogRecord) -> None:
+            ring.append(record)
+            original(logger, record)
+
+        call_handlers.__errmesh_original__ = original  # type: ignore[attr-defined]
+        self._original = original
+        logging.Logger.callHandlers = call_handlers  # type: ignore[method-assign,assignment]
+
+    def detach(self) -> None:
+        import logging
+
+        current = logging.Logger.callHandlers
+        if getattr(current, "__errmesh_original__", None) is self._original:
+            logging.Logger.callHandlers = self._original  # type: ignore[method-assign,assignment]
+
+    def lines(self) -> tuple[str, ...]:
+        import logging
+
+        fmt = logging.Formatter(_FORMAT)
+        out: list[str] = []
+        for record in list(self.records):
+            try:
+                text = fmt.formatMessage(_formatted(record, fmt))
+            except Exception:  # a record whose args cannot be formatted
+                text = f"{record.levelname} {record.name}: {record.msg!r}"
+            out.extend(text.splitlines() or [""])
+        return tuple(out[-self.capacity :])
+
+
+def _formatted(record: logging.LogRecord, fmt: logging.Formatter) -> logging.LogRecord:
+    """A copy with message and time filled in; the host's record stays untouched."""
+    import copy
+
+    clone = copy.copy(record)
+    clone.message = record.getMessage()
+    clone.asctime = fmt.formatTime(record)
+    return clone
 
 
 class _WhenImported:
@@ -157,7 +179,7 @@ class _Hub:
         self.flags: dict[str, Any] = {}
         self.before_send: Callable[[Report], Report | None] | None = None
         self.delivery: Delivery | None = None
-        self.ring: Any = None  # the LogRing, once logging is imported
+        self.ring: _LogRing | None = None  # once logging is imported
         self.prev_excepthook: Callable[..., Any] | None = None
         self.prev_threading_hook: Callable[..., Any] | None = None
         self.installed = False
@@ -208,7 +230,7 @@ class _Hub:
 
             with _LOCK.setdefault("lock", threading.Lock()):
                 return self._capture(exc, exiting=exiting, fingerprint=fingerprint)
-        except BaseException as failure:  # noqa: BLE001 - capture must never hurt the host
+        except BaseException as failure:
             self.warn(f"{type(failure).__name__}: {failure}")
             return None
         finally:
@@ -259,7 +281,10 @@ class _Hub:
         if isinstance(exc, SystemExit):
             return exc.code not in (None, 0)
         if isinstance(exc, KeyboardInterrupt):
-            return bool(self.flags.get("capture_keyboard_interrupt", False))
+            try:  # the setting may come from the environment or the file
+                return self.pipeline().config.capture_keyboard_interrupt
+            except Exception:
+                return False
         return True
 
     # -- hooks ----------------------------------------------------------------
@@ -275,6 +300,8 @@ class _Hub:
         finally:
             previous = self.prev_excepthook or sys.__excepthook__
             previous(exc_type, exc, tb)
+            if isinstance(exc, KeyboardInterrupt):
+                _keep_sigint_exit()
 
     def threading_hook(self, args: threading.ExceptHookArgs) -> None:
         import threading
@@ -287,11 +314,9 @@ class _Hub:
             previous(args)
 
     def attach_ring(self) -> None:
-        import logging
-
         if self.ring is None:
-            self.ring = _make_log_ring(int(self.flags.get("log_lines", 50)))
-            logging.getLogger().addHandler(self.ring)
+            self.ring = _LogRing(int(self.flags.get("log_lines", 50)))
+            self.ring.attach()
 
     def chain_threading(self) -> None:
         import threading
@@ -299,6 +324,20 @@ class _Hub:
         if self.installed and threading.excepthook != self.threading_hook:
             self.prev_threading_hook = threading.excepthook
             threading.excepthook = self.threading_hook
+
+
+def _keep_sigint_exit() -> None:
+    """Let the process still end "killed by SIGINT" after Ctrl-C.
+
+    CPython exits by SIGINT on an unhandled KeyboardInterrupt only while an
+    internal flag is set, and every ``exec()`` of a string clears it (creating
+    a dataclass does that, so loading errmesh's error path does). A string
+    evaluation that ends in KeyboardInterrupt sets the flag again.
+    """
+    try:
+        exec("raise KeyboardInterrupt")
+    except KeyboardInterrupt:
+        pass
 
 
 _hub = _Hub()
@@ -372,9 +411,7 @@ def uninstall() -> None:
             threading.excepthook = hub.prev_threading_hook or threading.__excepthook__
         hub.installed = False
     if hub.ring is not None:
-        import logging
-
-        logging.getLogger().removeHandler(hub.ring)
+        hub.ring.detach()
         hub.ring = None
     hub.flags = {}
     hub.before_send = None
@@ -454,10 +491,10 @@ else:
 @overload
 def report_errors(func: F) -> F: ...
 @overload
-def report_errors(*, fingerprint: Sequence[str] | None = None) -> _ReportErrors: ...
+def report_errors(*, fingerprint: Sequence[str] | None = None) -> _ReportErrors: ...  # noqa: F811
 
 
-def report_errors(
+def report_errors(  # noqa: F811
     func: F | None = None, *, fingerprint: Sequence[str] | None = None
 ) -> F | _ReportErrors:
     """``@report_errors`` on a CLI's ``main``, or ``with report_errors():``.

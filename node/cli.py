@@ -40,7 +40,7 @@ def _config(ctx: click.Context, **extra: Any) -> Config:
 @click.option("--window", type=float, help="Seconds between updates of one issue.")
 @click.version_option(package_name="errmesh")
 @click.pass_context
-def cli(ctx: click.Context, **options: Any) -> None:
+def cli(ctx: click.Context, /, **options: Any) -> None:
     """errmesh: every failure, one well-written issue, no central server."""
     ctx.obj = {k: v for k, v in options.items() if v is not None}
 
@@ -54,7 +54,6 @@ def run(ctx: click.Context, app: str | None, command: Sequence[str]) -> None:
 
     Usage: errmesh run [--app NAME] -- CMD ARGS...
     """
-    from node.capture import _hub
     from node.runner import exit_like, run_command
 
     argv = list(command)
@@ -92,7 +91,7 @@ def _report_command(ctx: click.Context, argv: list[str], result: Any, app: str |
         outcome = Pipeline(config).process(report, exiting=True)
         if outcome.round is not None and outcome.round.errors:
             _hub.warn("; ".join(outcome.round.errors))
-    except BaseException as failure:  # noqa: BLE001 - never change the program's exit
+    except BaseException as failure:
         _hub.warn(f"{type(failure).__name__}: {failure}")
 
 
@@ -107,7 +106,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
     with open_store(config) as store:
         stats = store.statistics()
         states = store.states()
-    data = {
+    rows = [_state_row(s) for s in states]
+    data: dict[str, Any] = {
         "cluster": config.cluster,
         "role": "solo" if not config.peers else "peer",
         "store": stats.path,
@@ -116,7 +116,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
         "spool_dropped": stats.spool_dropped,
         "signatures_evicted": stats.signatures_evicted,
         "sink": config.sink_name,
-        "signatures": [_state_row(s) for s in states],
+        "signatures": rows,
     }
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -124,7 +124,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"cluster {data['cluster']} ({data['role']}), sink: {data['sink']}")
     click.echo(f"store {stats.path}")
     click.echo(f"spool: {stats.pending} pending, {stats.spool_dropped} dropped")
-    _print_rows(data["signatures"])
+    _print_rows(rows)
 
 
 def _state_row(state: Any) -> dict[str, Any]:
@@ -141,7 +141,12 @@ def _state_row(state: Any) -> dict[str, Any]:
         "severity": state.severity.name.lower(),
         "issue": None
         if link is None
-        else {"number": link.number, "url": link.url, "state": link.state, "synced": link.synced_total},
+        else {
+            "number": link.number,
+            "url": link.url,
+            "state": link.state,
+            "synced": link.synced_total,
+        },
     }
 
 

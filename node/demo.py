@@ -74,8 +74,10 @@ def run_demo(directory: Path, *, rounds: int = 3, out: object = None) -> int:
     env.pop("ERRMESH_REPO", None)
     env.pop("IPFS_REPO", None)
     jobs = [(name, argv) for _ in range(rounds) for name, argv in SCENARIOS.items()]
-    write(f"errmesh demo: {len(jobs)} failing processes ({len(SCENARIOS)} kinds x {rounds}), "
-          f"4 at a time, sharing one spool in {directory}")
+    write(
+        f"errmesh demo: {len(jobs)} failing processes ({len(SCENARIOS)} kinds x {rounds}), "
+        f"4 at a time, sharing one spool in {directory}"
+    )
     started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
         futures = {pool.submit(_run_one, argv, env): name for name, argv in jobs}
@@ -99,6 +101,9 @@ def run_demo(directory: Path, *, rounds: int = 3, out: object = None) -> int:
         write(f"\n----- {first} -----")
         write(first.read_text(encoding="utf-8"))
     ok = len(entries) == len(SCENARIOS) and all(e["total"] == rounds for _, e in entries)
-    write("demo OK: one issue per signature, every occurrence counted" if ok
-          else "demo: unexpected result (see above)")
+    write(
+        "demo OK: one issue per signature, every occurrence counted"
+        if ok
+        else "demo: unexpected result (see above)"
+    )
     return 0 if ok else 1

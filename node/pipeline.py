@@ -36,7 +36,15 @@ from node.config import Config
 from node.errors import ConfigError
 from node.leader import RoundResult, act
 
-__all__ = ["BeforeSend", "Delivery", "Outcome", "Pipeline", "SoloDelivery", "make_sink", "open_store"]
+__all__ = [
+    "BeforeSend",
+    "Delivery",
+    "Outcome",
+    "Pipeline",
+    "SoloDelivery",
+    "make_sink",
+    "open_store",
+]
 
 BeforeSend = Callable[[Report], "Report | None"]
 
@@ -53,8 +61,9 @@ class Outcome:
 class Delivery(Protocol):
     """Takes spooled reports onward (solo: local aggregate; mesh: gossip)."""
 
-    def deliver(self, store: Store, reports: Sequence[Report], *, exiting: bool) -> RoundResult | None:
-        ...
+    def deliver(
+        self, store: Store, reports: Sequence[Report], *, exiting: bool
+    ) -> RoundResult | None: ...
 
 
 def make_sink(config: Config) -> Sink | None:
@@ -106,17 +115,22 @@ class SoloDelivery:
         self.config = config
         self._sink = sink
 
-    def deliver(self, store: Store, reports: Sequence[Report], *, exiting: bool) -> RoundResult | None:
-        store.merge_reports(store.pending())
+    def deliver(
+        self, store: Store, reports: Sequence[Report], *, exiting: bool
+    ) -> RoundResult | None:
+        pending = store.pending()
+        store.merge_reports(pending)
         sink = self._sink if self._sink is not None else make_sink(self.config)
         if sink is None:
             return None
+        # Every spooled report came from a process that was failing; none of
+        # them will come back to open its issue, so none waits for settle.
         return act(
             store,
             sink,
             now=time.time(),
             term=self.term,
-            flush={r.signature for r in reports},
+            flush={r.signature for r in pending} | {r.signature for r in reports},
         )
 
 

@@ -36,7 +36,9 @@ class Sandbox:
     def issues_dir(self) -> Path:
         return self.root / "data" / "test" / "issues"
 
-    def python(self, code: str, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+    def python(
+        self, code: str, *args: str, timeout: float = 60, **env: str
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``code`` as a host program in its own process."""
         return subprocess.run(
             [sys.executable, "-c", textwrap.dedent(code), *args],
@@ -47,7 +49,9 @@ class Sandbox:
             cwd=self.root,
         )
 
-    def errmesh(self, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+    def errmesh(
+        self, *args: str, timeout: float = 60, **env: str
+    ) -> subprocess.CompletedProcess[str]:
         """Run the ``errmesh`` command line in its own process."""
         return subprocess.run(
             [sys.executable, "-m", "node", *args],

@@ -588,11 +588,14 @@ def test_updates_are_bundled_per_window_and_need_news() -> None:
     assert agg.next_due(POLICY) == 2800.0
 
 
-def test_flush_skips_the_window_but_still_needs_news() -> None:
+def test_flush_does_not_skip_the_bundle_window() -> None:
+    """A dying process opens new issues at once, but updates stay one per window."""
     link = make_link(synced_total=3, synced_at=1000.0)
-    assert plan(seen(make_occ(count=3), link=link), 1000.0, POLICY, flush=True) is None
     state = seen(make_occ(count=4), link=link)
-    assert plan(state, 1000.0, POLICY, flush=True) == UpdateIssue(state=state, link=link)
+    assert plan(state, 1000.0, POLICY, flush=True) is None
+    assert plan(state, 1000.0 + POLICY.window, POLICY, flush=True) == UpdateIssue(
+        state=state, link=link
+    )
 
 
 def test_a_severity_rise_alone_is_news_for_an_open_issue() -> None:

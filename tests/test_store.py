@@ -79,8 +79,12 @@ def test_merge_is_idempotent_and_unspools_atomically(tmp_path: Path) -> None:
 def test_links_are_last_writer_by_term(tmp_path: Path) -> None:
     with Store.open(tmp_path) as store:
         store.merge_reports([store.spool(make_report())])
-        newer = IssueLink(ref="r", number=2, url="u", state="open", term=5, synced_total=1, synced_at=10.0)
-        older = IssueLink(ref="r", number=1, url="u", state="open", term=4, synced_total=9, synced_at=99.0)
+        newer = IssueLink(
+            ref="r", number=2, url="u", state="open", term=5, synced_total=1, synced_at=10.0
+        )
+        older = IssueLink(
+            ref="r", number=1, url="u", state="open", term=4, synced_total=9, synced_at=99.0
+        )
         store.set_link(b"S" * 16, newer)
         state = store.set_link(b"S" * 16, older)
         assert state.link == newer
@@ -129,7 +133,9 @@ def test_read_only_database_is_store_unavailable(tmp_path: Path) -> None:
     # read-only mode yields the same error the spool sees on a read-only disk.
     import sqlite3
 
-    conn = sqlite3.connect(f"file:{tmp_path / 'errmesh.sqlite3'}?mode=ro", uri=True, isolation_level=None)
+    conn = sqlite3.connect(
+        f"file:{tmp_path / 'errmesh.sqlite3'}?mode=ro", uri=True, isolation_level=None
+    )
     store = Store.__new__(Store)
     store._conn = conn
     store.path = tmp_path / "errmesh.sqlite3"
@@ -150,7 +156,9 @@ def test_corrupt_rows_are_removed_and_counted(tmp_path: Path) -> None:
     with Store.open(tmp_path) as store:
         store.spool(make_report())
     conn = sqlite3.connect(tmp_path / "errmesh.sqlite3")
-    conn.execute("INSERT INTO spool (sig, created, payload) VALUES (?, 0, ?)", (b"S" * 16, b"\xc1junk"))
+    conn.execute(
+        "INSERT INTO spool (sig, created, payload) VALUES (?, 0, ?)", (b"S" * 16, b"\xc1junk")
+    )
     conn.commit()
     conn.close()
     with Store.open(tmp_path) as store:
@@ -168,7 +176,9 @@ def _writer(directory: str, worker: int, n: int) -> None:
 def test_concurrent_writers_from_several_processes_lose_nothing(tmp_path: Path) -> None:
     workers, per_worker = 6, 40
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_writer, args=(str(tmp_path), w, per_worker)) for w in range(workers)]
+    procs = [
+        ctx.Process(target=_writer, args=(str(tmp_path), w, per_worker)) for w in range(workers)
+    ]
     for p in procs:
         p.start()
     for p in procs:

@@ -1,0 +1,153 @@
+"""The file sink: one Markdown issue per signature, updated in place, reopened on regression."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from github_sink.errors import SinkRejected
+from github_sink.file_sink import FileSink
+from github_sink.render import MAX_BODY, marker, render_body, render_title
+from mesh.aggregate import OriginCount, SigState
+from mesh.report import Frame, Report
+from mesh.severity import Severity
+
+SIG = bytes.fromhex("0123456789abcdef0123456789abcdef")
+
+
+def state(total: int = 1, *, hosts: tuple[str, ...] = ("web-1",), log_lines: int = 3) -> SigState:
+    detail = Report(
+        origin=b"O" * 16,
+        seq=1,
+        count=1,
+        signature=SIG,
+        kind="exception",
+        exc_type="ValueError",
+        message="invalid literal for int() with base 10: 'x42'",
+        frames=(
+            Frame(
+                module="app.cli",
+                function="main",
+                filename="app/cli.py",
+                lineno=10,
+                in_app=True,
+                line="run()",
+            ),
+            Frame(
+                module="app.io",
+                function="parse",
+                filename="app/io.py",
+                lineno=3,
+                in_app=True,
+                line="int(raw)",
+            ),
+        ),
+        log_tail=tuple(f"INFO app: step {i}" for i in range(log_lines)),
+        argv=("app", "import", "batch.csv"),
+        app="app",
+        host=hosts[0],
+        timestamp=1_700_000_000.0,
+        severity=Severity.MEDIUM,
+    )
+    per_host = max(1, total // len(hosts))
+    counts = {
+        bytes([i]) * 16: OriginCount(
+            count=per_host, first_seen=1_700_000_000.0, last_seen=1_700_000_100.0, host=h
+        )
+        for i, h in enumerate(hosts)
+    }
+    return SigState(signature=SIG, detail=detail, counts=counts, severity=Severity.MEDIUM)
+
+
+def test_open_writes_one_markdown_file_and_an_index(tmp_path: Path) -> None:
+    sink = FileSink(tmp_path)
+    link = sink.open_issue(state(), now=1.0, term=0)
+    index = json.loads((tmp_path / "index.json").read_text())
+    entry = index["issues"][SIG.hex()]
+    assert link.number == entry["number"] == 1
+    assert link.state == "open" and link.synced_total == 1
+    text = (tmp_path / entry["file"]).read_text()
+    assert text.startswith("# [errmesh] ValueError: invalid literal for int() with base <n>: <str>")
+    assert marker(SIG) in text
+    assert "**Labels:** errmesh, bug, severity:medium" in text
+    for section in (
+        "## Stack trace",
+        "## Preceding logs",
+        "## Hosts",
+        'File "app/io.py", line 3, in parse',
+    ):
+        assert section in text
+
+
+def test_open_is_idempotent_per_signature(tmp_path: Path) -> None:
+    sink = FileSink(tmp_path)
+    first = sink.open_issue(state(), now=1.0, term=0)
+    again = sink.open_issue(state(total=2), now=2.0, term=1)
+    assert again.number == first.number
+    assert len(sink.read_index()["issues"]) == 1
+    assert list(tmp_path.glob("*.md")) == [tmp_path / f"{SIG.hex()[:12]}.md"]
+
+
+def test_update_rewrites_counts_and_adds_a_comment(tmp_path: Path) -> None:
+    sink = FileSink(tmp_path)
+    link = sink.open_issue(state(), now=1.0, term=0)
+    newer = sink.update_issue(
+        state(total=6, hosts=("web-1", "web-2", "web-3")), link, now=2.0, term=0
+    )
+    assert newer.synced_total == 6
+    text = (tmp_path / f"{SIG.hex()[:12]}.md").read_text()
+    assert "**Occurrences:** 6 on 3 hosts" in text
+    assert "**+5** new occurrences" in text
+    assert sink.read_index()["issues"][SIG.hex()]["total"] == 6
+
+
+def test_closed_issue_is_observed_and_reopened_as_regression(tmp_path: Path) -> None:
+    sink = FileSink(tmp_path)
+    link = sink.open_issue(state(), now=1.0, term=0)
+    assert sink.observe([SIG]) == {SIG: "open"}
+    sink.close(SIG.hex()[:6], now=2.0)
+    assert sink.observe([SIG, b"\0" * 16]) == {SIG: "closed"}
+    reopened = sink.reopen_issue(state(total=2), link, now=3.0, term=0)
+    assert reopened.state == "open"
+    entry = sink.read_index()["issues"][SIG.hex()]
+    assert "regression" in entry["labels"]
+    assert "**Regression:**" in (tmp_path / entry["file"]).read_text()
+
+
+def test_closing_an_unknown_or_ambiguous_prefix_is_refused(tmp_path: Path) -> None:
+    sink = FileSink(tmp_path)
+    with pytest.raises(SinkRejected, match="0 issues match"):
+        sink.close("ffff", now=1.0)
+
+
+def test_body_never_exceeds_githubs_limit() -> None:
+    huge = state(log_lines=0)
+    assert huge.detail is not None
+    huge_detail = huge.detail.replace(
+        log_tail=tuple("L" * 2000 for _ in range(50)),
+        frames=tuple(
+            Frame(
+                module="m", function=f"f{i}", filename="m.py", lineno=i, in_app=True, line="x" * 300
+            )
+            for i in range(64)
+        ),
+    )
+    body = render_body(
+        SigState(signature=SIG, detail=huge_detail, counts=huge.counts), max_chars=MAX_BODY
+    )
+    assert len(body) <= MAX_BODY
+    assert "earlier lines cut by errmesh" in body
+    small = render_body(
+        SigState(signature=SIG, detail=huge_detail, counts=huge.counts), max_chars=8_000
+    )
+    assert len(small) <= 8_000 and marker(SIG) in small
+
+
+def test_title_is_bounded_and_single_line() -> None:
+    s = state()
+    assert s.detail is not None
+    long = SigState(signature=SIG, detail=s.detail.replace(message="a b\n" * 400), counts=s.counts)
+    title = render_title(long)
+    assert len(title) <= 256 and "\n" not in title
