@@ -181,7 +181,7 @@ def render_body(state: SigState, *, now: float | None = None, max_chars: int = M
                 _fence(_cut_lines(logs, max(0, budget - used - 100))),
                 "",
             ]
-    body = "\n".join(head) + "\n" + "\n".join(middle) + "\n".join(tail)
+    body = "\n".join([*head, *middle, *tail])
     if len(body) > max_chars:  # belt and braces: never exceed the API's limit
         body = body[: max_chars - 40] + "\n[… cut by errmesh …]"
     return body
