@@ -16,7 +16,7 @@ import node
 @pytest.mark.parametrize("package", [mesh, node, github_sink])
 def test_every_exported_name_resolves(package: object) -> None:
     names = package.__all__  # type: ignore[attr-defined]
-    assert names == sorted(names)
+    assert len(names) == len(set(names))
     for name in names:
         assert getattr(package, name) is not None, name
 
@@ -41,4 +41,4 @@ def test_importing_the_packages_loads_no_submodule_and_nothing_heavy() -> None:
 
 @pytest.mark.parametrize("package", [mesh, github_sink])
 def test_lazy_table_and_all_agree(package: object) -> None:
-    assert sorted(package._EXPORTS) == package.__all__  # type: ignore[attr-defined]
+    assert set(package._EXPORTS) == set(package.__all__)  # type: ignore[attr-defined]
