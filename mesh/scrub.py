@@ -312,15 +312,45 @@ def _quoted(value: str) -> str:
     return opening + REDACTED + escapes + quote
 
 
-#: The rules that need no configuration, in order: (name, function).
+#: Literal starts of every TOKEN_PATTERNS alternative, without the leading
+#: lookbehinds that keep ``_TOKENS`` from using SRE's fast literal scan: a
+#: text this does not find cannot hold a token, so ``_TOKENS`` is skipped.
+_TOKEN_HINT_LITERALS: Final = (
+    "gh", "github_pat_", "glpat-", "akia", "asia", "agpa", "aida", "aroa", "aipa", "anpa",
+    "anva", "abia", "acca", "a3t", "xox", "xapp-", "eyj", "sk_", "rk_", "aiza", "npm_",
+    "pypi-", "sk-",
+)  # fmt: skip
+_TOKEN_HINT: Final = re.compile(
+    r"gh[pousr]_|github_pat_|glpat-|A(?:KIA|SIA|GPA|IDA|ROA|IPA|NPA|NVA|BIA|CCA|3T)"
+    r"|xox[abprs]-|xapp-|eyJ|[sr]k_(?:live|test)_|AIza|npm_|pypi-AgE|sk-"
+)
+
+#: Lower-case substrings that every secret-named key contains (each entry of
+#: SECRET_PARTS, SECRET_ENDINGS, WEAK_PARTS and ``key``/``keys`` contains one
+#: of them); a text with none of them has no secret-named pair to redact.
+PAIR_HINTS: Final = (
+    "pass", "secret", "token", "key", "cred", "auth", "cookie", "dsn", "sess",
+    "sid", "pwd", "bearer", "jwt", "csrf", "xsrf",
+)  # fmt: skip
+
+
+#: The rules that need no configuration, in order: (name, function). Each
+#: runs only when a cheap literal test says it could match (the tests pin
+#: the hints to the patterns): scrubbing is on every error path.
 SHAPE_RULES: Final[tuple[tuple[str, Callable[[str], str]], ...]] = (
     ("pem", lambda s: _PEM_BLOCK.sub(REDACTED, s) if "PRIVATE KEY" in s else s),
     ("pem-orphan-end", lambda s: _redact_orphan_pem_ends(s) if "PRIVATE KEY" in s else s),
-    ("slack-webhook", lambda s: _SLACK_WEBHOOK.sub(_kept, s)),
-    ("tokens", lambda s: _TOKENS.sub(REDACTED, s)),
-    ("aws-secret", lambda s: _AWS_SECRET.sub(_kept, s)),
+    (
+        "slack-webhook",
+        lambda s: _SLACK_WEBHOOK.sub(_kept, s) if "hooks.slack.com/" in s else s,
+    ),
+    ("tokens", lambda s: _TOKENS.sub(REDACTED, s) if _TOKEN_HINT.search(s) else s),
+    (
+        "aws-secret",
+        lambda s: _AWS_SECRET.sub(_kept, s) if "secret" in s.lower() else s,
+    ),
     ("url-password", lambda s: _URL_PASSWORD.sub(_kept, s) if "://" in s else s),
-    ("bearer", lambda s: _BEARER.sub(_redact_bearer, s)),
+    ("bearer", lambda s: _BEARER.sub(_redact_bearer, s) if "bearer" in s.lower() else s),
 )
 
 
@@ -389,7 +419,31 @@ class Scrubber:
             else None
         )
         self._extra_keys = frozenset(k for k in map(_compact, rules.extra_keys) if k)
+        # Every part of an extra key is a hint: its compact form may be
+        # written with separators or in camelCase in the text.
+        extra_hints = {part for key in rules.extra_keys for part in _name_parts(key)}
+        hints = PAIR_HINTS + tuple(sorted(extra_hints - set(PAIR_HINTS)))
+        self._pair_hint = re.compile("|".join(re.escape(h) for h in hints))
         self._home = _home_pattern(rules.home)
+        self._home_hint = (rules.home or "").strip().rstrip("/\\").lower()
+        # One case-insensitive search for the hint of every rule: a text it
+        # does not find is returned as it is. Extra patterns are arbitrary,
+        # so with any configured every text takes the full path.
+        any_hints = {
+            *(h.lower() for h in _TOKEN_HINT_LITERALS),
+            "private key", "hooks.slack.com/", "secret", "://", "bearer",
+            *PAIR_HINTS, *extra_hints,
+            *(v.lower() for v in values),
+        }  # fmt: skip
+        if self._home_hint:
+            any_hints.add(self._home_hint)
+        self._any_hint = (
+            None
+            if self._extra
+            else re.compile(
+                "|".join(re.escape(h) for h in sorted(any_hints, key=len, reverse=True))
+            )
+        )
 
     # -- the predicate shared by text, argv and pairs -----------------------
 
@@ -407,6 +461,8 @@ class Scrubber:
     def text(self, s: str) -> str:
         """``s`` without secrets. Idempotent; never raises (fails closed)."""
         try:
+            if self._any_hint is not None and not self._any_hint.search(s.lower()):
+                return s  # no rule could match: most log and source lines
             current = s
             for _ in range(_MAX_PASSES):
                 following = self._once(current)
@@ -421,8 +477,10 @@ class Scrubber:
         s = self._between_markers(s)
         for _, rule in SHAPE_RULES:
             s = rule(s)
-        s = self._pairs_in_text(s)
-        if self._home is not None:
+        low = s.lower()
+        if self._pair_hint.search(low):
+            s = self._pairs_in_text(s)
+        if self._home is not None and self._home_hint in low:
             s = self._home.sub("~", s)
         return s
 

@@ -249,9 +249,14 @@ class Store:
                     wire.encode_report(stamped),
                 ),
             )
-            excess = self._count_pending() - self.max_reports
-            if excess > 0:
-                self._drop_oldest(excess)
+            # seq - oldest + 1 bounds the number of pending rows from above
+            # (O(log n) on the primary key), so the exact COUNT(*), which
+            # reads every row, runs only when the cap may be exceeded.
+            oldest = conn.execute("SELECT MIN(seq) FROM spool").fetchone()[0]
+            if oldest is not None and seq - oldest + 1 > self.max_reports:
+                excess = self._count_pending() - self.max_reports
+                if excess > 0:
+                    self._drop_oldest(excess)
         return stamped
 
     def _count_pending(self) -> int:

@@ -44,9 +44,6 @@ __all__ = [
     "uninstall",
 ]
 
-_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
 class _LogRing:
     """Keeps the last ``capacity`` log records; formats them only when asked.
 
@@ -86,27 +83,18 @@ class _LogRing:
             logging.Logger.callHandlers = self._original  # type: ignore[method-assign,assignment]
 
     def lines(self) -> tuple[str, ...]:
-        import logging
-
-        fmt = logging.Formatter(_FORMAT)
         out: list[str] = []
         for record in list(self.records):
-            try:
-                text = fmt.formatMessage(_formatted(record, fmt))
+            try:  # the host's records are not modified (no .message/.asctime set)
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
+                text = (
+                    f"{stamp},{int(record.msecs):03d} {record.levelname} {record.name}: "
+                    f"{record.getMessage()}"
+                )
             except Exception:  # a record whose args cannot be formatted
                 text = f"{record.levelname} {record.name}: {record.msg!r}"
             out.extend(text.splitlines() or [""])
         return tuple(out[-self.capacity :])
-
-
-def _formatted(record: logging.LogRecord, fmt: logging.Formatter) -> logging.LogRecord:
-    """A copy with message and time filled in; the host's record stays untouched."""
-    import copy
-
-    clone = copy.copy(record)
-    clone.message = record.getMessage()
-    clone.asctime = fmt.formatTime(record)
-    return clone
 
 
 class _WhenImported:

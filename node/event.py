@@ -123,7 +123,10 @@ def _is_library_file(path: str) -> bool:
     return any(real.startswith(root + os.sep) for root in _lib_roots())
 
 
-def _in_app(module: str, path: str, ctx: EventContext) -> bool:
+_OWN_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _in_app(module: str, path: str, is_library: bool, ctx: EventContext) -> bool:
     def matches(prefixes: Sequence[str]) -> bool:
         return any(module == p or module.startswith(p + ".") for p in prefixes)
 
@@ -131,12 +134,13 @@ def _in_app(module: str, path: str, ctx: EventContext) -> bool:
         return False
     if matches(ctx.in_app_include):
         return True
-    if matches(_OWN_PACKAGES) and not path.endswith(("__main__.py",)):
-        # errmesh's own frames (the decorator, the hook) are never the bug.
-        own_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        if os.path.abspath(path).startswith(own_root + os.sep):
-            return False
-    return not _is_library_file(path)
+    if (
+        matches(_OWN_PACKAGES)
+        and not path.endswith("__main__.py")
+        and os.path.abspath(path).startswith(_OWN_ROOT)
+    ):
+        return False  # errmesh's own frames (the decorator, the hook) are never the bug
+    return not is_library
 
 
 def _relative(path: str, cwd: str) -> str:
@@ -155,6 +159,34 @@ def _relative(path: str, cwd: str) -> str:
     return os.path.basename(absolute)
 
 
+class _PathFacts:
+    """Per-file answers (library or not, relative name), cached per process.
+
+    Resolving a path costs a ``realpath`` and a walk over ``sys.path``; a deep
+    trace repeats the same few files. The cache is dropped whenever
+    ``sys.path`` or the working directory changed, since both decide the
+    answers.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple[tuple[str, ...], str] = ((), "")
+        self._facts: dict[str, tuple[bool, str]] = {}
+
+    def get(self, path: str, cwd: str) -> tuple[bool, str]:
+        key = (tuple(sys.path), cwd)
+        if key != self._key:
+            self._key = key
+            self._facts = {}
+        facts = self._facts.get(path)
+        if facts is None:
+            facts = (_is_library_file(path), _relative(path, cwd))
+            self._facts[path] = facts
+        return facts
+
+
+_PATHS = _PathFacts()
+
+
 def _frames(tb: TracebackType | None, ctx: EventContext) -> tuple[Frame, ...]:
     frames: list[Frame] = []
     while tb is not None and len(frames) < _MAX_WALK:
@@ -164,13 +196,14 @@ def _frames(tb: TracebackType | None, ctx: EventContext) -> tuple[Frame, ...]:
         module = str(frame.f_globals.get("__name__", "") or "")
         function = getattr(code, "co_qualname", code.co_name)
         lineno = tb.tb_lineno or 0
+        is_library, relative = _PATHS.get(path, ctx.cwd)
         frames.append(
             Frame(
                 module=module,
                 function=function,
-                filename=_relative(path, ctx.cwd),
+                filename=relative,
                 lineno=lineno,
-                in_app=_in_app(module, path, ctx),
+                in_app=_in_app(module, path, is_library, ctx),
                 line=linecache.getline(path, lineno, frame.f_globals).strip(),
             )
         )

@@ -24,7 +24,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from github_sink.file_sink import FileSink
 from github_sink.sink import Sink
 from mesh.aggregate import BundlePolicy, Limits
 from mesh.report import Report
@@ -75,6 +74,8 @@ def make_sink(config: Config) -> Sink | None:
     if name == "none":
         return None
     if name == "file":
+        from github_sink.file_sink import FileSink
+
         return FileSink(config.resolved_issues_dir)
     raise ConfigError(
         "ERRMESH_SINK",

@@ -180,8 +180,12 @@ def test_an_internal_failure_redacts_everything(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(scrubber, "_once", broken)
     assert scrubber.text("password=hunter2") == REDACTED
-    r = scrubber.report(report_full_of("anything"))
-    assert all(t == REDACTED for t in report_texts(r))
+    # Every field holds something a rule could match, so every field reaches
+    # the (broken) rules; a text with no rule's hint never needs them.
+    r = scrubber.report(report_full_of("session token anything"))
+    untouched = [t for t in report_texts(r) if t != REDACTED]
+    assert all("token" not in t for t in untouched)
+    assert untouched == ["app", "/srv/app"]  # argv[0] and the cwd fact: nothing to match
 
 
 def test_a_failure_while_building_a_report_redacts_every_field(
@@ -465,3 +469,51 @@ def test_report_keeps_types_and_call_path() -> None:
     assert [(f.module, f.function, f.lineno) for f in scrubbed.frames] == [("app.main", "run", 3)]
     assert scrubbed.causes[0].type == "OSError"
     assert scrubbed.facts[1] == ("cwd", "/srv/app")
+
+
+# --- the literal prefilters must never hide a match --------------------------
+
+
+def test_every_secret_name_part_contains_a_pair_hint() -> None:
+    from mesh.scrub import PAIR_HINTS, SECRET_ENDINGS, SECRET_PARTS, WEAK_PARTS
+
+    for part in (*SECRET_PARTS, *SECRET_ENDINGS, *WEAK_PARTS, "key", "keys"):
+        assert any(hint in part for hint in PAIR_HINTS), part
+
+
+@given(st.text(alphabet=st.characters(codec="ascii"), max_size=40))
+def test_a_secret_name_always_contains_a_pair_hint(name: str) -> None:
+    from mesh.scrub import PAIR_HINTS, is_secret_name
+
+    if is_secret_name(name):
+        assert any(hint in name.lower() for hint in PAIR_HINTS)
+
+
+@given(
+    st.text(max_size=60),
+    st.sampled_from([text for text, _ in SECRETS]),
+    st.text(max_size=60),
+)
+def test_the_token_hint_finds_every_token_the_rule_finds(
+    before: str, middle: str, after: str
+) -> None:
+    from mesh.scrub import _TOKEN_HINT, _TOKENS
+
+    text = before + middle + after
+    if _TOKENS.search(text):
+        assert _TOKEN_HINT.search(text)
+
+
+def test_extra_keys_are_hints_in_any_spelling() -> None:
+    scrubber = Scrubber(ScrubRules(extra_keys=("otp_code",)))
+    for text in ("otpCode=123456", "OTP-CODE: 123456", '"otp_code": "123456"'):
+        assert "123456" not in scrubber.text(text), text
+
+
+@given(st.text(max_size=40), st.sampled_from([text for text, _ in SECRETS]))
+def test_the_fast_path_hints_cover_the_token_hint(noise: str, secret_text: str) -> None:
+    from mesh.scrub import _TOKEN_HINT, _TOKEN_HINT_LITERALS
+
+    for text in (noise, secret_text, noise + secret_text):
+        if _TOKEN_HINT.search(text):
+            assert any(literal in text.lower() for literal in _TOKEN_HINT_LITERALS)
