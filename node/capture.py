@@ -44,6 +44,7 @@ __all__ = [
     "uninstall",
 ]
 
+
 class _LogRing:
     """Keeps the last ``capacity`` log records; formats them only when asked.
 
