@@ -1,0 +1,156 @@
+"""Cutting a report down to the wire's bounds before it is spooled and sent.
+
+Writing is strict (:func:`~mesh.wire.encode` refuses what breaks a bound), so
+the capture side calls :func:`bound_report` first: it trims a report, with
+visible markers, until its encoding fits one frame uncompressed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Final, NamedTuple
+
+from mesh.errors import LocalError
+from mesh.report import Cause, Frame, Report
+from mesh.wire.limits import (
+    MAC_BYTES,
+    MAX_ARGV,
+    MAX_ARGV_ITEM,
+    MAX_CAUSE_MESSAGE,
+    MAX_CAUSES,
+    MAX_FACT_VALUE,
+    MAX_FACTS,
+    MAX_FINGERPRINT,
+    MAX_FRAME_LINE,
+    MAX_FRAMES,
+    MAX_LOG_LINE,
+    MAX_LOG_LINES,
+    MAX_MESSAGE,
+    MAX_NAME,
+    MAX_TEXT,
+)
+from mesh.wire.packing import _pack
+from mesh.wire.schema import _REPORT
+
+#: Bytes the packed report map may take: a frame holds it uncompressed with
+#: the envelope, a sender id of MAX_NAME bytes and a MAC.
+_REPORT_ROOM: Final = MAX_MESSAGE - MAC_BYTES - 256
+#: No cap shrinks below this (a cut marker needs about 20 bytes).
+_FLOOR: Final = 32
+
+
+class _Caps(NamedTuple):
+    """String limits for one pass of :func:`bound_report`, in UTF-8 bytes."""
+
+    frame_line: int = MAX_FRAME_LINE
+    log_line: int = MAX_LOG_LINE
+    argv_item: int = MAX_ARGV_ITEM
+    fact_value: int = MAX_FACT_VALUE
+    text: int = MAX_TEXT
+    cause: int = MAX_CAUSE_MESSAGE
+    name: int = MAX_NAME
+
+
+#: Shrunk first: the bulk of a big report and the least valuable bytes.
+_BULKY: Final = ("frame_line", "log_line", "argv_item", "fact_value")
+
+
+def _cap_levels() -> Iterator[_Caps]:
+    """The hard limits; then bulky caps halved; then all caps halved; to _FLOOR."""
+    caps = _Caps()
+    while True:
+        yield caps
+        names = [n for n in _BULKY if getattr(caps, n) > _FLOOR] or list(_Caps._fields)
+        smaller = caps._replace(**{n: max(_FLOOR, getattr(caps, n) // 2) for n in names})
+        if smaller == caps:
+            return
+        caps = smaller
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` within ``limit`` UTF-8 bytes: its head kept, the rest marked.
+
+    Lone surrogates (undecodable file names) become ``?`` on the way.
+    """
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return data.decode("utf-8")
+    room = limit - len(f"…[cut {len(data)} bytes]".encode())
+    head = data[: max(room, 0)].decode("utf-8", "ignore")
+    return f"{head}…[cut {len(data) - len(head.encode())} bytes]"
+
+
+def _cut_frame(frame: Frame, caps: _Caps) -> Frame:
+    return Frame(
+        module=_cut(frame.module, caps.name),
+        function=_cut(frame.function, caps.name),
+        filename=_cut(frame.filename, caps.name),
+        lineno=frame.lineno,
+        in_app=frame.in_app,
+        line=_cut(frame.line, caps.frame_line),
+    )
+
+
+def _bounded(report: Report, caps: _Caps) -> Report:
+    frames = report.frames
+    if len(frames) > MAX_FRAMES:
+        kept = frames[len(frames) - MAX_FRAMES + 1 :]
+        marker = f"…[cut {len(frames) - len(kept)} outer frames]"
+        frames = (Frame(module="", function=marker, filename="", lineno=0, in_app=False), *kept)
+    log_tail = report.log_tail
+    if len(log_tail) > MAX_LOG_LINES:
+        kept_lines = log_tail[len(log_tail) - MAX_LOG_LINES + 1 :]
+        log_tail = (f"…[cut {len(log_tail) - len(kept_lines)} older lines]", *kept_lines)
+    argv = report.argv
+    if len(argv) > MAX_ARGV:
+        argv = (*argv[: MAX_ARGV - 1], f"…[cut {len(argv) - MAX_ARGV + 1} arguments]")
+
+    def name(text: str) -> str:
+        return _cut(text, caps.name)
+
+    return report.replace(
+        exc_type=name(report.exc_type),
+        message=_cut(report.message, caps.text),
+        causes=tuple(
+            Cause(type=name(c.type), message=_cut(c.message, caps.cause), relation=c.relation)
+            for c in report.causes[:MAX_CAUSES]
+        ),
+        frames=tuple(_cut_frame(f, caps) for f in frames),
+        log_tail=tuple(_cut(line, caps.log_line) for line in log_tail),
+        argv=tuple(_cut(arg, caps.argv_item) for arg in argv),
+        app=name(report.app),
+        app_version=name(report.app_version),
+        host=name(report.host),
+        os=name(report.os),
+        python=name(report.python),
+        facts=tuple((name(k), _cut(v, caps.fact_value)) for k, v in report.facts[:MAX_FACTS]),
+        fingerprint=None
+        if report.fingerprint is None
+        else tuple(name(part) for part in report.fingerprint[:MAX_FINGERPRINT]),
+    )
+
+
+def bound_report(report: Report) -> Report:
+    """A copy of ``report`` cut to the wire's bounds; call it before spooling.
+
+    Keeps the innermost :data:`MAX_FRAMES` frames, the newest
+    :data:`MAX_LOG_LINES` log lines and the first arguments (each with a
+    marker saying how many were cut), cuts every string to its limit with a
+    ``…[cut N bytes]`` marker and replaces lone surrogates with ``?``. If the
+    encoding is still too big, it halves the limits of frame source lines, log
+    lines, arguments and fact values, then of every string, until the packed
+    report fits a frame uncompressed (with a sender id and a MAC), so
+    ``encode(ReportMsg(report=bound_report(r), sender=peer), key)`` cannot fail
+    on size. A report already within bounds comes back equal.
+
+    Raises :class:`~mesh.errors.LocalError` for what cannot be cut: a value
+    of the wrong type or an integer msgpack cannot carry.
+    """
+    try:
+        for caps in _cap_levels():
+            bounded = _bounded(report, caps)
+            if len(_pack(_REPORT.write(bounded))) <= _REPORT_ROOM:
+                break
+    except (AttributeError, TypeError, ValueError, OverflowError) as exc:
+        raise LocalError(f"report cannot be bounded: {exc}") from exc
+    return bounded

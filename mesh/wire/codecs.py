@@ -1,0 +1,242 @@
+"""Field codecs and the record machinery the schema is built from.
+
+Each codec is a ``(read, write)`` pair. ``read`` takes what msgpack produced
+and returns the Python value, raising ``_Reject``; ``write`` does the reverse
+and trusts ``read`` to check the result. A ``_Record`` maps one dataclass to
+one msgpack map by a table of ``_Field`` s, so writing, reading and validating
+are all driven by data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, Final, NamedTuple, TypeAlias
+
+from mesh.report import SIGNATURE_BYTES
+from mesh.severity import Severity
+from mesh.wire.limits import _INT64_END, _INT64_MIN, MAX_NAME
+from mesh.wire.rejected import _Reject, _tname
+
+_Read: TypeAlias = Callable[[Any], Any]
+_Write: TypeAlias = Callable[[Any], Any]
+
+
+class _Codec(NamedTuple):
+    read: _Read
+    write: _Write
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _utf8_len(text: str) -> int:
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise _Reject("bad-field", "not valid Unicode (lone surrogate)") from None
+
+
+def _text(limit: int) -> _Codec:
+    def read(value: Any) -> str:
+        if not isinstance(value, str):
+            raise _Reject("bad-field", f"expected str, got {_tname(value)}")
+        if len(value) * 4 > limit and (len(value) > limit or _utf8_len(value) > limit):
+            raise _Reject("oversized", f"string longer than {limit} bytes")
+        return value
+
+    return _Codec(read, _same)
+
+
+def _choice(*choices: str) -> _Codec:
+    def read(value: Any) -> str:
+        if value not in choices or not isinstance(value, str):
+            raise _Reject("bad-field", f"expected one of {', '.join(choices)}")
+        return value
+
+    return _Codec(read, _same)
+
+
+def _read_bin16(value: Any) -> bytes:
+    if not isinstance(value, bytes) or len(value) != SIGNATURE_BYTES:
+        raise _Reject("bad-field", f"expected {SIGNATURE_BYTES}-byte bin, got {_tname(value)}")
+    return value
+
+
+def _integer(low: int) -> _Codec:
+    def read(value: Any) -> int:
+        if type(value) is not int:
+            raise _Reject("bad-field", f"expected int, got {_tname(value)}")
+        if not low <= value < _INT64_END:
+            raise _Reject("bad-field", f"int out of range [{low}, 2**63)")
+        return value
+
+    return _Codec(read, _same)
+
+
+def _read_float(value: Any) -> float:
+    if type(value) is int and _INT64_MIN <= value < _INT64_END:
+        value = float(value)
+    if type(value) is not float or not math.isfinite(value):
+        raise _Reject("bad-field", f"expected a finite float, got {_tname(value)}")
+    return value
+
+
+def _write_float(value: Any) -> Any:
+    """An integral timestamp -> float; anything else as is, for ``read`` to judge."""
+    return float(value) if type(value) is int else value
+
+
+def _read_bool(value: Any) -> bool:
+    if type(value) is not bool:
+        raise _Reject("bad-field", f"expected bool, got {_tname(value)}")
+    return value
+
+
+def _read_severity(value: Any) -> Severity:
+    if type(value) is not int or not min(Severity) <= value <= max(Severity):
+        raise _Reject("bad-field", f"expected a severity {min(Severity)}-{max(Severity)}")
+    return Severity(value)
+
+
+def _write_int(value: Any) -> Any:
+    """IntEnum -> plain int so that msgpack packs it; anything else as is."""
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _items(value: Any, limit: int) -> Sequence[Any]:
+    if not isinstance(value, list | tuple):
+        raise _Reject("bad-field", f"expected array, got {_tname(value)}")
+    if len(value) > limit:
+        raise _Reject("too-many", f"{len(value)} items, at most {limit}")
+    return value
+
+
+def _array(item: _Codec, limit: int) -> _Codec:
+    def read(value: Any) -> tuple[Any, ...]:
+        out = []
+        for i, element in enumerate(_items(value, limit)):
+            try:
+                out.append(item.read(element))
+            except _Reject as exc:
+                raise exc.within(f"[{i}]") from None
+        return tuple(out)
+
+    def write(values: Any) -> list[Any]:
+        return [item.write(v) for v in values]
+
+    return _Codec(read, write)
+
+
+def _pair(first: _Codec, second: _Codec) -> _Codec:
+    """A 2-tuple as a 2-element array."""
+
+    def read(value: Any) -> tuple[Any, Any]:
+        if not isinstance(value, list | tuple) or len(value) != 2:
+            raise _Reject("bad-field", f"expected a 2-element array, got {_tname(value)}")
+        try:
+            a = first.read(value[0])
+        except _Reject as exc:
+            raise exc.within("[0]") from None
+        try:
+            b = second.read(value[1])
+        except _Reject as exc:
+            raise exc.within("[1]") from None
+        return (a, b)
+
+    def write(value: Any) -> list[Any]:
+        a, b = value
+        return [first.write(a), second.write(b)]
+
+    return _Codec(read, write)
+
+
+def _optional(codec: _Codec) -> _Codec:
+    """``None`` travels as nil (or, as the wire default, as an absent key)."""
+
+    def read(value: Any) -> Any:
+        return None if value is None else codec.read(value)
+
+    def write(value: Any) -> Any:
+        return None if value is None else codec.write(value)
+
+    return _Codec(read, write)
+
+
+def _mapping(key: _Codec, value: _Codec, limit: int) -> _Codec:
+    """A mapping as an array of ``[key, value]`` pairs with distinct keys."""
+    pairs = _array(_pair(key, value), limit)
+
+    def read(raw: Any) -> dict[Any, Any]:
+        items = pairs.read(raw)
+        out = dict(items)
+        if len(out) != len(items):
+            raise _Reject("bad-field", "duplicate key")
+        return out
+
+    def write(mapping: Any) -> Any:
+        return pairs.write(mapping.items())
+
+    return _Codec(read, write)
+
+
+_NAME = _text(MAX_NAME)
+_BIN16 = _Codec(_read_bin16, _same)
+_UINT = _integer(0)
+_INT = _integer(_INT64_MIN)
+_FLOAT = _Codec(_read_float, _write_float)
+_BOOL = _Codec(_read_bool, _same)
+_SEVERITY = _Codec(_read_severity, _write_int)
+
+_REQUIRED: Final[Any] = object()
+
+
+class _Field(NamedTuple):
+    attr: str
+    key: str
+    codec: _Codec
+    #: Left out when writing if the value equals it; used when the key is absent.
+    default: Any = _REQUIRED
+
+
+class _Record:
+    """One dataclass <-> one msgpack map, by a table of fields."""
+
+    def __init__(self, cls: type[Any], *fields: _Field) -> None:
+        self.cls = cls
+        self.fields = fields
+        self.codec = _Codec(self.read, self.write)
+
+    def read(self, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise _Reject("bad-field", f"expected map, got {_tname(value)}")
+        kwargs: dict[str, Any] = {}
+        for f in self.fields:
+            raw = value.get(f.key, _REQUIRED)
+            if raw is _REQUIRED:
+                if f.default is _REQUIRED:
+                    raise _Reject("bad-field", f"missing key {f.key!r}", f.attr)
+                kwargs[f.attr] = f.default
+                continue
+            try:
+                kwargs[f.attr] = f.codec.read(raw)
+            except _Reject as exc:
+                raise exc.within(f.attr) from None
+        return self.cls(**kwargs)
+
+    def write(self, obj: Any) -> dict[str, Any]:
+        if not isinstance(obj, self.cls):
+            raise TypeError(f"expected {self.cls.__name__}, got {type(obj).__name__}")
+        out: dict[str, Any] = {}
+        for f in self.fields:
+            value = getattr(obj, f.attr)
+            if f.default is _REQUIRED or not _is_default(value, f.default):
+                out[f.key] = f.codec.write(value)
+        return out
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    if default is None or value is None:
+        return value is default
+    return type(value) is type(default) and bool(value == default)

@@ -1,0 +1,88 @@
+"""The typed messages the codec carries, one dataclass per kind.
+
+These are what the rest of errmesh builds and receives; the codec's tables
+(:mod:`mesh.wire.schema`) say how each one looks as bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from mesh.aggregate import IssueLink, SigState
+from mesh.election import Heartbeat
+from mesh.report import Occurrence, Report
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportMsg:
+    """``report``: the full detail of one report (first sight on its origin)."""
+
+    report: Report
+    sender: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OccMsg:
+    """``occ``: cumulative counters, repeats coalesced per signature."""
+
+    occurrences: tuple[Occurrence, ...]
+    sender: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AckMsg:
+    """``ack``: a durable peer (``acker``) has stored these ``(origin, seq)``."""
+
+    ids: tuple[tuple[bytes, int], ...]
+    acker: str = ""
+    sender: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeartbeatMsg:
+    """``hb``: an election heartbeat."""
+
+    heartbeat: Heartbeat
+    sender: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IssueMsg:
+    """``issue``: the leader announces where signatures' issues live."""
+
+    links: tuple[tuple[bytes, IssueLink], ...]
+    sender: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DigestEntry:
+    """What a peer knows of one signature, for anti-entropy.
+
+    A peer that knows more (a higher total, a newer link) answers with a
+    ``state`` message. ``link_term``/``link_synced_total`` are -1 without a link.
+    """
+
+    signature: bytes
+    total: int
+    link_term: int
+    link_synced_total: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DigestMsg:
+    """``digest``: an anti-entropy summary."""
+
+    entries: tuple[DigestEntry, ...]
+    sender: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateMsg:
+    """``state``: full per-signature states (digest answers, persistence)."""
+
+    states: tuple[SigState, ...]
+    sender: str = ""
+
+
+Message: TypeAlias = ReportMsg | OccMsg | AckMsg | HeartbeatMsg | IssueMsg | DigestMsg | StateMsg
