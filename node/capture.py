@@ -175,6 +175,7 @@ class _Hub:
         self.warned = False
         self.last: Outcome | None = None
         self.watchers: list[_WhenImported] = []
+        self.caller_package = ""
         self._pipeline: Pipeline | None = None
         self._busy = False
 
@@ -242,7 +243,8 @@ class _Hub:
             os=facts["os"],
             python=facts["python"],
             facts=process_facts(),
-            in_app_include=config.in_app_include,
+            in_app_include=config.in_app_include
+            + ((self.caller_package,) if self.caller_package else ()),
             in_app_exclude=config.in_app_exclude,
             cwd=facts["cwd"],
         )
@@ -339,6 +341,22 @@ def _default_app() -> str:
     return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
 
 
+def _caller_package() -> str:
+    """The top-level package of the code that called ``install()``.
+
+    A CLI installed with pip lives in site-packages, where every frame would
+    count as library code; the package that installs errmesh is the host
+    program itself, so its frames are in-app wherever it is installed, and
+    the same bug groups the same on a machine that runs it from a checkout.
+    """
+    try:
+        name = str(sys._getframe(2).f_globals.get("__name__", ""))
+    except (AttributeError, ValueError):
+        return ""
+    top = name.partition(".")[0]
+    return "" if top in ("", "__main__", "node") else top
+
+
 def _interactive() -> bool:
     return hasattr(sys, "ps1") or bool(sys.flags.interactive)
 
@@ -374,6 +392,7 @@ def install(
         flags["app"] = app.strip()
     hub = _hub
     hub.flags = flags
+    hub.caller_package = _caller_package()
     hub.before_send = before_send
     hub.delivery = delivery
     hub.reset()
@@ -403,6 +422,7 @@ def uninstall() -> None:
         hub.ring.detach()
         hub.ring = None
     hub.flags = {}
+    hub.caller_package = ""
     hub.before_send = None
     hub.delivery = None
     hub.warned = False
