@@ -1,0 +1,289 @@
+"""The libp2p edge: one small interface over py-libp2p 0.8.1's host and gossipsub.
+
+Everything else in errmesh talks to :class:`Gossip` (publish, a trio receive
+channel of :class:`Received` messages, peers, connect, flush), never to
+libp2p, so the pure core and most tests never import it (``import libp2p``
+costs ~0.5 s and ~80 MB). This module is imported only by processes that
+join the mesh.
+
+What it fixes in py-libp2p's defaults (see ../shared/notes/py-libp2p.md):
+
+- security: Noise only (the default host also accepts ``/plaintext/2.0.0``);
+- dials: ``max_connections_per_peer=1`` (else every dial waits >= 250 ms);
+- gossipsub 1.1 and 1.0 only (1.2's IDONTWANT doubles queue use), heartbeat
+  1 s (default 120 s), no spam limiter (it drops our own publishes beyond
+  10/s) and no adaptive gossip (it stretches the heartbeat to 30 s);
+- strict signing: a message's ``from`` is its signer, so the sender of every
+  :class:`Received` is authenticated;
+- start order: the pubsub services run before the host listens;
+- reconnection: our own loop with backoff that clears the swarm's negative
+  dial cache (the library's gives up after 3 failures);
+- exit: ``publish`` only enqueues, so :meth:`Gossip.flush` waits until every
+  per-peer outbound queue is empty.
+
+Validation runs inside gossipsub (a topic validator): a message the
+``validator`` refuses is neither delivered nor forwarded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+__all__ = ["Gossip", "GossipConfig", "Received", "Validator", "open_gossip", "topics_for"]
+
+log = logging.getLogger("errmesh.gossip")
+
+#: (topic, signer peer id, payload) -> accept?
+Validator = Callable[[str, str, bytes], bool]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GossipConfig:
+    """How this peer joins the mesh."""
+
+    topics: tuple[str, ...]
+    listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
+    bootstrap: tuple[str, ...] = ()
+    identity_path: Path | None = None
+    heartbeat: float = 1.0
+    receive_buffer: int = 4096
+    reconnect_min: float = 0.2
+    reconnect_max: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One validated message: its topic, authenticated sender and payload."""
+
+    topic: str
+    sender: str
+    data: bytes
+
+
+@dataclass
+class _Counters:
+    received: int = 0
+    rejected: int = 0
+    dropped_local: int = 0
+    reconnects: int = 0
+    by_peer_rejections: dict[str, int] = field(default_factory=dict)
+
+
+def load_or_create_identity(path: Path | None) -> Any:
+    """The ed25519 key pair kept at ``path`` (made on first use, mode 0600)."""
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.identity_utils import load_identity, save_identity
+
+    if path is None:
+        return create_new_key_pair()
+    if path.exists():
+        return load_identity(path)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key_pair = create_new_key_pair()
+    save_identity(key_pair, path)
+    path.chmod(0o600)
+    return key_pair
+
+
+class Gossip:
+    """A running peer. Made by :func:`open_gossip`; valid inside its ``async with``."""
+
+    def __init__(
+        self, host: Any, pubsub: Any, receive: trio.MemoryReceiveChannel[Received]
+    ) -> None:
+        self._host = host
+        self._pubsub = pubsub
+        self.receive = receive
+        self.counters = _Counters()
+        self._banned: dict[str, float] = {}
+
+    @property
+    def peer_id(self) -> str:
+        return str(self._host.get_id().to_base58())
+
+    @property
+    def addrs(self) -> list[str]:
+        """Full multiaddrs (with ``/p2p/<id>``) others can dial."""
+        return [str(a) for a in self._host.get_addrs()]
+
+    def peers(self) -> list[str]:
+        """Peers we currently have a pubsub stream with."""
+        return sorted(str(p.to_base58()) for p in self._pubsub.peers)
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        """Sign and enqueue ``data`` for ``topic`` (delivery is not awaited)."""
+        await self._pubsub.publish(topic, data)
+
+    async def connect(self, maddr: str) -> str:
+        """Dial a peer by full multiaddr; returns its id. Raises on failure."""
+        import multiaddr
+        from libp2p.peer.peerinfo import info_from_p2p_addr
+
+        info = info_from_p2p_addr(multiaddr.Multiaddr(maddr))
+        network = self._host.get_network()
+        with contextlib.suppress(Exception):
+            network.unblock_peer(info.peer_id)  # forget a recent failure
+        await self._host.connect(info)
+        return str(info.peer_id.to_base58())
+
+    def connected(self, peer: str) -> bool:
+        return peer in self.peers()
+
+    def subscribers(self, topic: str) -> list[str]:
+        """Peers known to subscribe to ``topic`` (a publish reaches them)."""
+        return sorted(str(p.to_base58()) for p in self._pubsub.peer_topics.get(topic, ()))
+
+    async def wait_for_subscribers(self, topic: str, within: float) -> bool:
+        """Poll until some peer subscribes to ``topic``; False at the deadline.
+
+        libp2p offers no event for it, hence the short poll.
+        """
+        with trio.move_on_after(within):
+            while not self.subscribers(topic):  # noqa: ASYNC110 - no event to wait on
+                await trio.sleep(0.005)
+            return True
+        return False
+
+    async def flush(self, within: float = 1.0) -> bool:
+        """Wait until every outbound queue is empty; True if it emptied in time."""
+        with trio.move_on_after(within):
+            while any(len(q) for q in list(self._pubsub.peer_queues.values())):  # noqa: ASYNC110
+                await trio.sleep(0.002)
+            await trio.sleep(0.01)  # the writer task sends what it popped
+            return True
+        return False
+
+    def ban(self, peer: str) -> None:
+        """Disconnect ``peer`` and refuse it from now on (a misbehaving key holder)."""
+        from libp2p.peer.id import ID
+
+        self._pubsub.add_to_blacklist(ID.from_base58(peer))
+
+
+@contextlib.asynccontextmanager
+async def open_gossip(config: GossipConfig, validator: Validator) -> AsyncIterator[Gossip]:
+    """Start a libp2p peer, subscribe to ``config.topics``, keep bootstrap peers connected.
+
+    Raises whatever libp2p raises when the listen address cannot be bound.
+    """
+    import multiaddr
+    from libp2p import new_host
+    from libp2p.crypto.x25519 import create_new_key_pair as create_x25519
+    from libp2p.custom_types import TProtocol
+    from libp2p.network.config import ConnectionConfig
+    from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
+    from libp2p.pubsub.pubsub import Pubsub
+    from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
+    from libp2p.security.noise.transport import Transport as NoiseTransport
+    from libp2p.tools.anyio_service import background_trio_service
+
+    key_pair = load_or_create_identity(config.identity_path)
+    host = new_host(
+        key_pair=key_pair,
+        sec_opt={
+            TProtocol(NOISE_ID): NoiseTransport(key_pair, noise_privkey=create_x25519().private_key)
+        },
+        listen_addrs=[multiaddr.Multiaddr(a) for a in config.listen],
+        connection_config=ConnectionConfig(max_connections_per_peer=1),
+        enable_mDNS=False,
+    )
+    gossipsub = GossipSub(
+        protocols=[PROTOCOL_ID_V11, PROTOCOL_ID],
+        degree=6,
+        degree_low=4,
+        degree_high=12,
+        heartbeat_interval=max(1, math.ceil(config.heartbeat)),
+        heartbeat_initial_delay=0.1,
+        spam_protection_enabled=False,
+        adaptive_gossip_enabled=False,
+    )
+    pubsub = Pubsub(host, gossipsub, strict_signing=True)
+    send, receive = trio.open_memory_channel[Received](config.receive_buffer)
+    gossip = Gossip(host, pubsub, receive)
+
+    def make_validator(topic: str) -> Callable[[Any, Any], bool]:
+        def validate(forwarder: Any, msg: Any) -> bool:
+            try:
+                from libp2p.peer.id import ID
+
+                signer = str(ID(msg.from_id).to_base58())
+                ok = validator(topic, signer, bytes(msg.data))
+            except Exception:  # a validator bug must not crash gossipsub
+                log.exception("validator failed")
+                ok = False
+            if not ok:
+                gossip.counters.rejected += 1
+            return ok
+
+        return validate
+
+    # The pubsub services must run before the host listens (see the notes).
+    async with (
+        background_trio_service(pubsub),
+        background_trio_service(gossipsub),
+        host.run(listen_addrs=[multiaddr.Multiaddr(a) for a in config.listen]),
+    ):
+        await pubsub.wait_until_ready()
+        async with trio.open_nursery() as nursery:
+            for topic in config.topics:
+                pubsub.set_topic_validator(topic, make_validator(topic), False)
+                subscription = await pubsub.subscribe(topic)
+                nursery.start_soon(_pump, subscription, topic, send, gossip)
+            for maddr in config.bootstrap:
+                nursery.start_soon(_keep_connected, gossip, maddr, config)
+            try:
+                yield gossip
+            finally:
+                nursery.cancel_scope.cancel()
+
+
+async def _pump(
+    subscription: Any, topic: str, send: trio.MemorySendChannel[Received], gossip: Gossip
+) -> None:
+    """Subscription -> our channel; a full channel drops and counts (never blocks libp2p)."""
+    from libp2p.peer.id import ID
+
+    while True:
+        msg = await subscription.get()
+        sender = str(ID(msg.from_id).to_base58())
+        if sender == gossip.peer_id:
+            continue  # our own publish, echoed
+        gossip.counters.received += 1
+        try:
+            send.send_nowait(Received(topic, sender, bytes(msg.data)))
+        except trio.WouldBlock:
+            gossip.counters.dropped_local += 1
+
+
+async def _keep_connected(gossip: Gossip, maddr: str, config: GossipConfig) -> None:
+    """Redial a bootstrap peer whenever it is gone, with capped exponential backoff."""
+    peer = maddr.rsplit("/p2p/", 1)[-1]
+    delay = config.reconnect_min
+    while True:
+        if gossip.connected(peer):
+            delay = config.reconnect_min
+            await trio.sleep(0.2)
+            continue
+        try:
+            with trio.fail_after(5):
+                await gossip.connect(maddr)
+            gossip.counters.reconnects += 1
+            delay = config.reconnect_min
+        except Exception as exc:  # refused, timed out, unreachable: try again later
+            log.debug("cannot reach %s: %s", maddr, exc)
+            await trio.sleep(delay)
+            delay = min(config.reconnect_max, delay * 2)
+        await trio.sleep(0.05)
+
+
+def topics_for(cluster: str) -> tuple[str, str]:
+    """The cluster's (reports, control) topic names."""
+    return (f"/errmesh/{cluster}/reports/1", f"/errmesh/{cluster}/control/1")
