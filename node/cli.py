@@ -249,6 +249,35 @@ def keygen(path: Path, force: bool) -> None:
 
 
 @cli.command()
+@click.option("--listen", multiple=True, help="Multiaddr to listen on (repeatable).")
+@click.option("--bootstrap", multiple=True, help="Full multiaddr of a peer to keep connected.")
+@click.option("--key-file", type=click.Path(path_type=Path), help="Cluster key (errmesh keygen).")
+@click.option("--priority", type=int, help="Leader rank: higher wins.")
+@click.option("--no-leader", is_flag=True, help="Never lead (no sink actions here).")
+@click.pass_context
+def relay(
+    ctx: click.Context,
+    listen: tuple[str, ...],
+    bootstrap: tuple[str, ...],
+    key_file: Path | None,
+    priority: int | None,
+    no_leader: bool,
+) -> None:
+    """Run a long-lived mesh peer: bootstrap address, spool drainer, leader candidate."""
+    from node.relay import run_relay
+
+    config = _config(
+        ctx,
+        listen=listen or None,
+        peers=bootstrap or None,
+        key_file=key_file,
+        priority=priority,
+        eligible=False if no_leader else None,
+    )
+    run_relay(config)
+
+
+@cli.command()
 @click.option("--dir", "directory", type=click.Path(path_type=Path), default=Path(".errmesh-demo"))
 @click.option("--rounds", type=int, default=3, help="How many times each failure repeats.")
 def demo(directory: Path, rounds: int) -> None:

@@ -88,6 +88,12 @@ class Config:
     in_app_exclude: tuple[str, ...] = ()
     capture_keyboard_interrupt: bool = False
     peers: tuple[str, ...] = ()
+    key_file: Path | None = None
+    listen: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/4001",)
+    eligible: bool = True
+    priority: int = 0
+    heartbeat: float = 0.5
+    ack_timeout: float = 2.0
 
     @property
     def cluster_state_dir(self) -> Path:
@@ -100,6 +106,32 @@ class Config:
         if self.issues_dir is not None:
             return self.issues_dir
         return self.data_dir / self.cluster / "issues"
+
+    @property
+    def relay_socket(self) -> Path:
+        """The local relay's nudge socket (next to the spool it drains)."""
+        return self.cluster_state_dir / "relay.sock"
+
+    def cluster_key(self) -> bytes | None:
+        """The cluster key from ``key_file`` (hex), or None when none is set.
+
+        Raises ``ConfigError`` naming ``key_file`` when it cannot be read or
+        is not at least 16 bytes of hex.
+        """
+        if self.key_file is None:
+            return None
+        try:
+            text = self.key_file.read_text().strip()
+            key = bytes.fromhex(text)
+        except OSError as exc:
+            raise ConfigError("key_file", f"cannot read {self.key_file}: {exc.strerror}") from None
+        except ValueError:
+            raise ConfigError(
+                "key_file", f"{self.key_file} is not hex (make one: errmesh keygen)"
+            ) from None
+        if len(key) < 16:
+            raise ConfigError("key_file", f"{self.key_file} holds {len(key)} bytes; at least 16")
+        return key
 
     @property
     def sink_name(self) -> Literal["file", "github", "none"]:
@@ -224,6 +256,15 @@ def _url(value: object) -> str:
     return text
 
 
+def _int(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer")
+    try:
+        return int(value) if isinstance(value, (int, str)) else int("x")
+    except ValueError:
+        raise ValueError(f"{value!r} is not an integer") from None
+
+
 def _optional_str(value: object) -> str | None:
     text = _str(value)
     return text or None
@@ -271,6 +312,12 @@ SETTINGS: tuple[Setting, ...] = (
     _s("in_app_exclude", _tuple),
     _s("capture_keyboard_interrupt", _bool),
     _s("peers", _tuple),
+    _s("key_file", _optional_path),
+    _s("listen", _tuple),
+    _s("eligible", _bool),
+    _s("priority", _int),
+    _s("heartbeat", _positive_float),
+    _s("ack_timeout", _positive_float),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 

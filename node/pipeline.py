@@ -162,8 +162,14 @@ class Pipeline:
 
     @property
     def delivery(self) -> Delivery:
+        """Solo unless there is a mesh to hand reports to (peers or a local relay)."""
         if self._delivery is None:
-            self._delivery = SoloDelivery(self.config)
+            if self.config.peers or self.config.relay_socket.exists():
+                from node.embedded import MeshDelivery
+
+                self._delivery = MeshDelivery(self.config)
+            else:
+                self._delivery = SoloDelivery(self.config)
         return self._delivery
 
     def prepare(self, raw: Report) -> Report | None:

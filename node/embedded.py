@@ -1,0 +1,104 @@
+"""Delivery from a failing process to the mesh (DESIGN section 7).
+
+Two ways out, fastest first:
+
+1. **Local relay present**: the report is already in the spool the relay
+   drains, so the process only nudges the relay with one datagram on its
+   Unix socket and exits: no libp2p import, no network.
+2. **No local relay**: the process starts an embedded libp2p node (only now,
+   after the error), connects to the configured peers, publishes every
+   pending report of its spool, waits for durable peers' acks up to
+   ``ack_timeout``, deletes what was acked from the spool, drains libp2p's
+   outbound queues and returns. Whatever was not acked stays in the spool
+   for the next errmesh process on the machine.
+
+When neither a relay nor peers can be reached the reports stay spooled and
+nothing else happens here: the process exits as it would have.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+
+from mesh.report import Report
+from mesh.store import Store
+from node.config import Config
+from node.leader import RoundResult
+
+__all__ = ["MeshDelivery", "nudge_relay"]
+
+
+def nudge_relay(path: Path) -> bool:
+    """Wake the local relay; False when no relay listens there."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"spooled", str(path))
+        return True
+    except OSError:  # no socket file, or a stale one (the relay is gone)
+        return False
+
+
+class MeshDelivery:
+    """Hands spooled reports to the mesh; see the module docstring."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.last_acked = 0
+        self.via = ""
+
+    def deliver(
+        self, store: Store, reports: Sequence[Report], *, exiting: bool
+    ) -> RoundResult | None:
+        if nudge_relay(self.config.relay_socket):
+            self.via = "local-relay"
+            return None
+        if not self.config.peers:  # a stale relay socket and no peers: be a mesh of one
+            from node.pipeline import SoloDelivery
+
+            self.via = "solo"
+            return SoloDelivery(self.config).deliver(store, reports, exiting=exiting)
+        import trio
+
+        pending = store.pending()
+        acked = trio.run(self._send, pending)
+        store.ack(acked)
+        self.last_acked = len(acked)
+        self.via = "mesh"
+        return None
+
+    async def _send(self, pending: list[Report]) -> list[tuple[bytes, int]]:
+        import trio
+
+        from mesh import wire
+        from mesh.gossip import GossipConfig, open_gossip, topics_for
+        from node.peer import RejectionCounter, make_validator
+
+        key = self.config.cluster_key()
+        reports_topic, control_topic = topics_for(self.config.cluster)
+        wanted = {(r.origin, r.seq) for r in pending}
+        acked: set[tuple[bytes, int]] = set()
+        gossip_config = GossipConfig(
+            topics=(reports_topic, control_topic),
+            listen=("/ip4/127.0.0.1/tcp/0",),
+            bootstrap=self.config.peers,
+        )
+        with trio.move_on_after(self.config.ack_timeout + 3.0):  # + start-up and flush
+            async with open_gossip(
+                gossip_config, make_validator(key, RejectionCounter())
+            ) as gossip:
+                with trio.move_on_after(self.config.ack_timeout):
+                    await gossip.wait_for_subscribers(reports_topic, self.config.ack_timeout)
+                    for report in pending:
+                        await gossip.publish(
+                            reports_topic, wire.encode(wire.ReportMsg(report=report), key)
+                        )
+                    async for received in gossip.receive:
+                        msg = wire.decode(received.data, key)
+                        if isinstance(msg, wire.AckMsg):
+                            acked.update(i for i in msg.ids if i in wanted)
+                            if acked >= wanted:
+                                break
+                await gossip.flush(0.5)
+        return sorted(acked)

@@ -1,0 +1,361 @@
+"""A durable mesh peer (the relay): merge, ack, elect, act, repair.
+
+One trio task per duty, all around one store and one :class:`~mesh.gossip.Gossip`:
+
+- **receive**: every validated message is decoded and applied: a ``report``
+  is merged into the store and then acked on the control topic (the ack
+  means "durably stored here", DESIGN section 7); ``occ`` and ``state``
+  merge; ``issue`` records the leader's links; ``hb`` feeds the election;
+  ``digest`` is answered with the states the sender lacks.
+- **tick**: the election's clock. Heartbeats go out when due; while this
+  peer leads it runs one leader round (``node.leader.act``) per heartbeat
+  with its term and announces the links it wrote.
+- **drain**: reports left in this machine's spool (by CLIs whose delivery
+  failed, or handed over through the local nudge socket) are merged and
+  published, so nothing spooled is stranded.
+- **digest**: every few seconds, and whenever the set of peers changes, a
+  summary goes out so that dropped gossip and healed partitions converge.
+
+Validation (before any of this, inside gossipsub): a payload must decode
+under the cluster key (:func:`make_validator`), and a message that names its
+sender must name its libp2p signer. Rejections are counted by reason; a
+peer that keeps sending rejected messages is banned.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from github_sink.sink import Sink
+from mesh import wire
+from mesh.aggregate import OriginCount, SigState
+from mesh.election import (
+    BecameLeader,
+    Election,
+    ElectionConfig,
+    LeaderChanged,
+    SendHeartbeat,
+    SteppedDown,
+)
+from mesh.gossip import Gossip, Validator
+from mesh.report import Occurrence
+from mesh.store import Store
+from node.leader import act
+
+__all__ = ["MeshPeer", "PeerOptions", "RejectionCounter", "make_validator", "state_of_occurrence"]
+
+log = logging.getLogger("errmesh.peer")
+
+#: Rejections from one signer before it is banned.
+BAN_AFTER = 20
+
+
+@dataclass
+class RejectionCounter:
+    """Rejected messages by reason and by signer (for status and banning)."""
+
+    by_reason: collections.Counter[str] = field(default_factory=collections.Counter)
+    by_signer: collections.Counter[str] = field(default_factory=collections.Counter)
+    banned: set[str] = field(default_factory=set)
+
+    def add(self, reason: str, signer: str) -> int:
+        self.by_reason[reason] += 1
+        self.by_signer[signer] += 1
+        return self.by_signer[signer]
+
+
+def make_validator(
+    key: bytes | None,
+    rejections: RejectionCounter,
+    on_ban: Callable[[str], None] | None = None,
+) -> Validator:
+    """The gossipsub validator: decodes under ``key``, checks the claimed sender.
+
+    Never raises; a refused message is counted by its reason.
+    """
+
+    def validate(topic: str, signer: str, data: bytes) -> bool:
+        decoded = wire.decode(data, key)
+        reason = ""
+        if isinstance(decoded, wire.Rejected):
+            reason = decoded.reason
+        elif _forged(decoded, signer):
+            reason = "forged-sender"
+        if not reason:
+            return True
+        count = rejections.add(reason, signer)
+        if count >= BAN_AFTER and signer not in rejections.banned and on_ban is not None:
+            rejections.banned.add(signer)
+            on_ban(signer)
+        return False
+
+    return validate
+
+
+def _forged(msg: wire.Message, signer: str) -> bool:
+    """Whether a message claims a sender (or heartbeat peer) other than its signer."""
+    if msg.sender and msg.sender != signer:
+        return True
+    return isinstance(msg, wire.HeartbeatMsg) and msg.heartbeat.peer != signer
+
+
+def state_of_occurrence(occ: Occurrence) -> SigState:
+    """The state an ``occ`` record adds (no detail: that comes with the report)."""
+    return SigState(
+        signature=occ.signature,
+        counts={
+            occ.origin: OriginCount(
+                count=occ.count, first_seen=occ.first_seen, last_seen=occ.last_seen, host=occ.host
+            )
+        },
+        severity=occ.severity,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerOptions:
+    """How this durable peer takes part."""
+
+    reports_topic: str
+    control_topic: str
+    key: bytes | None = None
+    eligible: bool = True
+    priority: int = 0
+    heartbeat: float = 0.5
+    digest_every: float = 5.0
+    status_path: Path | None = None
+
+
+class MeshPeer:
+    """A relay's duties over one store and one gossip handle."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        gossip: Gossip,
+        options: PeerOptions,
+        sink: Sink | None,
+        rejections: RejectionCounter,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.gossip = gossip
+        self.options = options
+        self.sink = sink if options.eligible else None
+        self.rejections = rejections
+        self.clock = clock
+        self.election = Election(
+            me=gossip.peer_id,
+            priority=options.priority,
+            eligible=options.eligible and sink is not None,
+            config=ElectionConfig(heartbeat=options.heartbeat),
+            now=clock(),
+        )
+        self.nudged = trio.Event()
+        self.stats: collections.Counter[str] = collections.Counter()
+
+    # -- the loops --------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._receive_loop)
+            nursery.start_soon(self._tick_loop)
+            nursery.start_soon(self._drain_loop)
+            nursery.start_soon(self._digest_loop)
+            task_status.started()
+
+    async def _receive_loop(self) -> None:
+        async for received in self.gossip.receive:
+            decoded = wire.decode(received.data, self.options.key)
+            if isinstance(decoded, wire.Rejected):
+                continue  # the validator already refused and counted it
+            try:
+                await self.handle(decoded, received.sender)
+            except Exception:  # one bad message must not stop the peer
+                log.exception("handling %s from %s failed", type(decoded).__name__, received.sender)
+                self.stats["handler_errors"] += 1
+
+    async def _tick_loop(self) -> None:
+        while True:
+            now = self.clock()
+            await self._apply_election(self.election.tick(now))
+            if self.election.role == "leader":
+                await self._lead(now)
+            self._write_status()
+            deadline = self.election.next_deadline()
+            await trio.sleep(max(0.01, min(self.options.heartbeat, deadline - self.clock())))
+
+    async def _drain_loop(self) -> None:
+        while True:
+            await self.drain()
+            with trio.move_on_after(1.0):
+                await self.nudged.wait()
+            self.nudged = trio.Event()
+
+    async def _digest_loop(self) -> None:
+        known: list[str] = []
+        next_digest = 0.0
+        while True:
+            peers = self.gossip.peers()
+            if peers != known or self.clock() >= next_digest:
+                known = peers
+                next_digest = self.clock() + self.options.digest_every
+                await self.send_digest()
+            await trio.sleep(0.25)
+
+    # -- handling ---------------------------------------------------------
+
+    async def handle(self, msg: wire.Message, sender: str) -> None:
+        """Apply one decoded message from ``sender``."""
+        if isinstance(msg, wire.ReportMsg):
+            self.store.merge_reports([msg.report])
+            self.stats["reports"] += 1
+            ack = wire.AckMsg(ids=((msg.report.origin, msg.report.seq),), acker=self.gossip.peer_id)
+            await self._publish(self.options.control_topic, ack)
+        elif isinstance(msg, wire.OccMsg):
+            self.store.merge_states([state_of_occurrence(o) for o in msg.occurrences])
+        elif isinstance(msg, wire.StateMsg):
+            self.store.merge_states(msg.states)
+        elif isinstance(msg, wire.IssueMsg):
+            for signature, link in msg.links:
+                self.store.set_link(signature, link)
+        elif isinstance(msg, wire.HeartbeatMsg):
+            await self._apply_election(self.election.receive(msg.heartbeat, self.clock()))
+        elif isinstance(msg, wire.DigestMsg):
+            await self._answer_digest(msg)
+        elif isinstance(msg, wire.AckMsg):
+            self.store.ack(msg.ids)
+
+    async def drain(self) -> int:
+        """Merge and publish what this machine's spool holds; returns how many."""
+        pending = self.store.pending()
+        if not pending:
+            return 0
+        self.store.merge_reports(pending)
+        for report in pending:
+            await self._publish(self.options.reports_topic, wire.ReportMsg(report=report))
+        self.stats["drained"] += len(pending)
+        return len(pending)
+
+    async def send_digest(self) -> None:
+        entries = [
+            wire.DigestEntry(
+                signature=s.signature,
+                total=s.total,
+                link_term=s.link.term if s.link else -1,
+                link_synced_total=s.link.synced_total if s.link else -1,
+            )
+            for s in self.store.states()
+        ]
+        for start in range(0, len(entries), 512):
+            await self._publish(
+                self.options.control_topic,
+                wire.DigestMsg(entries=tuple(entries[start : start + 512])),
+            )
+        if not entries:
+            await self._publish(self.options.control_topic, wire.DigestMsg(entries=()))
+
+    async def _answer_digest(self, msg: wire.DigestMsg) -> None:
+        """Send the states the digest's sender lacks (by total or link)."""
+        theirs = {e.signature: e for e in msg.entries}
+        newer = []
+        for state in self.store.states():
+            entry = theirs.get(state.signature)
+            mine_link = (state.link.term, state.link.synced_total) if state.link else (-1, -1)
+            if (
+                entry is None
+                or state.total > entry.total
+                or mine_link > (entry.link_term, entry.link_synced_total)
+            ):
+                newer.append(state)
+        await self._send_states(newer)
+
+    async def _send_states(self, states: list[SigState]) -> None:
+        batch: list[SigState] = []
+        size = 0
+        for state in states:
+            encoded = len(wire.encode_state(state))
+            if batch and size + encoded > wire.MAX_MESSAGE // 2:
+                await self._publish(self.options.control_topic, wire.StateMsg(states=tuple(batch)))
+                batch, size = [], 0
+            batch.append(state)
+            size += encoded
+        if batch:
+            await self._publish(self.options.control_topic, wire.StateMsg(states=tuple(batch)))
+
+    # -- election and leading ---------------------------------------------
+
+    async def _apply_election(self, events: list[Any]) -> None:
+        for event in events:
+            if isinstance(event, SendHeartbeat):
+                await self._publish(
+                    self.options.control_topic, wire.HeartbeatMsg(heartbeat=event.heartbeat)
+                )
+            elif isinstance(event, BecameLeader):
+                log.info("leading in term %d", event.term)
+                self.stats["elections_won"] += 1
+            elif isinstance(event, SteppedDown):
+                log.info("stepped down (term %d): %s", event.term, event.reason)
+            elif isinstance(event, LeaderChanged):
+                log.info("leader is now %s (term %d)", event.leader, event.term)
+
+    async def _lead(self, now: float) -> None:
+        if self.sink is None:
+            return
+        before = {s.signature: s.link for s in self.store.due_states(now)}
+        result = act(self.store, self.sink, now=now, term=self.election.term, lock_timeout=0.2)
+        if result.opened or result.updated or result.reopened:
+            links = []
+            for signature in before:
+                state = self.store.load_state(signature)
+                if state is not None and state.link is not None and state.link != before[signature]:
+                    links.append((signature, state.link))
+            if links:
+                await self._publish(self.options.control_topic, wire.IssueMsg(links=tuple(links)))
+        for error in result.errors:
+            log.warning("%s", error)
+
+    async def _publish(self, topic: str, msg: wire.Message) -> None:
+        await self.gossip.publish(topic, wire.encode(msg, self.options.key))
+
+    # -- status -----------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        stats = self.store.statistics()
+        return {
+            "peer_id": self.gossip.peer_id,
+            "addrs": self.gossip.addrs,
+            "peers": self.gossip.peers(),
+            "role": self.election.role,
+            "leader": self.election.leader,
+            "term": self.election.term,
+            "spool_pending": stats.pending,
+            "signatures": stats.signatures,
+            "rejected": dict(self.rejections.by_reason),
+            "banned": sorted(self.rejections.banned),
+            "stats": dict(self.stats),
+            "updated_at": self.clock(),
+            "pid": os.getpid(),
+        }
+
+    def _write_status(self) -> None:
+        path = self.options.status_path
+        if path is None:
+            return
+        try:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.status(), indent=1))
+            tmp.replace(path)
+        except OSError:
+            pass
