@@ -118,13 +118,37 @@ def status(ctx: click.Context, as_json: bool) -> None:
         "sink": config.sink_name,
         "signatures": rows,
     }
+    relay = _relay_status(config.cluster_state_dir / "relay-status.json")
+    if relay is not None:
+        data["role"] = relay.get("role", "?")
+        data["relay"] = relay
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
     click.echo(f"cluster {data['cluster']} ({data['role']}), sink: {data['sink']}")
+    if relay is not None:
+        click.echo(
+            f"relay {relay.get('peer_id')}: {len(relay.get('peers', []))} peers, "
+            f"leader {relay.get('leader')} (term {relay.get('term')}), "
+            f"status {relay.get('status_url')}"
+        )
+        rejected = relay.get("rejected") or {}
+        if rejected:
+            click.echo("rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(rejected.items())))
     click.echo(f"store {stats.path}")
     click.echo(f"spool: {stats.pending} pending, {stats.spool_dropped} dropped")
     _print_rows(rows)
+
+
+def _relay_status(path: Path) -> dict[str, Any] | None:
+    """The local relay's last status, if it is running (written within 5 s)."""
+    try:
+        relay: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if time.time() - float(relay.get("updated_at", 0)) > 5:
+        return None
+    return relay
 
 
 def _state_row(state: Any) -> dict[str, Any]:

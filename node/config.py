@@ -94,6 +94,7 @@ class Config:
     priority: int = 0
     heartbeat: float = 0.5
     ack_timeout: float = 2.0
+    status_port: int = 0
 
     @property
     def cluster_state_dir(self) -> Path:
@@ -318,6 +319,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("priority", _int),
     _s("heartbeat", _positive_float),
     _s("ack_timeout", _positive_float),
+    _s("status_port", _int),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 

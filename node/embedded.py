@@ -27,7 +27,10 @@ from mesh.store import Store
 from node.config import Config
 from node.leader import RoundResult
 
-__all__ = ["MeshDelivery", "nudge_relay"]
+__all__ = ["MAX_SEND", "MeshDelivery", "nudge_relay"]
+
+#: Reports one failing process publishes at most (oldest first).
+MAX_SEND = 16
 
 
 def nudge_relay(path: Path) -> bool:
@@ -61,7 +64,9 @@ class MeshDelivery:
             return SoloDelivery(self.config).deliver(store, reports, exiting=exiting)
         import trio
 
-        pending = store.pending()
+        # A process sends at most MAX_SEND reports, paced; a longer backlog
+        # (a relay down for hours) is left to the next processes and relays.
+        pending = store.pending(limit=MAX_SEND)
         acked = trio.run(self._send, pending)
         store.ack(acked)
         self.last_acked = len(acked)
@@ -94,6 +99,7 @@ class MeshDelivery:
                         await gossip.publish(
                             reports_topic, wire.encode(wire.ReportMsg(report=report), key)
                         )
+                        await trio.sleep(0.001)  # libp2p's queues hold 32
                     async for received in gossip.receive:
                         msg = wire.decode(received.data, key)
                         if isinstance(msg, wire.AckMsg):

@@ -25,6 +25,7 @@ peer that keeps sending rejected messages is banned.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import logging
 import os
@@ -48,7 +49,7 @@ from mesh.election import (
     SteppedDown,
 )
 from mesh.gossip import Gossip, Validator
-from mesh.report import Occurrence
+from mesh.report import Occurrence, Report
 from mesh.store import Store
 from node.leader import act
 
@@ -58,6 +59,9 @@ log = logging.getLogger("errmesh.peer")
 
 #: Rejections from one signer before it is banned.
 BAN_AFTER = 20
+#: Occurrences per ``occ`` message, and the pause between messages of a burst.
+OCC_BATCH = 256
+PACE = 0.002
 
 
 @dataclass
@@ -164,6 +168,7 @@ class MeshPeer:
         )
         self.nudged = trio.Event()
         self.stats: collections.Counter[str] = collections.Counter()
+        self.status_url = ""
 
     # -- the loops --------------------------------------------------------
 
@@ -238,13 +243,41 @@ class MeshPeer:
             self.store.ack(msg.ids)
 
     async def drain(self) -> int:
-        """Merge and publish what this machine's spool holds; returns how many."""
-        pending = self.store.pending()
+        """Merge and publish what this machine's spool holds; returns how many.
+
+        The wire carries state, not events (DESIGN section 7): per signature,
+        one full report (the earliest, for its detail) and then the latest
+        cumulative count of each origin, batched into ``occ`` messages and
+        paced, so a burst of thousands of spooled reports is a few messages
+        and never overflows libp2p's 32-slot queues.
+        """
+        pending = self.store.pending(limit=5000)
         if not pending:
             return 0
         self.store.merge_reports(pending)
+        first: dict[bytes, Report] = {}
+        latest: dict[tuple[bytes, bytes], Occurrence] = {}
         for report in pending:
+            first.setdefault(report.signature, report)
+            key = (report.origin, report.signature)
+            previous = latest.get(key)
+            occ = report.occurrence()
+            if previous is not None:
+                occ = dataclasses.replace(
+                    occ,
+                    count=max(occ.count, previous.count),
+                    first_seen=min(occ.first_seen, previous.first_seen),
+                    last_seen=max(occ.last_seen, previous.last_seen),
+                )
+            latest[key] = occ
+        for report in first.values():
             await self._publish(self.options.reports_topic, wire.ReportMsg(report=report))
+            await trio.sleep(PACE)
+        occurrences = list(latest.values())
+        for start in range(0, len(occurrences), OCC_BATCH):
+            batch = tuple(occurrences[start : start + OCC_BATCH])
+            await self._publish(self.options.reports_topic, wire.OccMsg(occurrences=batch))
+            await trio.sleep(PACE)
         self.stats["drained"] += len(pending)
         return len(pending)
 
@@ -335,6 +368,7 @@ class MeshPeer:
         stats = self.store.statistics()
         return {
             "peer_id": self.gossip.peer_id,
+            "status_url": self.status_url,
             "addrs": self.gossip.addrs,
             "peers": self.gossip.peers(),
             "role": self.election.role,

@@ -10,9 +10,12 @@ its status to ``relay-status.json`` for ``errmesh status``.
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import trio
 
@@ -40,7 +43,61 @@ async def _listen_for_nudges(path: os.PathLike[str] | str, peer: MeshPeer) -> No
             os.unlink(path)
 
 
-async def serve_relay(config: Config, *, announce: Callable[[Gossip], None]) -> None:
+def metrics_text(status: dict[str, Any]) -> str:
+    """The status as Prometheus text exposition (gauges and counters)."""
+    lines = [
+        "# TYPE errmesh_peers gauge",
+        f"errmesh_peers {len(status.get('peers', []))}",
+        "# TYPE errmesh_is_leader gauge",
+        f"errmesh_is_leader {1 if status.get('role') == 'leader' else 0}",
+        "# TYPE errmesh_term gauge",
+        f"errmesh_term {status.get('term', 0)}",
+        "# TYPE errmesh_spool_pending gauge",
+        f"errmesh_spool_pending {status.get('spool_pending', 0)}",
+        "# TYPE errmesh_signatures gauge",
+        f"errmesh_signatures {status.get('signatures', 0)}",
+        "# TYPE errmesh_rejected_total counter",
+    ]
+    for reason, count in sorted(status.get("rejected", {}).items()):
+        lines.append(f'errmesh_rejected_total{{reason="{reason}"}} {count}')
+    lines.append("# TYPE errmesh_events_total counter")
+    for name, count in sorted(status.get("stats", {}).items()):
+        lines.append(f'errmesh_events_total{{event="{name}"}} {count}')
+    return "\n".join(lines) + "\n"
+
+
+async def _serve_status_connection(stream: trio.SocketStream, peer: MeshPeer) -> None:
+    """GET /status (JSON) or /metrics (Prometheus) on localhost; anything else 404."""
+    try:
+        with trio.move_on_after(5):
+            request = b""
+            while b"\r\n\r\n" not in request and len(request) < 8192:
+                chunk = await stream.receive_some(4096)
+                if not chunk:
+                    return
+                request += chunk
+            words = request.split(b"\r\n", 1)[0].split()
+            path = words[1].decode("latin-1") if len(words) >= 2 else "/"
+            status, ctype, body = "200 OK", "application/json", b""
+            if path.startswith("/metrics"):
+                ctype = "text/plain; version=0.0.4"
+                body = metrics_text(peer.status()).encode()
+            elif path in ("/", "/status"):
+                body = json.dumps(peer.status(), indent=1).encode()
+            else:
+                status, ctype, body = "404 Not Found", "text/plain", b"not found\n"
+            head = (
+                f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            await stream.send_all(head.encode() + body)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        pass
+    finally:
+        await stream.aclose()
+
+
+async def serve_relay(config: Config, *, announce: Callable[[Gossip, str], None]) -> None:
     """Run a relay until cancelled. Raises ``ConfigError`` for bad settings."""
     key = config.cluster_key()
     sink = make_sink(config) if config.eligible else None
@@ -75,18 +132,26 @@ async def serve_relay(config: Config, *, announce: Callable[[Gossip], None]) -> 
                 ),
             )
             async with trio.open_nursery() as nursery:
+                listeners = await nursery.start(
+                    functools.partial(trio.serve_tcp, host="127.0.0.1"),
+                    lambda stream: _serve_status_connection(stream, peer),
+                    config.status_port,
+                )
+                port = listeners[0].socket.getsockname()[1]
+                peer.status_url = f"http://127.0.0.1:{port}/status"
                 await nursery.start(peer.run)
                 nursery.start_soon(_listen_for_nudges, config.relay_socket, peer)
-                announce(gossip)
+                announce(gossip, peer.status_url)
 
 
 def run_relay(config: Config) -> None:
     """Blocking entry point for the CLI: prints the addresses, runs until killed."""
 
-    def announce(gossip: Gossip) -> None:
+    def announce(gossip: Gossip, status_url: str) -> None:
         print(f"errmesh relay {gossip.peer_id}", flush=True)
         for addr in gossip.addrs:
             print(f"listening on {addr}", flush=True)
+        print(f"status on {status_url}", flush=True)
 
     try:
         trio.run(lambda: serve_relay(config, announce=announce))
