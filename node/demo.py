@@ -1,12 +1,15 @@
-"""``errmesh demo``: real failing processes, real spool, real issue files.
+"""``errmesh demo``: a real local mesh, real failing processes, real issue files.
 
-Runs, concurrently and repeatedly, a few programs that fail in distinct ways:
-a Python CLI that uses ``node.install`` (two different exceptions, with
-variable ids in their messages and a token in its logs), and plain commands
-wrapped by ``errmesh run`` (an exit code with an error line, a signal). Each
-is its own OS process sharing one spool, exactly as on a real machine. The
-demo then prints what the file sink produced: one issue per signature, with
-the occurrences counted, and one issue in full.
+Starts a relay (a libp2p peer with the file sink, which elects itself
+leader), then runs, concurrently and repeatedly, a few programs that fail in
+distinct ways: a Python CLI that uses ``node.install`` (two different
+exceptions, with variable ids in their messages and a token in its logs),
+and plain commands wrapped by ``errmesh run`` (an exit code with an error
+line, a signal). They run on three "machines" (three spool folders): on the
+relay's own machine a failing process only nudges the relay; on the others
+it starts libp2p, publishes its report and waits for the relay's ack. The
+demo then prints what the leader produced: one issue per signature, with
+every occurrence counted, and one issue in full.
 
 The settings go to the child processes through the environment
 (``ERRMESH_*``), which is how a deployment configures errmesh too.
@@ -22,6 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 __all__ = ["SCENARIOS", "run_demo"]
 
@@ -57,47 +61,111 @@ def _run_one(argv: list[str], env: dict[str, str]) -> int:
     return done.returncode
 
 
-def run_demo(directory: Path, *, rounds: int = 3, out: object = None) -> int:
-    """Run the scenarios ``rounds`` times each, 4 at a time; print a summary."""
+def _start_relay(
+    directory: Path, env: dict[str, str], key: Path
+) -> tuple[subprocess.Popen[str], str]:
+    """Start the demo's relay; returns it and its full multiaddr."""
+    relay = subprocess.Popen(
+        [
+            sys.executable, "-m", "node", "--cluster", "demo",
+            "--state-dir", str(directory / "relay" / "state"),
+            "--data-dir", str(directory / "relay" / "data"),
+            "--issues-dir", str(directory / "issues"),
+            "--window", "0",
+            "relay", "--listen", "/ip4/127.0.0.1/tcp/0", "--key-file", str(key),
+        ],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    assert relay.stdout is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = relay.stdout.readline()
+        if not line:
+            break
+        if line.startswith("listening on "):
+            return relay, line.split()[-1]
+    relay.kill()
+    raise RuntimeError("the demo relay did not start")
+
+
+def _relay_status(directory: Path) -> dict[str, object]:
+    try:
+        status: dict[str, object] = json.loads(
+            (directory / "relay" / "state" / "demo" / "relay-status.json").read_text()
+        )
+        return status
+    except (OSError, ValueError):
+        return {}
+
+
+def run_demo(directory: Path, *, rounds: int = 3) -> int:
+    """A relay, and each scenario failing ``rounds`` times on 3 machines, 4 at a time."""
     write = print
     directory = directory.resolve()
     shutil.rmtree(directory, ignore_errors=True)
-    env = dict(os.environ)
-    env.update(
-        ERRMESH_CLUSTER="demo",
-        ERRMESH_STATE_DIR=str(directory / "state"),
-        ERRMESH_DATA_DIR=str(directory / "data"),
-        ERRMESH_WINDOW="0",
-        ERRMESH_SINK="file",
-        DEMO_API_TOKEN="ghp_" + "Demo0Token1Never2Leaves3The4Box5" + "abcd",
+    directory.mkdir(parents=True)
+    key = directory / "cluster.key"
+    key.write_text(os.urandom(32).hex() + "\n")
+    key.chmod(0o600)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("ERRMESH_", "IPFS_"))}
+    base.update(
+        ERRMESH_SETTLE="0.5", DEMO_API_TOKEN="ghp_" + "Demo0Token1Never2Leaves3The4Box5abcd"
     )
-    env.pop("ERRMESH_REPO", None)
-    env.pop("IPFS_REPO", None)
-    jobs = [(name, argv) for _ in range(rounds) for name, argv in SCENARIOS.items()]
-    write(
-        f"errmesh demo: {len(jobs)} failing processes ({len(SCENARIOS)} kinds x {rounds}), "
-        f"4 at a time, sharing one spool in {directory}"
-    )
-    started = time.monotonic()
-    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-        futures = {pool.submit(_run_one, argv, env): name for name, argv in jobs}
-        for i, future in enumerate(concurrent.futures.as_completed(futures), 1):
-            code = future.result()
-            write(f"  [{i:>2}/{len(jobs)}] {futures[future]:<42} exited {code}")
-    elapsed = time.monotonic() - started
-    issues_dir = directory / "data" / "demo" / "issues"
+    write(f"errmesh demo in {directory}")
+    relay, address = _start_relay(directory, base, key)
     try:
-        index = json.loads((issues_dir / "index.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        write(f"no issues were produced ({exc})")
-        return 1
-    entries = sorted(index["issues"].items(), key=lambda kv: kv[1]["number"])
-    write(f"\n{len(jobs)} failures in {elapsed:.1f}s -> {len(entries)} distinct signatures:")
+        write(f"relay up: {address}")
+        machines = [
+            # machine 0 is the relay's own: its CLIs only nudge the relay (no libp2p)
+            {"ERRMESH_STATE_DIR": str(directory / "relay" / "state")},
+            {"ERRMESH_STATE_DIR": str(directory / "machine-1" / "state"), "ERRMESH_PEERS": address},
+            {"ERRMESH_STATE_DIR": str(directory / "machine-2" / "state"), "ERRMESH_PEERS": address},
+        ]
+        jobs = [
+            (name, argv, machines[i % len(machines)])
+            for i, (name, argv) in enumerate(
+                (name, argv) for _ in range(rounds) for name, argv in SCENARIOS.items()
+            )
+        ]
+        write(
+            f"{len(jobs)} failing processes ({len(SCENARIOS)} kinds x {rounds}) on "
+            f"{len(machines)} machines, 4 at a time"
+        )
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+            futures = {}
+            for name, argv, machine in jobs:
+                env = {**base, **machine, "ERRMESH_CLUSTER": "demo", "ERRMESH_KEY_FILE": str(key)}
+                where = "relay's machine" if "ERRMESH_PEERS" not in machine else "via libp2p"
+                futures[pool.submit(_run_one, argv, env)] = f"{name} ({where})"
+            for i, future in enumerate(concurrent.futures.as_completed(futures), 1):
+                write(f"  [{i:>2}/{len(jobs)}] {futures[future]:<58} exited {future.result()}")
+        elapsed = time.monotonic() - started
+        index_path = directory / "issues" / "index.json"
+        deadline = time.monotonic() + 20
+        entries: list[tuple[str, dict[str, Any]]] = []
+        while time.monotonic() < deadline:
+            try:
+                index = json.loads(index_path.read_text(encoding="utf-8"))
+                entries = sorted(index["issues"].items(), key=lambda kv: kv[1]["number"])
+            except (OSError, ValueError):
+                entries = []
+            if sum(int(str(e["total"])) for _, e in entries) >= len(jobs):
+                break
+            time.sleep(0.2)
+        status = _relay_status(directory)
+    finally:
+        relay.terminate()
+        relay.wait(10)
+    write(
+        f"\n{len(jobs)} failures in {elapsed:.1f}s -> {len(entries)} distinct signatures "
+        f"(leader {str(status.get('leader', '?'))[:16]}..., term {status.get('term', '?')}):"
+    )
     for sig, entry in entries:
-        write(f"  #{entry['number']} {sig[:12]} x{entry['total']:<3} {entry['title']}")
-        write(f"       {issues_dir / entry['file']}")
+        write(f"  #{entry['number']} {sig[:12]} x{entry['total']!s:<3} {entry['title']}")
+        write(f"       {directory / 'issues' / str(entry['file'])}")
     if entries:
-        first = issues_dir / entries[0][1]["file"]
+        first = directory / "issues" / str(entries[0][1]["file"])
         write(f"\n----- {first} -----")
         write(first.read_text(encoding="utf-8"))
     ok = len(entries) == len(SCENARIOS) and all(e["total"] == rounds for _, e in entries)
