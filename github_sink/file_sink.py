@@ -54,28 +54,32 @@ class FileSink:
 
     def open_issue(self, state: SigState, *, now: float, term: int) -> IssueLink:
         with self._index() as index:
-            key = state.signature.hex()
-            entry = index["issues"].get(key)
-            if entry is None:
-                number = int(index.get("next_number", 1))
-                index["next_number"] = number + 1
-                entry = {
-                    "number": number,
-                    "file": f"{sig_hex(state.signature)}.md",
-                    "state": "open",
-                    "created_at": now,
-                    "comments": [],
-                    "labels": [],
-                }
-                index["issues"][key] = entry
-            self._refresh(entry, state, now)
-            return self._write(entry, state, term=term, now=now)
+            return self._open(index, state, now=now, term=term)
+
+    def _open(self, index: dict[str, Any], state: SigState, *, now: float, term: int) -> IssueLink:
+        """Open (or find) under the index lock the caller holds."""
+        key = state.signature.hex()
+        entry = index["issues"].get(key)
+        if entry is None:
+            number = int(index.get("next_number", 1))
+            index["next_number"] = number + 1
+            entry = {
+                "number": number,
+                "file": f"{sig_hex(state.signature)}.md",
+                "state": "open",
+                "created_at": now,
+                "comments": [],
+                "labels": [],
+            }
+            index["issues"][key] = entry
+        self._refresh(entry, state, now)
+        return self._write(entry, state, term=term, now=now)
 
     def update_issue(self, state: SigState, link: IssueLink, *, now: float, term: int) -> IssueLink:
         with self._index() as index:
             entry = index["issues"].get(state.signature.hex())
             if entry is None:  # the folder was wiped: start again, idempotently
-                return self.open_issue(state, now=now, term=term)
+                return self._open(index, state, now=now, term=term)
             if state.total > link.synced_total:
                 self._comment(entry, render_comment(state, previous_total=link.synced_total), now)
             self._refresh(entry, state, now)
@@ -85,7 +89,7 @@ class FileSink:
         with self._index() as index:
             entry = index["issues"].get(state.signature.hex())
             if entry is None:
-                return self.open_issue(state, now=now, term=term)
+                return self._open(index, state, now=now, term=term)
             entry["state"] = "open"
             entry["reopened_at"] = now
             if self.reopen_label not in entry["labels"]:

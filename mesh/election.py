@@ -256,7 +256,11 @@ class Election:
         eligible: bool = True,
         config: ElectionConfig = _DEFAULT_CONFIG,
         now: float,
+        term: int = 0,
     ) -> None:
+        """``term`` is the highest term known before joining (e.g. recorded in
+        the store's issue links), so a restarted mesh never reuses a term
+        whose writes already exist."""
         if not isinstance(me, str) or not me:
             raise LocalError(f"me must be a non-empty peer id, got {me!r}")
         if isinstance(priority, bool) or not isinstance(priority, int):
@@ -271,7 +275,9 @@ class Election:
         self._settled_at = now + config.settle_period
         self._now = now
         self._role: Role = "follower" if eligible else "observer"
-        self._term = 0
+        if isinstance(term, bool) or not isinstance(term, int) or term < 0:
+            raise LocalError(f"term must be a non-negative int, got {term!r}")
+        self._term = term
         self._lead_term = 0
         self._peers: dict[str, _Seen] = {}
         self._next_heartbeat = now if eligible else math.inf

@@ -357,6 +357,18 @@ class Store:
         base = SigState(signature=signature, link=link)
         return self.merge_states([base])[0]
 
+    def max_link_term(self) -> int:
+        """The highest election term among the recorded issue links (0 if none).
+
+        A leader must act in a term at least this high, or its links would
+        lose to the ones already written (last writer by term). Kept as a
+        running maximum, so reading it costs one row.
+        """
+        try:
+            return self.counters().get("max_link_term", 0)
+        except sqlite3.Error as exc:
+            raise _translate(exc, "cannot read the aggregate") from exc
+
     def load_state(self, signature: bytes) -> SigState | None:
         try:
             return self._load(signature)
@@ -396,6 +408,12 @@ class Store:
             return None
 
     def _save(self, state: SigState) -> None:
+        if state.link is not None:
+            self._conn.execute(
+                "INSERT INTO counters (name, value) VALUES ('max_link_term', ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
+                (state.link.term,),
+            )
         self._conn.execute(
             "INSERT INTO states (sig, state, last_seen, next_due) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (sig) DO UPDATE SET state = excluded.state, "

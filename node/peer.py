@@ -165,6 +165,7 @@ class MeshPeer:
             eligible=options.eligible and sink is not None,
             config=ElectionConfig(heartbeat=options.heartbeat),
             now=clock(),
+            term=store.max_link_term(),
         )
         self.nudged = trio.Event()
         self.stats: collections.Counter[str] = collections.Counter()

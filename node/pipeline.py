@@ -110,8 +110,6 @@ class SoloDelivery:
     after the merge, so a bad sink setting never costs a report.
     """
 
-    term = 0
-
     def __init__(self, config: Config, sink: Sink | None = None) -> None:
         self.config = config
         self._sink = sink
@@ -126,11 +124,13 @@ class SoloDelivery:
             return None
         # Every spooled report came from a process that was failing; none of
         # them will come back to open its issue, so none waits for settle.
+        # A mesh of one continues the latest leader's term: with a lower term
+        # its links would lose to existing ones and it would act again and again.
         return act(
             store,
             sink,
             now=time.time(),
-            term=self.term,
+            term=store.max_link_term(),
             flush={r.signature for r in pending} | {r.signature for r in reports},
         )
 

@@ -847,3 +847,13 @@ def test_a_killed_leader_is_replaced_by_the_next_best_in_time(
         at, event = net.log(peer, LeaderChanged)[-1]
         assert event == LeaderChanged(successor, term)
         assert at <= learned_by
+
+
+def test_a_restarted_peer_starts_from_the_known_term() -> None:
+    """Terms recorded before a restart (in issue links) are never reused."""
+    election = Election(me="a", now=0.0, term=7)
+    events = election.tick(10.0)
+    assert election.term == 8
+    assert BecameLeader(8) in events
+    with pytest.raises(LocalError):
+        Election(me="a", now=0.0, term=-1)

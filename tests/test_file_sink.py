@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -151,3 +152,14 @@ def test_title_is_bounded_and_single_line() -> None:
     long = SigState(signature=SIG, detail=s.detail.replace(message="a b\n" * 400), counts=s.counts)
     title = render_title(long)
     assert len(title) <= 256 and "\n" not in title
+
+
+def test_update_or_reopen_of_a_wiped_folder_opens_again(tmp_path: Path) -> None:
+    """A link whose issue file is gone (folder wiped or moved) opens it again, no deadlock."""
+    first = FileSink(tmp_path / "old").open_issue(state(), now=1.0, term=0)
+    sink = FileSink(tmp_path / "new")
+    updated = sink.update_issue(state(total=2), first, now=2.0, term=0)
+    assert (updated.number, updated.synced_total) == (1, 2)
+    closed = dataclasses.replace(first, state="closed")
+    reopened = FileSink(tmp_path / "newer").reopen_issue(state(total=3), closed, now=3.0, term=0)
+    assert reopened.state == "open"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 from pathlib import Path
@@ -209,3 +210,16 @@ def test_database_is_private_to_the_user(tmp_path: Path) -> None:
     with Store.open(tmp_path / "s"):
         pass
     assert (os.stat(tmp_path / "s").st_mode & 0o077) == 0
+
+
+def test_the_highest_link_term_is_remembered(tmp_path: Path) -> None:
+    """A restarted mesh must not act in a term lower than links already written."""
+    link = IssueLink(
+        ref="r", number=1, url="u", state="open", term=7, synced_total=1, synced_at=1.0
+    )
+    with Store.open(tmp_path) as store:
+        assert store.max_link_term() == 0
+        store.set_link(b"S" * 16, link)
+        store.set_link(b"T" * 16, dataclasses.replace(link, term=3))
+    with Store.open(tmp_path) as store:
+        assert store.max_link_term() == 7
