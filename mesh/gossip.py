@@ -161,11 +161,27 @@ class Gossip:
             return True
         return False
 
-    def ban(self, peer: str) -> None:
-        """Disconnect ``peer`` and refuse it from now on (a misbehaving key holder)."""
+    def ban(self, peer: str, seconds: float = 600.0) -> None:
+        """Disconnect ``peer`` and refuse it for ``seconds`` (a misbehaving peer).
+
+        The ban is lifted by :meth:`lift_expired_bans`, which the reconnect
+        loop calls; a peer that misbehaves again is banned again.
+        """
         from libp2p.peer.id import ID
 
         self._pubsub.add_to_blacklist(ID.from_base58(peer))
+        self._banned[peer] = trio.current_time() + seconds
+
+    def lift_expired_bans(self) -> list[str]:
+        """Allow back the peers whose ban has run out; returns them."""
+        from libp2p.peer.id import ID
+
+        now = trio.current_time()
+        lifted = [peer for peer, until in self._banned.items() if until <= now]
+        for peer in lifted:
+            del self._banned[peer]
+            self._pubsub.remove_from_blacklist(ID.from_base58(peer))
+        return lifted
 
 
 @contextlib.asynccontextmanager
@@ -239,6 +255,7 @@ async def open_gossip(config: GossipConfig, validator: Validator) -> AsyncIterat
                 nursery.start_soon(_pump, subscription, topic, send, gossip)
             for maddr in config.bootstrap:
                 nursery.start_soon(_keep_connected, gossip, maddr, config)
+            nursery.start_soon(_lift_bans, gossip)
             try:
                 yield gossip
             finally:
@@ -261,6 +278,13 @@ async def _pump(
             send.send_nowait(Received(topic, sender, bytes(msg.data)))
         except trio.WouldBlock:
             gossip.counters.dropped_local += 1
+
+
+async def _lift_bans(gossip: Gossip) -> None:
+    while True:
+        await trio.sleep(1.0)
+        for peer in gossip.lift_expired_bans():
+            log.info("ban of %s lifted", peer)
 
 
 async def _keep_connected(gossip: Gossip, maddr: str, config: GossipConfig) -> None:

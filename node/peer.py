@@ -98,7 +98,7 @@ def make_validator(
         if not reason:
             return True
         count = rejections.add(reason, signer)
-        if count >= BAN_AFTER and signer not in rejections.banned and on_ban is not None:
+        if count % BAN_AFTER == 0 and on_ban is not None:  # every 20 refusals: (re)ban
             rejections.banned.add(signer)
             on_ban(signer)
         return False
