@@ -83,6 +83,9 @@ class MeshDelivery:
         key = self.config.cluster_key()
         reports_topic, control_topic = topics_for(self.config.cluster)
         wanted = {(r.origin, r.seq) for r in pending}
+        # A report leaves the spool only on the ack of a peer we were told is
+        # a durable relay: any other key holder could ack what it never stored.
+        trusted = {addr.rsplit("/p2p/", 1)[-1] for addr in self.config.peers}
         acked: set[tuple[bytes, int]] = set()
         gossip_config = GossipConfig(
             topics=(reports_topic, control_topic),
@@ -101,6 +104,8 @@ class MeshDelivery:
                         )
                         await trio.sleep(0.001)  # libp2p's queues hold 32
                     async for received in gossip.receive:
+                        if received.sender not in trusted:
+                            continue  # only the configured relays' acks delete reports
                         msg = wire.decode(received.data, key)
                         if isinstance(msg, wire.AckMsg):
                             acked.update(i for i in msg.ids if i in wanted)

@@ -107,8 +107,10 @@ def make_validator(
 
 
 def _forged(msg: wire.Message, signer: str) -> bool:
-    """Whether a message claims a sender (or heartbeat peer) other than its signer."""
+    """Whether a message claims a sender, heartbeat peer or acker other than its signer."""
     if msg.sender and msg.sender != signer:
+        return True
+    if isinstance(msg, wire.AckMsg) and msg.acker and msg.acker != signer:
         return True
     return isinstance(msg, wire.HeartbeatMsg) and msg.heartbeat.peer != signer
 
