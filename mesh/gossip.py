@@ -30,8 +30,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,6 @@ class _Counters:
     rejected: int = 0
     dropped_local: int = 0
     reconnects: int = 0
-    by_peer_rejections: dict[str, int] = field(default_factory=dict)
 
 
 def load_or_create_identity(path: Path | None) -> Any:
@@ -222,6 +222,11 @@ async def open_gossip(config: GossipConfig, validator: Validator) -> AsyncIterat
         adaptive_gossip_enabled=False,
     )
     pubsub = Pubsub(host, gossipsub, strict_signing=True)
+    # py-libp2p numbers messages from int(time.time()) (+1 per publish) and
+    # peers remember (sender, seqno) for 120 s: a peer restarted with its
+    # identity would reuse seen ids and its first messages would be dropped
+    # as duplicates. Nanoseconds, as go-libp2p does, never collide.
+    pubsub.counter = time.time_ns()
     send, receive = trio.open_memory_channel[Received](config.receive_buffer)
     gossip = Gossip(host, pubsub, receive)
 
@@ -235,7 +240,7 @@ async def open_gossip(config: GossipConfig, validator: Validator) -> AsyncIterat
             except Exception:  # a validator bug must not crash gossipsub
                 log.exception("validator failed")
                 ok = False
-            if not ok:
+            if not ok:  # also counts our own publishes our validator refuses
                 gossip.counters.rejected += 1
             return ok
 
@@ -292,7 +297,7 @@ async def _keep_connected(gossip: Gossip, maddr: str, config: GossipConfig) -> N
     peer = maddr.rsplit("/p2p/", 1)[-1]
     delay = config.reconnect_min
     while True:
-        if gossip.connected(peer):
+        if gossip.connected(peer) or peer in gossip._banned:
             delay = config.reconnect_min
             await trio.sleep(0.2)
             continue
