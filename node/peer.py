@@ -39,7 +39,7 @@ import trio
 
 from github_sink.sink import Sink
 from mesh import wire
-from mesh.aggregate import OriginCount, SigState
+from mesh.aggregate import OriginCount, SigState, state_fingerprint
 from mesh.election import (
     BecameLeader,
     Election,
@@ -291,6 +291,7 @@ class MeshPeer:
                 total=s.total,
                 link_term=s.link.term if s.link else -1,
                 link_synced_total=s.link.synced_total if s.link else -1,
+                fingerprint=state_fingerprint(s),
             )
             for s in self.store.states()
         ]
@@ -303,18 +304,28 @@ class MeshPeer:
             await self._publish(self.options.control_topic, wire.DigestMsg(entries=()))
 
     async def _answer_digest(self, msg: wire.DigestMsg) -> None:
-        """Send the states the digest's sender lacks (by total or link)."""
+        """Send the states the digest's sender lacks or holds differently.
+
+        With fingerprints (this version) any difference is answered, and the
+        other side answers ours: after one exchange both hold the join. An
+        entry without one (an older peer) is compared by total and link.
+        """
         theirs = {e.signature: e for e in msg.entries}
         newer = []
         for state in self.store.states():
             entry = theirs.get(state.signature)
-            mine_link = (state.link.term, state.link.synced_total) if state.link else (-1, -1)
-            if (
-                entry is None
-                or state.total > entry.total
-                or mine_link > (entry.link_term, entry.link_synced_total)
-            ):
+            if entry is None:
                 newer.append(state)
+            elif entry.fingerprint:
+                if entry.fingerprint != state_fingerprint(state):
+                    newer.append(state)
+            else:
+                mine_link = (state.link.term, state.link.synced_total) if state.link else (-1, -1)
+                if state.total > entry.total or mine_link > (
+                    entry.link_term,
+                    entry.link_synced_total,
+                ):
+                    newer.append(state)
         await self._send_states(newer)
 
     async def _send_states(self, states: list[SigState]) -> None:

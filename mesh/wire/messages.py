@@ -67,6 +67,9 @@ class DigestEntry:
     total: int
     link_term: int
     link_synced_total: int
+    #: ``mesh.aggregate.state_fingerprint`` (8 bytes), or empty from an older
+    #: peer: it tells apart states with equal totals and links.
+    fingerprint: bytes = b""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -17,6 +17,7 @@ from mesh.severity import Severity
 from mesh.wire.codecs import (
     _BIN16,
     _BOOL,
+    _FINGERPRINT,
     _FLOAT,
     _INT,
     _NAME,
@@ -150,6 +151,7 @@ _DIGEST_ENTRY = _Record(
     _Field("total", "c", _UINT),
     _Field("link_term", "t", _INT),
     _Field("link_synced_total", "lc", _INT),
+    _Field("fingerprint", "f", _FINGERPRINT, b""),
 )
 
 _SENDER = _Field("sender", "n", _NAME, "")

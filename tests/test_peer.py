@@ -1,0 +1,126 @@
+"""A relay's message handling, in process: a real store, a recording gossip fake.
+
+The fake implements the part of ``mesh.gossip.Gossip`` the peer uses and
+records what it publishes (trio's "fakes, not mocks"); the multi-process
+behaviour over real libp2p is in test_mesh.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from mesh import wire
+from mesh.aggregate import OriginCount, SigState, state_fingerprint
+from mesh.election import Heartbeat
+from mesh.store import Store
+from node.peer import MeshPeer, PeerOptions, RejectionCounter, make_validator
+
+KEY = b"k" * 32
+SIG = b"S" * 16
+
+
+class RecordingGossip:
+    peer_id = "12D3KooWrelayA"
+    addrs = ("/ip4/127.0.0.1/tcp/1/p2p/12D3KooWrelayA",)
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, wire.Message]] = []
+
+    def peers(self) -> list[str]:
+        return []
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        decoded = wire.decode(data, KEY)
+        assert not isinstance(decoded, wire.Rejected)
+        self.sent.append((topic, decoded))
+
+
+def peer_over(store: Store) -> tuple[MeshPeer, RecordingGossip]:
+    gossip = RecordingGossip()
+    peer = MeshPeer(
+        store=store,
+        gossip=gossip,  # type: ignore[arg-type]
+        options=PeerOptions(reports_topic="r", control_topic="c", key=KEY),
+        sink=None,
+        rejections=RejectionCounter(),
+        clock=lambda: 1000.0,
+    )
+    return peer, gossip
+
+
+def state_from(origin: bytes, count: int) -> SigState:
+    return SigState(
+        signature=SIG,
+        counts={origin: OriginCount(count=count, first_seen=1.0, last_seen=2.0, host="h")},
+    )
+
+
+def test_a_digest_with_equal_totals_but_another_state_is_answered(tmp_path: Path) -> None:
+    """Each side heard a different origin 3 times: totals match, fingerprints do not."""
+    with Store.open(tmp_path) as store:
+        mine = store.merge_states([state_from(b"A" * 16, 3)])[0]
+        theirs = state_from(b"B" * 16, 3)
+        peer, gossip = peer_over(store)
+        entry = wire.DigestEntry(
+            signature=SIG, total=3, link_term=-1, link_synced_total=-1,
+            fingerprint=state_fingerprint(theirs),
+        )  # fmt: skip
+        trio.run(peer.handle, wire.DigestMsg(entries=(entry,)), "12D3KooWrelayB")
+        ((topic, answer),) = gossip.sent
+        assert topic == "c"
+        assert isinstance(answer, wire.StateMsg)
+        assert answer.states == (mine,)
+        # ... and merging the other side's answer yields the join on both.
+        trio.run(peer.handle, wire.StateMsg(states=(theirs,)), "12D3KooWrelayB")
+        joined = store.load_state(SIG)
+        assert joined is not None
+        assert joined.total == 6
+
+
+def test_a_digest_of_the_same_state_is_not_answered(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store:
+        mine = store.merge_states([state_from(b"A" * 16, 3)])[0]
+        peer, gossip = peer_over(store)
+        entry = wire.DigestEntry(
+            signature=SIG, total=3, link_term=-1, link_synced_total=-1,
+            fingerprint=state_fingerprint(mine),
+        )  # fmt: skip
+        trio.run(peer.handle, wire.DigestMsg(entries=(entry,)), "12D3KooWrelayB")
+        assert gossip.sent == []
+
+
+def test_a_report_is_stored_before_it_is_acked(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "cli") as cli, Store.open(tmp_path / "relay") as relay_store:
+        from test_store import make_report
+
+        report = cli.spool(make_report())
+        peer, gossip = peer_over(relay_store)
+        trio.run(peer.handle, wire.ReportMsg(report=report), "12D3KooWcli")
+        assert relay_store.load_state(report.signature) is not None
+        ((topic, ack),) = gossip.sent
+        assert topic == "c"
+        assert isinstance(ack, wire.AckMsg)
+        assert ack.ids == ((report.origin, report.seq),)
+        assert ack.acker == gossip.peer_id
+
+
+def test_the_validator_refuses_forgeries_and_counts_by_reason() -> None:
+    rejections = RejectionCounter()
+    banned: list[str] = []
+    validate = make_validator(KEY, rejections, on_ban=banned.append)
+    hb = wire.HeartbeatMsg(
+        heartbeat=Heartbeat(peer="12D3KooWother", priority=9, term=9, leading=True)
+    )
+    ack = wire.AckMsg(ids=((b"o" * 16, 1),), acker="12D3KooWother")
+    assert validate("c", "12D3KooWother", wire.encode(hb, KEY))
+    assert not validate("c", "12D3KooWme", wire.encode(hb, KEY))
+    assert not validate("c", "12D3KooWme", wire.encode(ack, KEY))
+    assert not validate("c", "12D3KooWme", wire.encode(ack, b"x" * 32))
+    assert not validate("c", "12D3KooWme", b"\x00garbage")
+    # With a key, garbage fails the MAC check before anything is decoded.
+    assert rejections.by_reason == {"forged-sender": 2, "bad-mac": 2}
+    for _ in range(16):
+        validate("c", "12D3KooWme", b"junk")
+    assert banned == ["12D3KooWme"]  # at 20 refusals
