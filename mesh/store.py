@@ -397,6 +397,23 @@ class Store:
             raise _translate(exc, "cannot read the aggregate") from exc
         return [s for s in (self._decode_state(bytes(r[0])) for r in rows) if s is not None]
 
+    def iter_states(self, batch: int = 500) -> Iterator[list[SigState]]:
+        """All states in batches, by signature, without holding them all at once."""
+        after = b""
+        while True:
+            try:
+                rows = self._conn.execute(
+                    "SELECT sig, state FROM states WHERE sig > ? ORDER BY sig LIMIT ?",
+                    (after, batch),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise _translate(exc, "cannot read the aggregate") from exc
+            if not rows:
+                return
+            after = bytes(rows[-1][0])
+            states = [self._decode_state(bytes(r[1])) for r in rows]
+            yield [s for s in states if s is not None]
+
     def _load(self, signature: bytes) -> SigState | None:
         row = self._conn.execute("SELECT state FROM states WHERE sig = ?", (signature,)).fetchone()
         return None if row is None else self._decode_state(bytes(row[0]))

@@ -46,16 +46,23 @@ def act(
     term: int,
     flush: Collection[bytes] = (),
     lock_timeout: float = 5.0,
+    max_actions: int | None = None,
 ) -> RoundResult:
-    """Carry out every action due at ``now``; ``flush`` signatures skip the settle delay.
+    """Carry out the actions due at ``now``; ``flush`` signatures skip the settle delay.
 
-    Never raises a sink error: failures are counted and described in the
-    result; ``StoreError`` from the store propagates (the caller decides).
+    ``max_actions`` bounds one round (the rest stay due for the next one), so
+    a leader with a backlog keeps its heartbeats and its inbox going between
+    rounds instead of blocking its loop for seconds. Never raises a sink
+    error: failures are counted and described in the result; ``StoreError``
+    from the store propagates (the caller decides).
     """
     with store.leader_lock(lock_timeout) as held:
         if not held:
             return RoundResult(skipped=True)
-        candidates: dict[bytes, SigState] = {s.signature: s for s in store.due_states(now)}
+        limit = 1000 if max_actions is None else max(1, max_actions * 2)
+        candidates: dict[bytes, SigState] = {
+            s.signature: s for s in store.due_states(now, limit=limit)
+        }
         for sig in flush:
             state = store.load_state(sig)
             if state is not None:
@@ -63,10 +70,14 @@ def act(
         candidates = _observe(store, sink, candidates, now)
         counts = {"opened": 0, "updated": 0, "reopened": 0, "failed": 0}
         errors: list[str] = []
+        done = 0
         for sig in sorted(candidates):
+            if max_actions is not None and done >= max_actions:
+                break
             action = plan(candidates[sig], now, store.policy, flush=sig in flush)
             if action is None:
                 continue
+            done += 1
             try:
                 link = execute(sink, action, now=now, term=term)
             except SinkError as exc:

@@ -28,6 +28,7 @@ import collections
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+import trio.lowlevel
 
 from github_sink.sink import Sink
 from mesh import wire
@@ -62,6 +64,13 @@ BAN_AFTER = 20
 #: Occurrences per ``occ`` message, and the pause between messages of a burst.
 OCC_BATCH = 256
 PACE = 0.002
+#: Sink actions per leader round, and the time the leader may spend per tick.
+LEAD_BATCH = 8
+LEAD_BUDGET = 0.2
+#: States sent per digest answer (the rest go with the next digest).
+ANSWER_MAX = 64
+#: Seconds between rebuilds of the digest cache from the store.
+REBUILD_EVERY = 600.0
 
 
 @dataclass
@@ -113,6 +122,16 @@ def _forged(msg: wire.Message, signer: str) -> bool:
     if isinstance(msg, wire.AckMsg) and msg.acker and msg.acker != signer:
         return True
     return isinstance(msg, wire.HeartbeatMsg) and msg.heartbeat.peer != signer
+
+
+def _digest_entry(state: SigState) -> wire.DigestEntry:
+    return wire.DigestEntry(
+        signature=state.signature,
+        total=state.total,
+        link_term=state.link.term if state.link else -1,
+        link_synced_total=state.link.synced_total if state.link else -1,
+        fingerprint=state_fingerprint(state),
+    )
 
 
 def state_of_occurrence(occ: Occurrence) -> SigState:
@@ -172,6 +191,11 @@ class MeshPeer:
         self.nudged = trio.Event()
         self.stats: collections.Counter[str] = collections.Counter()
         self.status_url = ""
+        # One digest entry per signature, kept current by every write this
+        # peer makes; rebuilt from the store (in batches) now and then, so a
+        # digest never decodes the whole aggregate.
+        self._entries: dict[bytes, wire.DigestEntry] = {}
+        self._entries_built_at = -math.inf
 
     # -- the loops --------------------------------------------------------
 
@@ -227,17 +251,17 @@ class MeshPeer:
     async def handle(self, msg: wire.Message, sender: str) -> None:
         """Apply one decoded message from ``sender``."""
         if isinstance(msg, wire.ReportMsg):
-            self.store.merge_reports([msg.report])
+            self._note(*self.store.merge_reports([msg.report]))
             self.stats["reports"] += 1
             ack = wire.AckMsg(ids=((msg.report.origin, msg.report.seq),), acker=self.gossip.peer_id)
             await self._publish(self.options.control_topic, ack)
         elif isinstance(msg, wire.OccMsg):
-            self.store.merge_states([state_of_occurrence(o) for o in msg.occurrences])
+            self._note(*self.store.merge_states([state_of_occurrence(o) for o in msg.occurrences]))
         elif isinstance(msg, wire.StateMsg):
-            self.store.merge_states(msg.states)
+            self._note(*self.store.merge_states(msg.states))
         elif isinstance(msg, wire.IssueMsg):
             for signature, link in msg.links:
-                self.store.set_link(signature, link)
+                self._note(self.store.set_link(signature, link))
         elif isinstance(msg, wire.HeartbeatMsg):
             await self._apply_election(self.election.receive(msg.heartbeat, self.clock()))
         elif isinstance(msg, wire.DigestMsg):
@@ -257,7 +281,7 @@ class MeshPeer:
         pending = self.store.pending(limit=5000)
         if not pending:
             return 0
-        self.store.merge_reports(pending)
+        self._note(*self.store.merge_reports(pending))
         first: dict[bytes, Report] = {}
         latest: dict[tuple[bytes, bytes], Occurrence] = {}
         for report in pending:
@@ -284,22 +308,31 @@ class MeshPeer:
         self.stats["drained"] += len(pending)
         return len(pending)
 
+    def _note(self, *states: SigState) -> None:
+        for state in states:
+            self._entries[state.signature] = _digest_entry(state)
+
+    async def _refresh_entries(self) -> None:
+        """Rebuild the digest cache from the store, a batch at a time."""
+        if self.clock() - self._entries_built_at < REBUILD_EVERY:
+            return
+        entries: dict[bytes, wire.DigestEntry] = {}
+        for batch in self.store.iter_states():
+            for state in batch:
+                entries[state.signature] = _digest_entry(state)
+            await trio.lowlevel.checkpoint()
+        self._entries = entries
+        self._entries_built_at = self.clock()
+
     async def send_digest(self) -> None:
-        entries = [
-            wire.DigestEntry(
-                signature=s.signature,
-                total=s.total,
-                link_term=s.link.term if s.link else -1,
-                link_synced_total=s.link.synced_total if s.link else -1,
-                fingerprint=state_fingerprint(s),
-            )
-            for s in self.store.states()
-        ]
+        await self._refresh_entries()
+        entries = [self._entries[sig] for sig in sorted(self._entries)]
         for start in range(0, len(entries), 512):
             await self._publish(
                 self.options.control_topic,
                 wire.DigestMsg(entries=tuple(entries[start : start + 512])),
             )
+            await trio.sleep(PACE)
         if not entries:
             await self._publish(self.options.control_topic, wire.DigestMsg(entries=()))
 
@@ -308,25 +341,33 @@ class MeshPeer:
 
         With fingerprints (this version) any difference is answered, and the
         other side answers ours: after one exchange both hold the join. An
-        entry without one (an older peer) is compared by total and link.
+        entry without one (an older peer) is compared by total and link. At
+        most ANSWER_MAX states per answer; the next digest draws the rest.
+        Only a digest covering everything it knows (under 512 entries, or the
+        last batch) can show that it lacks a signature, so absence counts only
+        then.
         """
+        await self._refresh_entries()
         theirs = {e.signature: e for e in msg.entries}
-        newer = []
-        for state in self.store.states():
-            entry = theirs.get(state.signature)
+        complete = len(msg.entries) < 512
+        wanted: list[bytes] = []
+        for sig, mine in self._entries.items():
+            entry = theirs.get(sig)
             if entry is None:
-                newer.append(state)
-            elif entry.fingerprint:
-                if entry.fingerprint != state_fingerprint(state):
-                    newer.append(state)
+                differs = complete
+            elif entry.fingerprint and mine.fingerprint:
+                differs = entry.fingerprint != mine.fingerprint
             else:
-                mine_link = (state.link.term, state.link.synced_total) if state.link else (-1, -1)
-                if state.total > entry.total or mine_link > (
+                differs = mine.total > entry.total or (mine.link_term, mine.link_synced_total) > (
                     entry.link_term,
                     entry.link_synced_total,
-                ):
-                    newer.append(state)
-        await self._send_states(newer)
+                )
+            if differs:
+                wanted.append(sig)
+                if len(wanted) >= ANSWER_MAX:
+                    break
+        states = [s for s in (self.store.load_state(sig) for sig in wanted) if s is not None]
+        await self._send_states(states)
 
     async def _send_states(self, states: list[SigState]) -> None:
         batch: list[SigState] = []
@@ -335,6 +376,7 @@ class MeshPeer:
             encoded = len(wire.encode_state(state))
             if batch and size + encoded > wire.MAX_MESSAGE // 2:
                 await self._publish(self.options.control_topic, wire.StateMsg(states=tuple(batch)))
+                await trio.sleep(PACE * 5)
                 batch, size = [], 0
             batch.append(state)
             size += encoded
@@ -358,20 +400,41 @@ class MeshPeer:
                 log.info("leader is now %s (term %d)", event.leader, event.term)
 
     async def _lead(self, now: float) -> None:
+        """Leader rounds of at most LEAD_BATCH actions, within LEAD_BUDGET seconds.
+
+        Between rounds the loop yields, so heartbeats, acks and status keep
+        flowing while a backlog (a burst of new signatures, a sink outage just
+        ended) is worked off over several ticks: a leader that stops sending
+        heartbeats would be replaced by a second one.
+        """
         if self.sink is None:
             return
-        before = {s.signature: s.link for s in self.store.due_states(now)}
-        result = act(self.store, self.sink, now=now, term=self.election.term, lock_timeout=0.2)
-        if result.opened or result.updated or result.reopened:
+        deadline = trio.current_time() + LEAD_BUDGET
+        while trio.current_time() < deadline and self.election.role == "leader":
+            before = {s.signature: s.link for s in self.store.due_states(now, limit=LEAD_BATCH * 4)}
+            if not before:
+                return
+            result = act(
+                self.store,
+                self.sink,
+                now=now,
+                term=self.election.term,
+                lock_timeout=0.2,
+                max_actions=LEAD_BATCH,
+            )
+            for error in result.errors:
+                log.warning("%s", error)
+            if not (result.opened or result.updated or result.reopened):
+                return
             links = []
-            for signature in before:
+            for signature, old_link in before.items():
                 state = self.store.load_state(signature)
-                if state is not None and state.link is not None and state.link != before[signature]:
+                if state is not None and state.link is not None and state.link != old_link:
                     links.append((signature, state.link))
+                    self._note(state)
             if links:
                 await self._publish(self.options.control_topic, wire.IssueMsg(links=tuple(links)))
-        for error in result.errors:
-            log.warning("%s", error)
+            await trio.lowlevel.checkpoint()
 
     async def _publish(self, topic: str, msg: wire.Message) -> None:
         await self.gossip.publish(topic, wire.encode(msg, self.options.key))

@@ -120,7 +120,12 @@ def spool_rows(db: Path) -> int:
     if not db.exists():
         return 0
     with contextlib.closing(sqlite3.connect(db, timeout=5)) as conn:
-        return int(conn.execute("SELECT COUNT(*) FROM spool").fetchone()[0])
+        try:
+            return int(conn.execute("SELECT COUNT(*) FROM spool").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return 0  # the file exists, its schema is being created right now
+            raise
 
 
 def title_kind(title: str) -> str:
