@@ -68,7 +68,9 @@ PACE = 0.002
 LEAD_BATCH = 8
 LEAD_BUDGET = 0.2
 #: States sent per digest answer (the rest go with the next digest).
-ANSWER_MAX = 64
+ANSWER_MAX = 1024
+#: Entries per digest message.
+DIGEST_BATCH = 512
 #: Seconds between rebuilds of the digest cache from the store.
 REBUILD_EVERY = 600.0
 
@@ -325,36 +327,41 @@ class MeshPeer:
         self._entries_built_at = self.clock()
 
     async def send_digest(self) -> None:
+        """The digest in batches; each says which signature range it covers."""
         await self._refresh_entries()
-        entries = [self._entries[sig] for sig in sorted(self._entries)]
-        for start in range(0, len(entries), 512):
-            await self._publish(
-                self.options.control_topic,
-                wire.DigestMsg(entries=tuple(entries[start : start + 512])),
+        sigs = sorted(self._entries)
+        after = b""
+        for start in range(0, max(1, len(sigs)), DIGEST_BATCH):
+            chunk = sigs[start : start + DIGEST_BATCH]
+            last = start + DIGEST_BATCH >= len(sigs)
+            until = b"" if last else chunk[-1]
+            msg = wire.DigestMsg(
+                entries=tuple(self._entries[sig] for sig in chunk), after=after, until=until
             )
+            await self._publish(self.options.control_topic, msg)
             await trio.sleep(PACE)
-        if not entries:
-            await self._publish(self.options.control_topic, wire.DigestMsg(entries=()))
+            after = until
 
     async def _answer_digest(self, msg: wire.DigestMsg) -> None:
         """Send the states the digest's sender lacks or holds differently.
 
         With fingerprints (this version) any difference is answered, and the
         other side answers ours: after one exchange both hold the join. An
-        entry without one (an older peer) is compared by total and link. At
-        most ANSWER_MAX states per answer; the next digest draws the rest.
-        Only a digest covering everything it knows (under 512 entries, or the
-        last batch) can show that it lacks a signature, so absence counts only
-        then.
+        entry without one (an older peer) is compared by total and link. A
+        signature in the digest's range but not among its entries is one the
+        sender lacks. At most ANSWER_MAX states per answer; the next digest
+        draws the rest.
         """
         await self._refresh_entries()
         theirs = {e.signature: e for e in msg.entries}
-        complete = len(msg.entries) < 512
         wanted: list[bytes] = []
-        for sig, mine in self._entries.items():
+        for sig in sorted(self._entries):
+            if (msg.after and sig <= msg.after) or (msg.until and sig > msg.until):
+                continue
+            mine = self._entries[sig]
             entry = theirs.get(sig)
             if entry is None:
-                differs = complete
+                differs = True
             elif entry.fingerprint and mine.fingerprint:
                 differs = entry.fingerprint != mine.fingerprint
             else:

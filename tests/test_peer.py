@@ -124,3 +124,19 @@ def test_the_validator_refuses_forgeries_and_counts_by_reason() -> None:
     for _ in range(16):
         validate("c", "12D3KooWme", b"junk")
     assert banned == ["12D3KooWme"]  # at 20 refusals
+
+
+def test_a_split_digest_still_shows_what_its_sender_lacks(tmp_path: Path) -> None:
+    """Only signatures inside a batch's (after, until] range count as lacking."""
+    sigs = [bytes([i]) * 16 for i in (1, 2, 3, 4)]
+    with Store.open(tmp_path) as store:
+        store.merge_states(
+            [SigState(signature=s, counts=state_from(b"A" * 16, 1).counts) for s in sigs]
+        )
+        peer, gossip = peer_over(store)
+        # A batch covering (sig1, sig3] that holds none of them: sig2 and sig3 are lacking.
+        digest = wire.DigestMsg(entries=(), after=sigs[0], until=sigs[2])
+        trio.run(peer.handle, digest, "12D3KooWrelayB")
+        ((_, answer),) = gossip.sent
+        assert isinstance(answer, wire.StateMsg)
+        assert [s.signature for s in answer.states] == [sigs[1], sigs[2]]

@@ -71,6 +71,13 @@ def _read_fingerprint(value: Any) -> bytes:
     return value
 
 
+def _read_bound(value: Any) -> bytes:
+    """A digest range bound: empty (open) or a 16-byte signature."""
+    if not isinstance(value, bytes) or len(value) not in (0, SIGNATURE_BYTES):
+        raise _Reject("bad-field", f"expected an empty or 16-byte bin, got {_tname(value)}")
+    return value
+
+
 def _integer(low: int) -> _Codec:
     def read(value: Any) -> int:
         if type(value) is not int:
@@ -191,6 +198,7 @@ def _mapping(key: _Codec, value: _Codec, limit: int) -> _Codec:
 _NAME = _text(MAX_NAME)
 _BIN16 = _Codec(_read_bin16, _same)
 _FINGERPRINT = _Codec(_read_fingerprint, _same)
+_BOUND = _Codec(_read_bound, _same)
 _UINT = _integer(0)
 _INT = _integer(_INT64_MIN)
 _FLOAT = _Codec(_read_float, _write_float)

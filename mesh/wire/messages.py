@@ -74,9 +74,16 @@ class DigestEntry:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DigestMsg:
-    """``digest``: an anti-entropy summary."""
+    """``digest``: an anti-entropy summary of the signatures in a range.
+
+    The range is ``after < signature <= until`` (empty bounds are open), so
+    a summary split over several messages still says what the sender lacks:
+    a signature in the range but not in ``entries``.
+    """
 
     entries: tuple[DigestEntry, ...]
+    after: bytes = b""
+    until: bytes = b""
     sender: str = ""
 
 

@@ -17,6 +17,7 @@ from mesh.severity import Severity
 from mesh.wire.codecs import (
     _BIN16,
     _BOOL,
+    _BOUND,
     _FINGERPRINT,
     _FLOAT,
     _INT,
@@ -175,7 +176,11 @@ _TABLES: Final[Mapping[str, _Record]] = {
         _SENDER,
     ),
     "digest": _Record(
-        DigestMsg, _Field("entries", "d", _array(_DIGEST_ENTRY.codec, MAX_BATCH)), _SENDER
+        DigestMsg,
+        _Field("entries", "d", _array(_DIGEST_ENTRY.codec, MAX_BATCH)),
+        _Field("after", "a", _BOUND, b""),
+        _Field("until", "u", _BOUND, b""),
+        _SENDER,
     ),
     "state": _Record(StateMsg, _Field("states", "s", _array(_SIG_STATE.codec, MAX_BATCH)), _SENDER),
 }
