@@ -57,13 +57,14 @@ def run(ctx: click.Context, app: str | None, command: Sequence[str]) -> None:
     from node.runner import exit_like, run_command
 
     argv = list(command)
-    result = run_command(argv, tail_lines=_config(ctx, app=app).log_lines)
+    config = _config(ctx, app=app)
+    result = run_command(argv, tail_lines=config.log_lines)
     if result.failed:
-        _report_command(ctx, argv, result, app)
+        _report_command(config, argv, result)
     exit_like(result)
 
 
-def _report_command(ctx: click.Context, argv: list[str], result: Any, app: str | None) -> None:
+def _report_command(config: Config, argv: list[str], result: Any) -> None:
     """The error path of ``errmesh run``: never changes the exit status."""
     from node.capture import _hub
 
@@ -71,7 +72,6 @@ def _report_command(ctx: click.Context, argv: list[str], result: Any, app: str |
         from node.event import EventContext, from_command, host_facts
         from node.pipeline import Pipeline
 
-        config = _config(ctx, app=app)
         facts = host_facts()
         report = from_command(
             argv,

@@ -193,14 +193,18 @@ def _positive_float(value: object) -> float:
     return number
 
 
-def _positive_int(value: object) -> int:
-    if isinstance(value, bool):
-        raise ValueError("expected a positive integer")
+def _int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"{value!r} is not an integer")
     try:
-        number = int(value) if isinstance(value, (int, str)) else None
+        return int(value)
     except ValueError:
-        number = None
-    if number is None or number <= 0:
+        raise ValueError(f"{value!r} is not an integer") from None
+
+
+def _positive_int(value: object) -> int:
+    number = _int(value)
+    if number <= 0:
         raise ValueError(f"{value!r} is not a positive integer")
     return number
 
@@ -255,15 +259,6 @@ def _url(value: object) -> str:
     if not text.startswith(("https://", "http://")):
         raise ValueError(f"{text!r} is not an http(s) URL")
     return text
-
-
-def _int(value: object) -> int:
-    if isinstance(value, bool):
-        raise ValueError("expected an integer")
-    try:
-        return int(value) if isinstance(value, (int, str)) else int("x")
-    except ValueError:
-        raise ValueError(f"{value!r} is not an integer") from None
 
 
 def _optional_str(value: object) -> str | None:

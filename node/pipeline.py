@@ -192,8 +192,3 @@ class Pipeline:
             stored = store.spool(report)
             result = self.delivery.deliver(store, [stored], exiting=exiting)
         return Outcome(report=stored, round=result)
-
-
-def signature_for(report: Report, fingerprint: Sequence[str] | None) -> Report:
-    """Attach a user fingerprint (Sentry style) before the pipeline signs it."""
-    return report if fingerprint is None else report.replace(fingerprint=tuple(fingerprint))
