@@ -25,6 +25,7 @@ __all__ = [
     "MAX_TITLE",
     "marker",
     "render_body",
+    "render_brief",
     "render_comment",
     "render_title",
     "render_trace",
@@ -202,3 +203,64 @@ def render_comment(state: SigState, *, previous_total: int, regression: bool = F
         f"{_when(state.last_seen)} · severity {effective_severity(state).name.lower()}\n\n"
         + _hosts_table(state)
     )
+
+
+def render_brief(state: SigState, *, issue_number: int | None = None) -> str:
+    """The fix brief committed to a draft PR's branch and fed to a fixer command.
+
+    Written for whoever (a person, a coding agent, a fixer script) picks the
+    error up: what failed, where in the code, the trace, and how to run it
+    again. Scrubbed like the issue (it is built from the same state), and
+    bounded like an issue body.
+    """
+    detail = state.detail
+    lines = [
+        f"# Fix brief: {render_title(state).removeprefix('[errmesh] ')}",
+        "",
+        marker(state.signature),
+        "",
+    ]
+    if issue_number is not None:
+        lines += [f"Issue: #{issue_number}", ""]
+    lines += [
+        "## What failed",
+        f"- occurrences: {state.total} on {len(state.hosts)} host(s)",
+        f"- first seen: {_when(state.first_seen)}; last seen: {_when(state.last_seen)}",
+        f"- severity: {effective_severity(state).name.lower()}",
+    ]
+    if detail is not None:
+        lines.append(f"- error: `{detail.exc_type}: {detail.message}`".replace("\n", " "))
+        in_app = [f for f in detail.frames if f.in_app] or list(detail.frames)
+        if in_app:
+            where = in_app[-1]
+            lines += [
+                "",
+                "## Where",
+                f"`{where.filename}`, line {where.lineno}, in `{where.function}`",
+            ]
+            if where.line:
+                lines += ["", _fence(where.line, "python")]
+        trace = render_trace(detail) if detail.kind == "exception" else ""
+        if trace:
+            lines += ["", "## Trace", _fence(_cut_lines(trace.splitlines(), 30_000), "python")]
+        if detail.log_tail:
+            lines += ["", "## Output before the error", _fence(_cut_lines(detail.log_tail, 15_000))]
+        lines += ["", "## How to reproduce"]
+        if detail.argv:
+            lines.append(f"Run `{' '.join(detail.argv)}`".replace("\n", " "))
+        else:
+            lines.append("The failing command line was not recorded.")
+        cwd = dict(detail.facts).get("cwd")
+        env = [f"python {detail.python}" if detail.python else "", detail.os]
+        env_text = ", ".join(e for e in env if e)
+        if cwd:
+            lines.append(f"from `{cwd}`")
+        if env_text:
+            lines.append(f"on {env_text}.")
+    lines += [
+        "",
+        "---",
+        "Written by errmesh. Replace this file with the fix, or delete it in the fix's commit.",
+    ]
+    text = "\n".join(lines) + "\n"
+    return text if len(text) <= MAX_BODY else text[: MAX_BODY - 40] + "\n[… cut by errmesh …]\n"

@@ -13,12 +13,12 @@ partition) finds and updates it instead of creating another.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Literal, Protocol
+from collections.abc import Callable, Iterable
+from typing import Literal, Protocol, runtime_checkable
 
 from mesh.aggregate import Action, IssueLink, OpenIssue, ReopenIssue, SigState, UpdateIssue
 
-__all__ = ["IssueState", "Sink", "execute"]
+__all__ = ["FollowUps", "IssueState", "Sink", "execute"]
 
 IssueState = Literal["open", "closed"]
 
@@ -42,6 +42,17 @@ class Sink(Protocol):
 
     def observe(self, signatures: Iterable[bytes]) -> dict[bytes, IssueState]:
         """The current state of these signatures' issues, as people left them."""
+        ...
+
+
+@runtime_checkable
+class FollowUps(Protocol):
+    """A sink with work that outlives one action (draft PRs, hand-overs to a fixer)."""
+
+    def follow_up(
+        self, *, now: float, term: int, load: Callable[[bytes], SigState | None]
+    ) -> int:
+        """Advance due follow-up jobs; returns how many steps ran."""
         ...
 
 

@@ -134,6 +134,9 @@ class Store:
         self.max_reports = max_reports
         self.policy = policy
         self.limits = limits
+        self._max_bytes = 64 * 1024 * 1024
+        self._sync: Literal["full", "normal"] = "full"
+        self._busy_timeout = 5.0
         self.origin: bytes = self._ensure_origin()
 
     # -- opening ----------------------------------------------------------
@@ -174,12 +177,28 @@ class Store:
         except sqlite3.Error as exc:
             conn.close()
             raise _translate(exc, f"cannot initialise {path}") from exc
-        return cls(
+        store = cls(
             conn,
             path,
             max_reports=max_reports,
             policy=policy or BundlePolicy(),
             limits=limits or Limits(),
+        )
+        store._max_bytes, store._sync, store._busy_timeout = max_bytes, sync, busy_timeout
+        return store
+
+    def sibling(self) -> Store:
+        """Another handle on the same database, for another thread (SQLite handles are not
+        shared between threads): the leader's worker thread uses one while the event
+        loop keeps its own."""
+        return Store.open(
+            self.path.parent,
+            max_reports=self.max_reports,
+            max_bytes=self._max_bytes,
+            sync=self._sync,
+            busy_timeout=self._busy_timeout,
+            policy=self.policy,
+            limits=self.limits,
         )
 
     def close(self) -> None:

@@ -15,11 +15,11 @@ signature at once. A sink that is down leaves the action due: the next round
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from github_sink.errors import SinkError, SinkRejected
-from github_sink.sink import Sink, execute
+from github_sink.sink import FollowUps, Sink, execute
 from mesh.aggregate import OpenIssue, ReopenIssue, SigState, plan
 from mesh.store import Store
 
@@ -34,6 +34,7 @@ class RoundResult:
     updated: int = 0
     reopened: int = 0
     failed: int = 0
+    follow_ups: int = 0
     skipped: bool = False
     errors: tuple[str, ...] = ()
 
@@ -47,6 +48,7 @@ def act(
     flush: Collection[bytes] = (),
     lock_timeout: float = 5.0,
     max_actions: int | None = None,
+    keep_going: Callable[[], bool] = lambda: True,
 ) -> RoundResult:
     """Carry out the actions due at ``now``; ``flush`` signatures skip the settle delay.
 
@@ -54,7 +56,10 @@ def act(
     a leader with a backlog keeps its heartbeats and its inbox going between
     rounds instead of blocking its loop for seconds. Never raises a sink
     error: failures are counted and described in the result; ``StoreError``
-    from the store propagates (the caller decides).
+    from the store propagates (the caller decides). ``keep_going`` is asked
+    before every action: a leader that lost its election mid-round stops.
+    A sink with follow-up jobs (draft PRs, hand-overs) advances them after
+    the round's actions.
     """
     with store.leader_lock(lock_timeout) as held:
         if not held:
@@ -72,7 +77,7 @@ def act(
         errors: list[str] = []
         done = 0
         for sig in sorted(candidates):
-            if max_actions is not None and done >= max_actions:
+            if (max_actions is not None and done >= max_actions) or not keep_going():
                 break
             action = plan(candidates[sig], now, store.policy, flush=sig in flush)
             if action is None:
@@ -92,7 +97,14 @@ def act(
                 counts["reopened"] += 1
             else:
                 counts["updated"] += 1
+        follow_ups = 0
+        if isinstance(sink, FollowUps) and keep_going():
+            try:
+                follow_ups = sink.follow_up(now=now, term=term, load=store.load_state)
+            except SinkError as exc:
+                errors.append(f"{sink.name} sink follow-ups: {exc}")
         return RoundResult(
+            follow_ups=follow_ups,
             opened=counts["opened"],
             updated=counts["updated"],
             reopened=counts["reopened"],

@@ -53,7 +53,7 @@ from mesh.election import (
 from mesh.gossip import Gossip, Validator
 from mesh.report import Occurrence, Report
 from mesh.store import Store
-from node.leader import act
+from node.leader import RoundResult, act
 
 __all__ = ["MeshPeer", "PeerOptions", "RejectionCounter", "make_validator", "state_of_occurrence"]
 
@@ -66,7 +66,6 @@ OCC_BATCH = 256
 PACE = 0.002
 #: Sink actions per leader round, and the time the leader may spend per tick.
 LEAD_BATCH = 8
-LEAD_BUDGET = 0.2
 #: States sent per digest answer (the rest go with the next digest).
 ANSWER_MAX = 1024
 #: Entries per digest message.
@@ -191,6 +190,7 @@ class MeshPeer:
             term=store.max_link_term(),
         )
         self.nudged = trio.Event()
+        self._lead_wanted = trio.Event()
         self.stats: collections.Counter[str] = collections.Counter()
         self.status_url = ""
         # One digest entry per signature, kept current by every write this
@@ -207,6 +207,7 @@ class MeshPeer:
             nursery.start_soon(self._tick_loop)
             nursery.start_soon(self._drain_loop)
             nursery.start_soon(self._digest_loop)
+            nursery.start_soon(self._lead_loop)
             task_status.started()
 
     async def _receive_loop(self) -> None:
@@ -225,7 +226,7 @@ class MeshPeer:
             now = self.clock()
             await self._apply_election(self.election.tick(now))
             if self.election.role == "leader":
-                await self._lead(now)
+                self._lead_wanted.set()
             self._write_status()
             deadline = self.election.next_deadline()
             await trio.sleep(max(0.01, min(self.options.heartbeat, deadline - self.clock())))
@@ -406,42 +407,70 @@ class MeshPeer:
             elif isinstance(event, LeaderChanged):
                 log.info("leader is now %s (term %d)", event.leader, event.term)
 
-    async def _lead(self, now: float) -> None:
-        """Leader rounds of at most LEAD_BATCH actions, within LEAD_BUDGET seconds.
+    async def _lead_loop(self) -> None:
+        """Leader rounds, one at a time, off the event loop.
 
-        Between rounds the loop yields, so heartbeats, acks and status keep
-        flowing while a backlog (a burst of new signatures, a sink outage just
-        ended) is worked off over several ticks: a leader that stops sending
-        heartbeats would be replaced by a second one.
+        A sink may take seconds per round (GitHub spaces mutating requests a
+        second apart), so rounds run in a worker thread with their own store
+        handle while heartbeats, acks and digests keep flowing here: a
+        leader that stops sending heartbeats would be replaced by a second one.
         """
+        while True:
+            await self._lead_wanted.wait()
+            self._lead_wanted = trio.Event()
+            if self.election.role == "leader":
+                await self._lead(self.clock())
+
+    async def _lead(self, now: float) -> None:
+        """Rounds of at most LEAD_BATCH actions until nothing is due or leadership ends."""
         if self.sink is None:
             return
-        deadline = trio.current_time() + LEAD_BUDGET
-        while trio.current_time() < deadline and self.election.role == "leader":
-            before = {s.signature: s.link for s in self.store.due_states(now, limit=LEAD_BATCH * 4)}
-            if not before:
-                return
-            result = act(
-                self.store,
-                self.sink,
-                now=now,
-                term=self.election.term,
-                lock_timeout=0.2,
-                max_actions=LEAD_BATCH,
+        term = self.election.term
+        while self.election.role == "leader" and self.election.term == term:
+            # Abandoned on cancellation: a shutdown does not wait for GitHub's
+            # retry-after; the thread's work is durable step by step anyway.
+            result, links = await trio.to_thread.run_sync(
+                self._round, now, term, abandon_on_cancel=True
             )
             for error in result.errors:
                 log.warning("%s", error)
+            for signature, state in links:
+                self._note(state)
+            if links:
+                await self._publish(
+                    self.options.control_topic,
+                    wire.IssueMsg(links=tuple((sig, st.link) for sig, st in links if st.link)),
+                )
             if not (result.opened or result.updated or result.reopened):
                 return
-            links = []
-            for signature, old_link in before.items():
-                state = self.store.load_state(signature)
-                if state is not None and state.link is not None and state.link != old_link:
-                    links.append((signature, state.link))
-                    self._note(state)
-            if links:
-                await self._publish(self.options.control_topic, wire.IssueMsg(links=tuple(links)))
-            await trio.lowlevel.checkpoint()
+            now = self.clock()
+
+    def _round(self, now: float, term: int) -> tuple[RoundResult, list[tuple[bytes, SigState]]]:
+        """One leader round in the worker thread; returns the links it changed."""
+        assert self.sink is not None
+        with self.store.sibling() as store:
+            return self._round_with(store, now, term)
+
+    def _round_with(
+        self, store: Store, now: float, term: int
+    ) -> tuple[RoundResult, list[tuple[bytes, SigState]]]:
+        assert self.sink is not None
+        before = {s.signature: s.link for s in store.due_states(now, limit=LEAD_BATCH * 4)}
+        result = act(
+            store,
+            self.sink,
+            now=now,
+            term=term,
+            lock_timeout=0.2,
+            max_actions=LEAD_BATCH,
+            keep_going=lambda: self.election.role == "leader" and self.election.term == term,
+        )
+        changed = []
+        for signature, old_link in before.items():
+            state = store.load_state(signature)
+            if state is not None and state.link is not None and state.link != old_link:
+                changed.append((signature, state))
+        return result, changed
 
     async def _publish(self, topic: str, msg: wire.Message) -> None:
         await self.gossip.publish(topic, wire.encode(msg, self.options.key))

@@ -1,0 +1,504 @@
+"""The GitHub sink: one issue per signature, kept current, within GitHub's limits.
+
+The leader's round calls this in a worker thread (every mutating request is
+spaced a second apart by the client's budget, far too slow for the mesh's
+event loop). What it guarantees, whatever the leader or GitHub does:
+
+- **One issue per signature.** An issue is found by its replicated link,
+  else by the hidden marker in a consistent listing of ``errmesh``-labelled
+  issues (all states, paginated, conditional on its ETag), and only then
+  created. Search is never used to decide: its index lags. When two issues
+  carry one marker (a partition had two leaders), the lowest number is kept,
+  the others are closed as duplicates of it with a link, and the kept one
+  shows the full counts from then on.
+- **Replays are harmless.** A leader killed after GitHub answered and
+  before the link was announced is replaced by one that finds the issue by
+  its marker; an update already posted by this machine is not posted again
+  (``Outbox`` intents), nor one that a previous leader's comment already
+  shows (comments since the link's last sync are read first).
+- **Follow-ups are durable jobs.** Draft PRs, the fixer's patch and the
+  Copilot hand-over are multi-request jobs in the ``Outbox``, advanced one
+  idempotent step at a time: an existing branch (422) or pull is reused. A
+  new leader rebuilds missing jobs from GitHub itself (branches and pulls are
+  named after the signature).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from github_sink.client import GitHubClient
+from github_sink.errors import (
+    FixerError,
+    NotFound,
+    PatchError,
+    SinkRejected,
+    SinkUnavailable,
+    ValidationFailed,
+)
+from github_sink.fixer import run_fixer
+from github_sink.outbox import Job, Outbox
+from github_sink.patch import apply_patch, parse_patch
+from github_sink.render import (
+    MARKER_RE,
+    render_body,
+    render_brief,
+    render_comment,
+    render_title,
+)
+from github_sink.sink import IssueState
+from mesh.aggregate import IssueLink, SigState, effective_severity
+from mesh.report import sig_hex
+from mesh.severity import Severity
+
+__all__ = ["COPILOT_LOGIN", "GitHubSink", "GitHubSinkOptions", "branch_name", "brief_path"]
+
+log = logging.getLogger("errmesh.github")
+
+COPILOT_LOGIN = "copilot-swe-agent[bot]"
+_TOTAL_RE = re.compile(r"\*\*(\d+)\*\* in total")
+_OCCURRENCES_RE = re.compile(r"\*\*Occurrences:\*\* (\d+)")
+_LABEL_COLORS = {
+    "errmesh": ("5319e7", "Reported by errmesh"),
+    "bug": ("d73a4a", "Something isn't working"),
+    "regression": ("b60205", "Happened again after the issue was closed"),
+    "severity:low": ("c5def5", "errmesh severity"),
+    "severity:medium": ("fbca04", "errmesh severity"),
+    "severity:high": ("e99695", "errmesh severity"),
+    "severity:critical": ("b60205", "errmesh severity"),
+}
+
+
+def branch_name(signature: bytes) -> str:
+    return f"errmesh/fix-{sig_hex(signature)[:12]}"
+
+
+def brief_path(signature: bytes) -> str:
+    return f".errmesh/{sig_hex(signature)[:12]}.md"
+
+
+def _severity_label(severity: Severity) -> str:
+    return f"severity:{severity.name.lower()}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GitHubSinkOptions:
+    """What the sink does beyond issues; built from ``node.config.Config``."""
+
+    auto_pr: bool = False
+    auto_heal: bool = False
+    #: With auto-heal: run this command (brief on stdin, diff on stdout)
+    #: instead of handing the issue to the Copilot coding agent.
+    fixer: tuple[str, ...] = ()
+    fixer_timeout: float = 300.0
+    labels: tuple[str, ...] = ("errmesh", "bug")
+    regression_label: str = "regression"
+    copilot_instructions: str = (
+        "Fix the error described in this issue. The fix brief with the trace is in the "
+        "issue body; keep the change minimal and add a test that reproduces the error."
+    )
+    #: How long a listing of issues stays fresh within a round (ETag-checked after).
+    listing_ttl: float = 2.0
+    #: Follow-up jobs per round.
+    jobs_per_round: int = 4
+
+    @property
+    def copilot(self) -> bool:
+        return self.auto_heal and not self.fixer
+
+    @property
+    def wants_pr(self) -> bool:
+        """Our own draft PR: asked for, or needed by the fixer; never next to Copilot's."""
+        return (self.auto_pr and not self.copilot) or (self.auto_heal and bool(self.fixer))
+
+
+class GitHubSink:
+    """Issues, comments, labels, draft PRs and hand-overs for one repository."""
+
+    name = "github"
+
+    def __init__(
+        self,
+        client: GitHubClient,
+        options: GitHubSinkOptions,
+        outbox: Outbox,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.options = options
+        self.outbox = outbox
+        self.clock = clock
+        self.owner, _, self.repo_name = client.settings.repo.partition("/")
+        self._listing: dict[bytes, list[dict[str, Any]]] = {}
+        self._listed_at = float("-inf")
+        self._labels: set[str] | None = None
+        self._repo: dict[str, Any] | None = None
+        self._swept_term: int | None = None
+
+    # -- the Sink protocol ------------------------------------------------------
+
+    def open_issue(self, state: SigState, *, now: float, term: int) -> IssueLink:
+        severity = effective_severity(state)
+        found = self._issues_for(state.signature, fresh=True)
+        if found:
+            issue = self._reconcile(state, found)
+            shown = _shown_total(issue)
+            link = self._link(issue, term=term, now=now, total=shown, severity=severity)
+            if _labels_of(issue) & set(_LABEL_COLORS) and _severity_label(severity) not in (
+                _labels_of(issue)
+            ):
+                self._set_severity(issue, severity)
+        else:
+            labels = [*self.options.labels, _severity_label(severity)]
+            self._ensure_labels(labels)
+            issue = self.client.create_issue(
+                title=render_title(state), body=render_body(state, now=now), labels=labels
+            )
+            self._remember(state.signature, issue)
+            link = self._link(issue, term=term, now=now, total=state.total, severity=severity)
+        if link.state == "open":
+            self._enqueue_follow_ups(state.signature, int(issue["number"]))
+        return link
+
+    def update_issue(self, state: SigState, link: IssueLink, *, now: float, term: int) -> IssueLink:
+        issue = self._current_issue(state, link)
+        number = int(issue["number"])
+        severity = effective_severity(state)
+        if not self._already_posted(state, link, number, term):
+            self.client.create_comment(
+                number, render_comment(state, previous_total=self._shown(link, issue))
+            )
+            self.outbox.confirm(state.signature, "update", state.total, number)
+        if _severity_label(severity) not in _labels_of(issue):
+            self._set_severity(issue, severity)
+        return self._link(issue, term=term, now=now, total=state.total, severity=severity)
+
+    def reopen_issue(self, state: SigState, link: IssueLink, *, now: float, term: int) -> IssueLink:
+        issue = self._current_issue(state, link)
+        number = int(issue["number"])
+        severity = effective_severity(state)
+        if issue.get("state") != "open":
+            labels = self._labels_with(issue, severity, extra=(self.options.regression_label,))
+            self._ensure_labels(labels)
+            issue = self.client.update_issue(
+                number, state="open", state_reason="reopened", labels=labels
+            )
+            self._remember(state.signature, issue)
+        if not self._already_posted(state, link, number, term, action="reopen"):
+            self.client.create_comment(
+                number,
+                render_comment(
+                    state, previous_total=self._shown(link, issue), regression=True
+                ),
+            )
+            self.outbox.confirm(state.signature, "reopen", state.total, number)
+        return self._link(issue, term=term, now=now, total=state.total, severity=severity)
+
+    def observe(self, signatures: Iterable[bytes]) -> dict[bytes, IssueState]:
+        out: dict[bytes, IssueState] = {}
+        for sig in signatures:
+            found = self._issues_for(sig, fresh=False)
+            if found:
+                out[sig] = "open" if found[0].get("state") == "open" else "closed"
+        return out
+
+    # -- follow-ups -------------------------------------------------------------
+
+    def follow_up(
+        self, *, now: float, term: int, load: Callable[[bytes], SigState | None]
+    ) -> int:
+        """Advance due draft-PR and hand-over jobs; returns how many steps ran."""
+        if not (self.options.wants_pr or self.options.copilot):
+            return 0
+        if self._swept_term != term:
+            self._sweep(load)
+            self._swept_term = term
+        steps = 0
+        for job in self.outbox.due(now, limit=self.options.jobs_per_round):
+            try:
+                while job.state == "pending":
+                    job = self._step(job, load)
+                    steps += 1
+            except SinkUnavailable as exc:
+                delay = min(3600.0, 30.0 * 2 ** min(job.attempts, 7))
+                self.outbox.retry_later(job, str(exc), now + delay)
+                log.warning("%s for %s: %s (retry in %.0f s)", job.kind, job.sig.hex(), exc, delay)
+                break  # GitHub is struggling: no more jobs this round
+            except SinkRejected as exc:
+                self.outbox.fail(job, str(exc))
+                log.warning("%s for %s failed: %s", job.kind, job.sig.hex(), exc)
+        return steps
+
+    def _enqueue_follow_ups(self, sig: bytes, number: int) -> None:
+        if self.options.copilot:
+            self.outbox.enqueue(sig, "copilot", number, "assign")
+        elif self.options.wants_pr:
+            self.outbox.enqueue(sig, "pr", number, "branch")
+
+    def _sweep(self, load: Callable[[bytes], SigState | None]) -> None:
+        """Rebuild the jobs a previous leader may have left unfinished.
+
+        Reads only: the issue listing shows assignees, the pulls listing the
+        ``errmesh/fix-*`` heads; what is missing becomes a job again, and its
+        steps are idempotent anyway.
+        """
+        self._refresh(force=True)
+        pulls: set[str] = set()
+        if self.options.wants_pr:
+            for pull in self.client.list_pulls(state="all"):
+                head = pull.get("head") or {}
+                pulls.add(str(head.get("ref", "")))
+        for sig, issues in self._listing.items():
+            issue = issues[0]
+            if issue.get("state") != "open" or load(sig) is None:
+                continue
+            number = int(issue["number"])
+            if self.options.copilot:
+                logins = {a.get("login") for a in issue.get("assignees") or ()}
+                if COPILOT_LOGIN not in logins:
+                    self.outbox.enqueue(sig, "copilot", number, "assign")
+            elif branch_name(sig) not in pulls:
+                self.outbox.enqueue(sig, "pr", number, "branch")
+
+    def _step(self, job: Job, load: Callable[[bytes], SigState | None]) -> Job:
+        if job.kind == "copilot":
+            repo = self._repository()
+            self.client.add_assignees(
+                job.issue,
+                [COPILOT_LOGIN],
+                agent_assignment={
+                    "target_repo": f"{self.owner}/{self.repo_name}",
+                    "base_branch": str(repo["default_branch"]),
+                    "custom_instructions": self.options.copilot_instructions,
+                },
+            )
+            return self.outbox.advance(job, "done")
+        branch = branch_name(job.sig)
+        if job.step == "branch":
+            base = str(self._repository()["default_branch"])
+            head = self.client.get_ref(f"heads/{base}")
+            try:
+                self.client.create_ref(f"refs/heads/{branch}", str(head["object"]["sha"]))
+            except ValidationFailed as exc:
+                if not exc.already_exists:
+                    raise
+            return self.outbox.advance(job, "brief", base=base)
+        if job.step == "brief":
+            state = load(job.sig)
+            if state is None:
+                raise SinkRejected(f"signature {job.sig.hex()} is no longer in the aggregate")
+            brief = render_brief(state, issue_number=job.issue)
+            self._put_file(
+                brief_path(job.sig), brief, branch, f"errmesh: fix brief for #{job.issue}"
+            )
+            return self.outbox.advance(job, "fix" if self.options.fixer else "pull", brief=brief)
+        if job.step == "fix":
+            self._run_fixer(job, branch)
+            return self.outbox.advance(job, "pull")
+        if job.step == "pull":
+            state = load(job.sig)
+            title = render_title(state) if state is not None else f"errmesh fix #{job.issue}"
+            existing = self.client.list_pulls(head=f"{self.owner}:{branch}", state="all")
+            if existing:
+                return self.outbox.advance(job, "done", pull=int(existing[0]["number"]))
+            pull = self.client.create_pull(
+                title=title.replace("[errmesh]", "[errmesh] fix:", 1),
+                head=branch,
+                base=str(job.data.get("base") or self._repository()["default_branch"]),
+                body=(
+                    f"Fixes #{job.issue}\n\nDraft opened by errmesh. The fix brief is in "
+                    f"`{brief_path(job.sig)}`."
+                ),
+                draft=True,
+            )
+            return self.outbox.advance(job, "done", pull=int(pull["number"]))
+        raise SinkRejected(f"unknown step {job.step!r}")
+
+    def _run_fixer(self, job: Job, branch: str) -> None:
+        """Apply the fixer's diff to the branch, or comment why not; never half a patch."""
+        done: dict[str, str] = dict(job.data.get("fixed") or {})
+        try:
+            if not done:
+                diff = run_fixer(
+                    self.options.fixer,
+                    str(job.data.get("brief", "")),
+                    timeout=self.options.fixer_timeout,
+                )
+                patches = parse_patch(diff)
+                current = {fp.path: self._read_file(fp.path, branch) for fp in patches}
+                new = apply_patch(patches, current)
+                job = self.outbox.advance(job, "fix", pending_files=new)
+        except (FixerError, PatchError) as exc:
+            self.client.create_comment(
+                job.issue,
+                f"errmesh could not apply an automatic fix: {exc}. The draft PR keeps only "
+                "the fix brief.",
+            )
+            return
+        pending: Mapping[str, str] = job.data.get("pending_files") or {}
+        for path, text in sorted(pending.items()):
+            if path in done:
+                continue
+            self._put_file(path, text, branch, f"errmesh: automatic fix for #{job.issue}")
+            done[path] = "ok"
+            job = self.outbox.advance(job, "fix", fixed=done)
+
+    # -- GitHub helpers -----------------------------------------------------------
+
+    def _repository(self) -> dict[str, Any]:
+        if self._repo is None:
+            self._repo = self.client.get_repo()
+        return self._repo
+
+    def _read_file(self, path: str, branch: str) -> str | None:
+        try:
+            found = self.client.get_contents(path, ref=branch)
+        except NotFound:
+            return None
+        return base64.b64decode(str(found.get("content", ""))).decode("utf-8")
+
+    def _put_file(self, path: str, text: str, branch: str, message: str) -> None:
+        sha: str | None = None
+        try:
+            found = self.client.get_contents(path, ref=branch)
+        except NotFound:
+            found = None
+        if found is not None:
+            if base64.b64decode(str(found.get("content", ""))).decode("utf-8") == text:
+                return  # already committed (a replay)
+            sha = str(found["sha"])
+        self.client.put_contents(
+            path, message=message, content=text.encode(), branch=branch, sha=sha
+        )
+
+    def _ensure_labels(self, labels: Iterable[str]) -> None:
+        if self._labels is None:
+            self._labels = {str(label["name"]).lower() for label in self.client.list_labels()}
+        for name in labels:
+            if name.lower() in self._labels:
+                continue
+            color, description = _LABEL_COLORS.get(name, ("ededed", "errmesh"))
+            try:
+                self.client.create_label(name=name, color=color, description=description)
+            except ValidationFailed as exc:
+                if not exc.already_exists:
+                    raise
+            self._labels.add(name.lower())
+
+    def _refresh(self, *, force: bool = False) -> None:
+        now = self.clock()
+        if not force and now - self._listed_at < self.options.listing_ttl:
+            return
+        listing: dict[bytes, list[dict[str, Any]]] = {}
+        for issue in self.client.list_issues(labels=self.options.labels[0], state="all"):
+            if "pull_request" in issue:
+                continue
+            match = MARKER_RE.search(str(issue.get("body") or ""))
+            if match is not None:
+                listing.setdefault(bytes.fromhex(match[1]), []).append(issue)
+        for issues in listing.values():
+            issues.sort(key=lambda i: int(i["number"]))
+        self._listing = listing
+        self._listed_at = now
+
+    def _issues_for(self, sig: bytes, *, fresh: bool) -> list[dict[str, Any]]:
+        """The issues carrying ``sig``'s marker, lowest number first."""
+        self._refresh(force=fresh)
+        return list(self._listing.get(sig, ()))
+
+    def _remember(self, sig: bytes, issue: dict[str, Any]) -> None:
+        issues = [i for i in self._listing.get(sig, []) if i["number"] != issue["number"]]
+        self._listing[sig] = sorted([*issues, issue], key=lambda i: int(i["number"]))
+
+    def _current_issue(self, state: SigState, link: IssueLink) -> dict[str, Any]:
+        found = self._issues_for(state.signature, fresh=False)
+        if not found:
+            if link.number is None:
+                raise SinkRejected(f"issue of {sig_hex(state.signature)} has no number")
+            issue = self.client.get_issue(link.number)
+            self._remember(state.signature, issue)
+            return issue
+        return self._reconcile(state, found)
+
+    def _reconcile(self, state: SigState, found: list[dict[str, Any]]) -> dict[str, Any]:
+        """Keep the lowest-numbered issue of a signature, close the others as duplicates."""
+        keep, others = found[0], found[1:]
+        for other in others:
+            if other.get("state") == "open":
+                number = int(other["number"])
+                self.client.create_comment(
+                    number, f"Duplicate of #{keep['number']}: errmesh tracks this error there."
+                )
+                closed = self.client.update_issue(
+                    number, state="closed", state_reason="duplicate"
+                )
+                self._remember(state.signature, closed)
+        return keep
+
+    def _labels_with(
+        self, issue: Mapping[str, Any], severity: Severity, extra: tuple[str, ...] = ()
+    ) -> list[str]:
+        kept = [name for name in _labels_of(issue) if not name.startswith("severity:")]
+        wanted = [*kept, _severity_label(severity), *extra]
+        return list(dict.fromkeys(wanted))
+
+    def _set_severity(self, issue: dict[str, Any], severity: Severity) -> None:
+        labels = self._labels_with(issue, severity)
+        self._ensure_labels(labels)
+        updated = self.client.update_issue(int(issue["number"]), labels=labels)
+        issue.update(updated)
+
+    def _already_posted(
+        self, state: SigState, link: IssueLink, number: int, term: int, action: str = "update"
+    ) -> bool:
+        if self.outbox.confirmed(state.signature, action, state.total) == number:
+            return True
+        if link.term >= term:
+            return False  # this leader wrote the link: it knows what it posted
+        # A previous leader may have posted this comment and died before announcing it.
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(max(0.0, link.synced_at - 1)))
+        for comment in self.client.list_comments(number, since=since):
+            match = _TOTAL_RE.search(str(comment.get("body") or ""))
+            body = str(comment.get("body") or "")
+            if match and MARKER_RE.search(body) and int(match[1]) >= state.total:
+                return True
+        return False
+
+    def _shown(self, link: IssueLink, issue: Mapping[str, Any]) -> int:
+        return max(link.synced_total, 0) if link.number == issue.get("number") else 0
+
+    def _link(
+        self, issue: Mapping[str, Any], *, term: int, now: float, total: int, severity: Severity
+    ) -> IssueLink:
+        number = int(issue["number"])
+        return IssueLink(
+            ref=f"{self.owner}/{self.repo_name}#{number}",
+            number=number,
+            url=str(issue.get("html_url") or ""),
+            state="open" if issue.get("state") == "open" else "closed",
+            term=term,
+            synced_total=total,
+            synced_at=now,
+            severity=severity,
+        )
+
+
+def _labels_of(issue: Mapping[str, Any]) -> set[str]:
+    out: set[str] = set()
+    for label in issue.get("labels") or ():
+        out.add(str(label["name"] if isinstance(label, Mapping) else label))
+    return out
+
+
+def _shown_total(issue: Mapping[str, Any]) -> int:
+    """The count an issue found by its marker already shows (its body's)."""
+    match = _OCCURRENCES_RE.search(str(issue.get("body") or ""))
+    return int(match[1]) if match else 0
+
