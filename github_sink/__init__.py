@@ -13,19 +13,54 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from github_sink.errors import SinkError, SinkRejected, SinkUnavailable
+    from github_sink.budget import Budget, BudgetLimits
+    from github_sink.client import GitHubClient, GitHubResponse
+    from github_sink.errors import (
+        BadCredentials,
+        Conflict,
+        GitHubError,
+        GitHubUnavailable,
+        IssuesDisabled,
+        NotFound,
+        PermissionDenied,
+        RateLimited,
+        SinkError,
+        SinkRejected,
+        SinkUnavailable,
+        UnexpectedResponse,
+        ValidationFailed,
+    )
     from github_sink.file_sink import FileSink
     from github_sink.render import marker, render_body, render_comment, render_title
+    from github_sink.retry import RetryLimits
+    from github_sink.settings import GitHubSettings, find_token
     from github_sink.sink import IssueState, Sink, execute
 
 _EXPORTS: dict[str, str] = {
+    "BadCredentials": "errors",
+    "Budget": "budget",
+    "BudgetLimits": "budget",
+    "Conflict": "errors",
     "FileSink": "file_sink",
+    "GitHubClient": "client",
+    "GitHubError": "errors",
+    "GitHubResponse": "client",
+    "GitHubSettings": "settings",
+    "GitHubUnavailable": "errors",
     "IssueState": "sink",
+    "IssuesDisabled": "errors",
+    "NotFound": "errors",
+    "PermissionDenied": "errors",
+    "RateLimited": "errors",
+    "RetryLimits": "retry",
     "Sink": "sink",
     "SinkError": "errors",
     "SinkRejected": "errors",
     "SinkUnavailable": "errors",
+    "UnexpectedResponse": "errors",
+    "ValidationFailed": "errors",
     "execute": "sink",
+    "find_token": "settings",
     "marker": "render",
     "render_body": "render",
     "render_comment": "render",
@@ -33,13 +68,30 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "BadCredentials",
+    "Budget",
+    "BudgetLimits",
+    "Conflict",
     "FileSink",
+    "GitHubClient",
+    "GitHubError",
+    "GitHubResponse",
+    "GitHubSettings",
+    "GitHubUnavailable",
     "IssueState",
+    "IssuesDisabled",
+    "NotFound",
+    "PermissionDenied",
+    "RateLimited",
+    "RetryLimits",
     "Sink",
     "SinkError",
     "SinkRejected",
     "SinkUnavailable",
+    "UnexpectedResponse",
+    "ValidationFailed",
     "execute",
+    "find_token",
     "marker",
     "render_body",
     "render_comment",

@@ -194,9 +194,7 @@ class GitHubSink:
         if not self._already_posted(state, link, number, term, action="reopen"):
             self.client.create_comment(
                 number,
-                render_comment(
-                    state, previous_total=self._shown(link, issue), regression=True
-                ),
+                render_comment(state, previous_total=self._shown(link, issue), regression=True),
             )
             self.outbox.confirm(state.signature, "reopen", state.total, number)
         return self._link(issue, term=term, now=now, total=state.total, severity=severity)
@@ -211,9 +209,7 @@ class GitHubSink:
 
     # -- follow-ups -------------------------------------------------------------
 
-    def follow_up(
-        self, *, now: float, term: int, load: Callable[[bytes], SigState | None]
-    ) -> int:
+    def follow_up(self, *, now: float, term: int, load: Callable[[bytes], SigState | None]) -> int:
         """Advance due draft-PR and hand-over jobs; returns how many steps ran."""
         if not (self.options.wants_pr or self.options.copilot):
             return 0
@@ -436,9 +432,7 @@ class GitHubSink:
                 self.client.create_comment(
                     number, f"Duplicate of #{keep['number']}: errmesh tracks this error there."
                 )
-                closed = self.client.update_issue(
-                    number, state="closed", state_reason="duplicate"
-                )
+                closed = self.client.update_issue(number, state="closed", state_reason="duplicate")
                 self._remember(state.signature, closed)
         return keep
 
@@ -501,4 +495,3 @@ def _shown_total(issue: Mapping[str, Any]) -> int:
     """The count an issue found by its marker already shows (its body's)."""
     match = _OCCURRENCES_RE.search(str(issue.get("body") or ""))
     return int(match[1]) if match else 0
-

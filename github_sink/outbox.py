@@ -163,9 +163,7 @@ class Outbox:
                 " data = ?, updated_at = ? WHERE sig = ? AND kind = ?",
                 (step, state, json.dumps(merged), time.time(), job.sig, job.kind),
             )
-        return Job(
-            sig=job.sig, kind=job.kind, issue=job.issue, step=step, state=state, data=merged
-        )
+        return Job(sig=job.sig, kind=job.kind, issue=job.issue, step=step, state=state, data=merged)
 
     def retry_later(self, job: Job, error: str, at: float) -> None:
         with self._tx() as conn:

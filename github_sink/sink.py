@@ -49,9 +49,7 @@ class Sink(Protocol):
 class FollowUps(Protocol):
     """A sink with work that outlives one action (draft PRs, hand-overs to a fixer)."""
 
-    def follow_up(
-        self, *, now: float, term: int, load: Callable[[bytes], SigState | None]
-    ) -> int:
+    def follow_up(self, *, now: float, term: int, load: Callable[[bytes], SigState | None]) -> int:
         """Advance due follow-up jobs; returns how many steps ran."""
         ...
 

@@ -74,6 +74,14 @@ class Config:
     repo: str | None = None
     github_token: str | None = field(default=None, repr=False)
     github_api_url: str = "https://api.github.com"
+    github_dry_run: bool = False
+    github_timeout: float = 10.0
+    #: GitHub's content-creation limits (the notes' 80/min, 500/h, 1 s apart).
+    github_per_minute: int = 80
+    github_per_hour: int = 500
+    github_min_interval: float = 1.0
+    fixer: tuple[str, ...] = ()
+    fixer_timeout: float = 300.0
     window: float = 900.0
     settle: float = 5.0
     reopen_on_regression: bool = True
@@ -234,6 +242,15 @@ def _tuple(value: object) -> tuple[str, ...]:
     return tuple(p for p in parts if p)
 
 
+def _command(value: object) -> tuple[str, ...]:
+    """A command line: a shell-quoted string (env, TOML) or a list of arguments."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_str(p) for p in value)
+    import shlex
+
+    return tuple(shlex.split(_str(value)))
+
+
 def _choice(*choices: str) -> Callable[[object], str]:
     def parse(value: object) -> str:
         text = _str(value).lower()
@@ -294,6 +311,13 @@ SETTINGS: tuple[Setting, ...] = (
     _s("repo", _repo, "IPFS_REPO"),
     _s("github_token", _optional_str, "GITHUB_TOKEN", "GH_TOKEN"),
     _s("github_api_url", _url),
+    _s("github_dry_run", _bool),
+    _s("github_timeout", _positive_float),
+    _s("github_per_minute", _positive_int),
+    _s("github_per_hour", _positive_int),
+    _s("github_min_interval", _positive_float),
+    _s("fixer", _command),
+    _s("fixer_timeout", _positive_float),
     _s("window", _positive_float),
     _s("settle", _positive_float),
     _s("reopen_on_regression", _bool),

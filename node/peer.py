@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -429,12 +430,12 @@ class MeshPeer:
         while self.election.role == "leader" and self.election.term == term:
             # Abandoned on cancellation: a shutdown does not wait for GitHub's
             # retry-after; the thread's work is durable step by step anyway.
-            result, links = await trio.to_thread.run_sync(
-                self._round, now, term, abandon_on_cancel=True
+            result, links = await trio.to_thread.run_sync(  # type: ignore[call-arg,unused-ignore]
+                functools.partial(self._round, now, term), abandon_on_cancel=True
             )
             for error in result.errors:
                 log.warning("%s", error)
-            for signature, state in links:
+            for _, state in links:
                 self._note(state)
             if links:
                 await self._publish(
