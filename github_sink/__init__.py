@@ -1,4 +1,4 @@
-"""Where the leader's decisions land: the file sink now, GitHub's REST API next.
+"""Where the leader's decisions land: a folder of Markdown files, or GitHub.
 
 Every sink implements :class:`Sink` (open, update, reopen, observe) and
 renders issues with :mod:`github_sink.render`, so the file sink and the
@@ -18,10 +18,12 @@ if TYPE_CHECKING:
     from github_sink.errors import (
         BadCredentials,
         Conflict,
+        FixerError,
         GitHubError,
         GitHubUnavailable,
         IssuesDisabled,
         NotFound,
+        PatchError,
         PermissionDenied,
         RateLimited,
         SinkError,
@@ -31,10 +33,18 @@ if TYPE_CHECKING:
         ValidationFailed,
     )
     from github_sink.file_sink import FileSink
-    from github_sink.render import marker, render_body, render_comment, render_title
+    from github_sink.github import GitHubSink, GitHubSinkOptions
+    from github_sink.outbox import Outbox
+    from github_sink.render import (
+        marker,
+        render_body,
+        render_brief,
+        render_comment,
+        render_title,
+    )
     from github_sink.retry import RetryLimits
     from github_sink.settings import GitHubSettings, find_token
-    from github_sink.sink import IssueState, Sink, execute
+    from github_sink.sink import FollowUps, IssueState, Sink, execute
 
 _EXPORTS: dict[str, str] = {
     "BadCredentials": "errors",
@@ -42,14 +52,20 @@ _EXPORTS: dict[str, str] = {
     "BudgetLimits": "budget",
     "Conflict": "errors",
     "FileSink": "file_sink",
+    "FixerError": "errors",
+    "FollowUps": "sink",
     "GitHubClient": "client",
     "GitHubError": "errors",
     "GitHubResponse": "client",
     "GitHubSettings": "settings",
+    "GitHubSink": "github",
+    "GitHubSinkOptions": "github",
     "GitHubUnavailable": "errors",
     "IssueState": "sink",
     "IssuesDisabled": "errors",
     "NotFound": "errors",
+    "Outbox": "outbox",
+    "PatchError": "errors",
     "PermissionDenied": "errors",
     "RateLimited": "errors",
     "RetryLimits": "retry",
@@ -63,6 +79,7 @@ _EXPORTS: dict[str, str] = {
     "find_token": "settings",
     "marker": "render",
     "render_body": "render",
+    "render_brief": "render",
     "render_comment": "render",
     "render_title": "render",
 }
@@ -73,14 +90,20 @@ __all__ = [
     "BudgetLimits",
     "Conflict",
     "FileSink",
+    "FixerError",
+    "FollowUps",
     "GitHubClient",
     "GitHubError",
     "GitHubResponse",
     "GitHubSettings",
+    "GitHubSink",
+    "GitHubSinkOptions",
     "GitHubUnavailable",
     "IssueState",
     "IssuesDisabled",
     "NotFound",
+    "Outbox",
+    "PatchError",
     "PermissionDenied",
     "RateLimited",
     "RetryLimits",
@@ -94,6 +117,7 @@ __all__ = [
     "find_token",
     "marker",
     "render_body",
+    "render_brief",
     "render_comment",
     "render_title",
 ]

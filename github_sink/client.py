@@ -95,6 +95,8 @@ class GitHubClient(RepoEndpoints):
     ``clock`` must return epoch seconds (GitHub's reset header is epoch
     seconds); ``sleep`` waits; ``rng`` draws the backoff jitter;
     ``dry_run_stream`` receives dry-run prints (default: ``sys.stderr``).
+    ``on_write`` hears the send time of every mutating request, so the pace
+    can outlive this client (the sink keeps it in its outbox).
     Close it (or use it as a context manager) to release the connections.
     """
 
@@ -107,9 +109,11 @@ class GitHubClient(RepoEndpoints):
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         dry_run_stream: TextIO | None = None,
+        on_write: Callable[[float], None] | None = None,
     ) -> None:
         self.settings = settings
         self.budget = Budget(settings.budget)
+        self._on_write = on_write
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -246,7 +250,10 @@ class GitHubClient(RepoEndpoints):
         state = RetryState(refusals=self._refusal_streak)
         while True:
             state = self._wait_for_budget(info, state)
-            self.budget.record(info.method, self._clock())
+            sent_at = self._clock()
+            self.budget.record(info.method, sent_at)
+            if self._on_write is not None and is_mutating(info.method):
+                self._on_write(sent_at)  # persisted, so the next leader process keeps the pace
             outcome, response, cause = self._attempt(info, params, body, headers)
             now = self._clock()
             decision = decide(

@@ -31,7 +31,10 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import httpx
 
 from github_sink.client import GitHubClient
 from github_sink.errors import (
@@ -52,6 +55,7 @@ from github_sink.render import (
     render_comment,
     render_title,
 )
+from github_sink.settings import GitHubSettings
 from github_sink.sink import IssueState
 from mesh.aggregate import IssueLink, SigState, effective_severity
 from mesh.report import sig_hex
@@ -141,6 +145,35 @@ class GitHubSink:
         self._labels: set[str] | None = None
         self._repo: dict[str, Any] | None = None
         self._swept_term: int | None = None
+
+    @classmethod
+    def open(
+        cls,
+        settings: GitHubSettings,
+        options: GitHubSinkOptions,
+        outbox_dir: Path | None,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> GitHubSink:
+        """A sink with its client and outbox; ``outbox_dir`` None keeps it in memory.
+
+        The pace of writes is persisted in the outbox and replayed into the new
+        client's budget, so a restarted leader (or the next failing CLI of a
+        machine in solo mode) keeps GitHub's per-minute and per-hour limits.
+        """
+        outbox = Outbox.memory() if outbox_dir is None else Outbox.open(outbox_dir)
+        client = GitHubClient(
+            settings, transport=transport, clock=clock, on_write=outbox.record_write
+        )
+        now = clock()
+        for at in outbox.recent_writes(now - 3600.0):
+            client.budget.record("POST", at)
+        return cls(client, options, outbox, clock=clock)
+
+    def close(self) -> None:
+        self.client.close()
+        self.outbox.close()
 
     # -- the Sink protocol ------------------------------------------------------
 

@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     PRIMARY KEY (sig, kind)
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, next_at);
+CREATE TABLE IF NOT EXISTS writes (at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS intents (
     sig BLOB NOT NULL,
     action TEXT NOT NULL,
@@ -86,7 +87,9 @@ class Outbox:
     def open(cls, directory: Path) -> Outbox:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = directory / cls.FILE
-        conn = sqlite3.connect(path, timeout=5.0, isolation_level=None)
+        # Opened by the relay's main thread, used by its leader's worker thread,
+        # one round at a time.
+        conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
         conn.executescript(_SCHEMA)
@@ -95,7 +98,7 @@ class Outbox:
     @classmethod
     def memory(cls) -> Outbox:
         """A throwaway outbox (dry runs, unit tests)."""
-        conn = sqlite3.connect(":memory:", isolation_level=None)
+        conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         conn.executescript(_SCHEMA)
         return cls(conn, Path(":memory:"))
 
@@ -185,6 +188,20 @@ class Outbox:
     def counts(self) -> dict[str, int]:
         rows = self._conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
         return {str(state): int(n) for state, n in rows}
+
+    # -- the pace of writes --------------------------------------------------------
+
+    def record_write(self, at: float) -> None:
+        """A mutating request went to GitHub at ``at`` (kept for an hour)."""
+        with self._tx() as conn:
+            conn.execute("INSERT INTO writes (at) VALUES (?)", (at,))
+            conn.execute("DELETE FROM writes WHERE at < ?", (at - 3600.0,))
+
+    def recent_writes(self, since: float) -> list[float]:
+        rows = self._conn.execute(
+            "SELECT at FROM writes WHERE at >= ? ORDER BY at", (since,)
+        ).fetchall()
+        return [float(r[0]) for r in rows]
 
     # -- intents ------------------------------------------------------------
 

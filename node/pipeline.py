@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -41,6 +41,7 @@ __all__ = [
     "Outcome",
     "Pipeline",
     "SoloDelivery",
+    "make_github_sink",
     "make_sink",
     "open_store",
 ]
@@ -77,11 +78,51 @@ def make_sink(config: Config) -> Sink | None:
         from github_sink.file_sink import FileSink
 
         return FileSink(config.resolved_issues_dir)
-    raise ConfigError(
-        "ERRMESH_SINK",
-        "the GitHub sink is not part of this version yet; reports are kept in the "
-        "spool and aggregate. Unset ERRMESH_REPO/IPFS_REPO or set ERRMESH_SINK=file.",
+    return make_github_sink(config)
+
+
+def make_github_sink(config: Config, *, environ: Mapping[str, str] | None = None) -> Sink:
+    """The GitHub sink of ``config``; raises ``ConfigError`` naming what is missing.
+
+    The token comes from the configuration (``ERRMESH_GITHUB_TOKEN``,
+    ``GITHUB_TOKEN``, ``GH_TOKEN``), else from ``gh auth token``; a dry run
+    needs none.
+    """
+    from github_sink.budget import BudgetLimits
+    from github_sink.github import GitHubSink, GitHubSinkOptions
+    from github_sink.settings import GitHubSettings, find_token
+
+    if not config.repo:
+        raise ConfigError("ERRMESH_REPO", "the GitHub sink needs a repository (OWNER/NAME)")
+    token = config.github_token or find_token(
+        os.environ if environ is None else environ, api_url=config.github_api_url
     )
+    if token is None and not config.github_dry_run:
+        raise ConfigError(
+            "ERRMESH_GITHUB_TOKEN",
+            "no GitHub token: set ERRMESH_GITHUB_TOKEN (or GITHUB_TOKEN / GH_TOKEN), "
+            "run `gh auth login`, or set ERRMESH_GITHUB_DRY_RUN=1",
+        )
+    settings = GitHubSettings(
+        repo=config.repo,
+        token=token,
+        api_url=config.github_api_url,
+        timeout=config.github_timeout,
+        dry_run=config.github_dry_run,
+        budget=BudgetLimits(
+            per_minute=config.github_per_minute,
+            per_hour=config.github_per_hour,
+            min_interval=config.github_min_interval,
+        ),
+    )
+    options = GitHubSinkOptions(
+        auto_pr=config.auto_pr,
+        auto_heal=config.auto_heal,
+        fixer=config.fixer,
+        fixer_timeout=config.fixer_timeout,
+    )
+    outbox_dir = None if config.github_dry_run else config.cluster_state_dir
+    return GitHubSink.open(settings, options, outbox_dir)
 
 
 def open_store(config: Config) -> Store:
@@ -122,6 +163,15 @@ class SoloDelivery:
         sink = self._sink if self._sink is not None else make_sink(self.config)
         if sink is None:
             return None
+        try:
+            return self._act(store, sink, pending, reports)
+        finally:
+            if sink is not self._sink and hasattr(sink, "close"):
+                sink.close()  # its HTTP connections and outbox
+
+    def _act(
+        self, store: Store, sink: Sink, pending: Sequence[Report], reports: Sequence[Report]
+    ) -> RoundResult:
         # Every spooled report came from a process that was failing; none of
         # them will come back to open its issue, so none waits for settle.
         # A mesh of one continues the latest leader's term: with a lower term
