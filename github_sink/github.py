@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import httpx
 
@@ -155,6 +155,8 @@ class GitHubSink:
         *,
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        dry_run_stream: TextIO | None = None,
     ) -> GitHubSink:
         """A sink with its client and outbox; ``outbox_dir`` None keeps it in memory.
 
@@ -164,7 +166,12 @@ class GitHubSink:
         """
         outbox = Outbox.memory() if outbox_dir is None else Outbox.open(outbox_dir)
         client = GitHubClient(
-            settings, transport=transport, clock=clock, on_write=outbox.record_write
+            settings,
+            transport=transport,
+            clock=clock,
+            sleep=sleep,
+            dry_run_stream=dry_run_stream,
+            on_write=outbox.record_write,
         )
         now = clock()
         for at in outbox.recent_writes(now - 3600.0):
