@@ -212,10 +212,12 @@ class GitHubSink:
         number = int(issue["number"])
         severity = effective_severity(state)
         if not self._already_posted(state, link, number, term):
-            self.client.create_comment(
-                number, render_comment(state, previous_total=self._shown(link, issue))
+            self._comment(
+                state,
+                "update",
+                number,
+                render_comment(state, previous_total=self._shown(link, issue)),
             )
-            self.outbox.confirm(state.signature, "update", state.total, number)
         if _severity_label(severity) not in _labels_of(issue):
             self._set_severity(issue, severity)
         return self._link(issue, term=term, now=now, total=state.total, severity=severity)
@@ -232,11 +234,12 @@ class GitHubSink:
             )
             self._remember(state.signature, issue)
         if not self._already_posted(state, link, number, term, action="reopen"):
-            self.client.create_comment(
+            self._comment(
+                state,
+                "reopen",
                 number,
                 render_comment(state, previous_total=self._shown(link, issue), regression=True),
             )
-            self.outbox.confirm(state.signature, "reopen", state.total, number)
         return self._link(issue, term=term, now=now, total=state.total, severity=severity)
 
     def observe(self, signatures: Iterable[bytes]) -> dict[bytes, IssueState]:
@@ -489,13 +492,21 @@ class GitHubSink:
         updated = self.client.update_issue(int(issue["number"]), labels=labels)
         issue.update(updated)
 
+    def _comment(self, state: SigState, action: str, number: int, body: str) -> None:
+        """Post a bundled comment once: the attempt is recorded first, because a
+        comment whose answer was lost (a timeout, a 5xx) may exist all the same."""
+        self.outbox.confirm(state.signature, f"try-{action}", state.total, number)
+        self.client.create_comment(number, body)
+        self.outbox.confirm(state.signature, action, state.total, number)
+
     def _already_posted(
         self, state: SigState, link: IssueLink, number: int, term: int, action: str = "update"
     ) -> bool:
         if self.outbox.confirmed(state.signature, action, state.total) == number:
             return True
-        if link.term >= term:
-            return False  # this leader wrote the link: it knows what it posted
+        tried = self.outbox.confirmed(state.signature, f"try-{action}", state.total) == number
+        if link.term >= term and not tried:
+            return False  # this leader wrote the link and never sent this comment
         # A previous leader may have posted this comment and died before announcing it.
         since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(max(0.0, link.synced_at - 1)))
         for comment in self.client.list_comments(number, since=since):

@@ -458,3 +458,20 @@ def test_a_dry_run_prints_its_writes_and_sends_none(app: GitHubApp, make_sink: S
     assert "[errmesh dry-run] POST http://github.test/repos/octo-org/octo-repo/issues" in printed
     assert marker(SIG) in printed and TOKEN not in printed
     assert app.count("POST") == app.count("PATCH") == 0
+
+
+def test_a_comment_whose_answer_was_lost_is_not_posted_again(
+    app: GitHubApp, make_sink: SinkFactory, clock: FakeClock
+) -> None:
+    sink = make_sink()
+    link = sink.open_issue(state(3), now=T0, term=1)
+    # GitHub stores the comment, but the answer never arrives.
+    app.faults.timeout(
+        seconds=30, apply=True, route="POST /repos/{owner}/{repo}/issues/{issue_number}/comments"
+    )
+    with pytest.raises(SinkUnavailable):
+        sink.update_issue(state(10), link, now=clock(), term=1)
+
+    sink.update_issue(state(10), link, now=clock(), term=1)  # the next round
+
+    assert len(comments_on(app, link.number or 0)) == 1
