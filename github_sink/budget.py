@@ -85,6 +85,7 @@ class Budget:
         self._remaining: int | None = None
         self._reset: float | None = None
         self._paused_until = float("-inf")
+        self._last_write_done = float("-inf")
 
     def delay(self, method: str, now: float) -> float:
         """Seconds to wait before a ``method`` request may be sent at ``now`` (0: go)."""
@@ -94,6 +95,7 @@ class Budget:
             writes = self._writes
             if writes:
                 ready = max(ready, writes[-1] + lim.min_interval)
+            ready = max(ready, self._last_write_done + lim.min_interval)
             ready = max(ready, self._window_ready(now, _MINUTE, lim.per_minute))
             ready = max(ready, self._window_ready(now, _HOUR, lim.per_hour))
             floor = 0
@@ -121,6 +123,16 @@ class Budget:
                 self._writes.popleft()
         if self._remaining is not None:
             self._remaining = max(0, self._remaining - 1)
+
+    def finished(self, method: str, now: float) -> None:
+        """A ``method`` request got its answer (or failed) at ``now``.
+
+        The spacing between writes counts from the previous write's answer as
+        well as from its sending: GitHub sees a request when it arrives, and
+        a gap measured only between sends can shrink on the way.
+        """
+        if is_mutating(method):
+            self._last_write_done = max(self._last_write_done, now)
 
     def observe(self, headers: Mapping[str, str], now: float) -> None:
         """Learn the primary limit from an answer's headers (case-insensitive keys).

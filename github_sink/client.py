@@ -256,6 +256,7 @@ class GitHubClient(RepoEndpoints):
                 self._on_write(sent_at)  # persisted, so the next leader process keeps the pace
             outcome, response, cause = self._attempt(info, params, body, headers)
             now = self._clock()
+            self.budget.finished(info.method, now)
             decision = decide(
                 outcome, state, request=info, limits=self.settings.retry, now=now, rng=self._rng
             )

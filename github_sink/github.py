@@ -523,6 +523,9 @@ class GitHubSink:
         self, issue: Mapping[str, Any], *, term: int, now: float, total: int, severity: Severity
     ) -> IssueLink:
         number = int(issue["number"])
+        # Stamped when GitHub answered, not when the round began: the next
+        # update is due a whole window after what people saw.
+        synced_at = max(now, self.clock())
         return IssueLink(
             ref=f"{self.owner}/{self.repo_name}#{number}",
             number=number,
@@ -530,7 +533,7 @@ class GitHubSink:
             state="open" if issue.get("state") == "open" else "closed",
             term=term,
             synced_total=total,
-            synced_at=now,
+            synced_at=synced_at,
             severity=severity,
         )
 

@@ -12,11 +12,13 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from mesh_cluster import Cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,3 +103,13 @@ def sandbox(tmp_path: Path) -> Sandbox:
     (tmp_path / "home").mkdir()
     (tmp_path / "config.toml").write_text("")
     return Sandbox(root=tmp_path, env=env)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A test mesh's processes (``tests/mesh_cluster.py``); all killed at the end."""
+    c = Cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.kill_all()

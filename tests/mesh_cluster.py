@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -473,15 +473,6 @@ class Cluster:
                 if pipe is not None:
                     with contextlib.suppress(OSError, ValueError):
                         pipe.close()
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.kill_all()
 
 
 def one_leader(*relays: Relay) -> str | None:

@@ -158,9 +158,10 @@ def test_an_issue_opens_with_its_labels_and_marker(app: GitHubApp, make_sink: Si
         state="open",
         term=1,
         synced_total=3,
-        synced_at=T0,
+        synced_at=link.synced_at,
         severity=Severity.MEDIUM,
     )
+    assert link.synced_at >= T0, "stamped when GitHub answered"
     audit(app)
 
 
