@@ -43,8 +43,14 @@ from typing import Any, TextIO
 import httpx
 
 from github_sink.budget import Budget, is_mutating
-from github_sink.dryrun import format_write, synthetic_answer
-from github_sink.errors import BadCredentials, GitHubError, RateLimited, UnexpectedResponse
+from github_sink.dryrun import format_write, synthetic_answer, synthetic_read
+from github_sink.errors import (
+    BadCredentials,
+    GitHubError,
+    NotFound,
+    RateLimited,
+    UnexpectedResponse,
+)
 from github_sink.rest import RepoEndpoints
 from github_sink.retry import (
     TOKEN_HINT,
@@ -189,6 +195,8 @@ class GitHubClient(RepoEndpoints):
             try:
                 if self.settings.dry_run and is_mutating(method):
                     return self._pretend(info, params, json)
+                if self.settings.dry_run and not self.settings.token:
+                    return self._pretend_read(info)
                 if not self.settings.token:
                     raise BadCredentials(
                         f"no GitHub token for {method} {route}: {TOKEN_HINT}",
@@ -360,6 +368,18 @@ class GitHubClient(RepoEndpoints):
         stream.write(format_write(info.method, self.url(info.route, params), body))
         stream.flush()
         status, data = synthetic_answer(info.method, info.route, body)
+        return GitHubResponse(status, data, {}, None, dry_run=True)
+
+    def _pretend_read(self, info: RequestInfo) -> GitHubResponse:
+        """A dry run without a token reads nothing: the repository looks empty."""
+        status, data = synthetic_read(info.route, self.settings.repo)
+        if status == 404:
+            raise NotFound(
+                f"{info.method} {info.route}: nothing there in a dry run without a token",
+                status=404,
+                method=info.method,
+                route=info.route,
+            )
         return GitHubResponse(status, data, {}, None, dry_run=True)
 
     def _under_base(self, link: str, route: str) -> tuple[str, dict[str, str | int]]:

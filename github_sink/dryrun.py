@@ -15,6 +15,11 @@ answer, so the caller carries on as it would for real:
   file write answers ``{"content": {"path", "sha"}, "commit": {"sha"}}``
   with the all-zero sha; a pull answers ``head``/``base`` as ``{"ref"}``;
 - POST and PUT answer 201, PATCH 200, DELETE 204 with no body.
+
+Without a token a dry run cannot read either: :func:`synthetic_read` makes
+the repository look empty (no issues, labels, pulls or comments; branch
+``main`` at the all-zero sha), so the dry run prints everything a first
+run against an empty repository would send.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import json
 import re
 from typing import Any
 
-__all__ = ["ZERO_SHA", "format_write", "synthetic_answer"]
+__all__ = ["ZERO_SHA", "format_write", "synthetic_answer", "synthetic_read"]
 
 ZERO_SHA = "0" * 40
 _NUMBER = re.compile(r"/(?:issues|pulls)/(\d+)(?:/|$)")
@@ -85,3 +90,17 @@ def synthetic_answer(method: str, route: str, body: Any) -> tuple[int, Any]:
     if method == "POST" and "title" in sent:
         answer.setdefault("state", "open")
     return status, answer
+
+
+_LISTS = re.compile(r"/(?:issues|labels|pulls|comments)$")
+
+
+def synthetic_read(route: str, repo: str) -> tuple[int, Any]:
+    """The answer to a read in a dry run without a token: an empty repository."""
+    if _LISTS.search(route):
+        return 200, []
+    if route == f"/repos/{repo}":
+        return 200, {"full_name": repo, "default_branch": "main", "dry_run": True}
+    if "/git/ref/" in route:
+        return 200, {"ref": route.split("/git/ref/", 1)[1], "object": {"sha": ZERO_SHA}}
+    return 404, {"message": "Not Found"}

@@ -506,11 +506,15 @@ def test_dry_run_answers_the_draft_pr_flow(world: World) -> None:
     assert world.github.requests == []
 
 
-def test_dry_run_reads_need_a_token_writes_do_not(world: World) -> None:
+def test_a_dry_run_without_a_token_sees_an_empty_repository_and_sends_nothing(
+    world: World,
+) -> None:
     client = world.make(dry_run=True, token=None)
     assert client.create_comment(3, "hello")["body"] == "hello"
-    with pytest.raises(BadCredentials, match="ERRMESH_GITHUB_TOKEN"):
-        client.get_repo()
+    assert client.list_issues(labels="errmesh") == []
+    assert client.get_repo()["default_branch"] == "main"
+    with pytest.raises(NotFound):
+        client.get_contents(".errmesh/x.md", ref="main")
     assert world.github.requests == []
 
 
