@@ -145,6 +145,7 @@ class GitHubSink:
         self._labels: set[str] | None = None
         self._repo: dict[str, Any] | None = None
         self._swept_term: int | None = None
+        self._checked: set[tuple[bytes, str, int, float, int]] = set()
 
     @classmethod
     def open(
@@ -508,6 +509,10 @@ class GitHubSink:
         if link.term >= term and not tried:
             return False  # this leader wrote the link and never sent this comment
         # A previous leader may have posted this comment and died before announcing it.
+        checked = (state.signature, action, link.term, link.synced_at, state.total)
+        if checked in self._checked:
+            return False
+        self._checked.add(checked)
         since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(max(0.0, link.synced_at - 1)))
         for comment in self.client.list_comments(number, since=since):
             match = _TOTAL_RE.search(str(comment.get("body") or ""))

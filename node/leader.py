@@ -79,7 +79,10 @@ def act(
         for sig in sorted(candidates):
             if (max_actions is not None and done >= max_actions) or not keep_going():
                 break
-            action = plan(candidates[sig], now, store.policy, flush=sig in flush)
+            # Re-read the state: links announced by another leader while this
+            # round was busy with GitHub (seconds per action) must be seen.
+            current = store.load_state(sig) or candidates[sig]
+            action = plan(current, now, store.policy, flush=sig in flush)
             if action is None:
                 continue
             done += 1
