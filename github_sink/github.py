@@ -26,6 +26,7 @@ event loop). What it guarantees, whatever the leader or GitHub does:
 from __future__ import annotations
 
 import base64
+import calendar
 import logging
 import re
 import time
@@ -111,6 +112,9 @@ class GitHubSinkOptions:
     listing_ttl: float = 2.0
     #: Follow-up jobs per round.
     jobs_per_round: int = 4
+    #: The bundle window: GitHub itself is checked so that no issue gets two
+    #: updates within it, whichever leaders act.
+    window: float = 900.0
 
     @property
     def copilot(self) -> bool:
@@ -212,16 +216,38 @@ class GitHubSink:
         issue = self._current_issue(state, link)
         number = int(issue["number"])
         severity = effective_severity(state)
-        if not self._already_posted(state, link, number, term):
-            self._comment(
-                state,
-                "update",
-                number,
-                render_comment(state, previous_total=self._shown(link, issue)),
-            )
+        if self.outbox.confirmed(state.signature, "update", state.total) == number:
+            return self._link(issue, term=term, now=now, total=state.total, severity=severity)
+        # GitHub is the judge of "once per window": a leader that died after
+        # posting, or another one acting at the same time (a partition, an
+        # election under load), may have updated the issue without this
+        # leader's link showing it.
+        latest = self._last_update(number, since=min(link.synced_at, now - self.options.window))
+        if latest is not None:
+            at, shown = latest
+            if shown >= state.total or self.clock() - at < self.options.window:
+                return self._link(
+                    issue, term=term, now=now, total=shown, severity=link.severity, synced_at=at
+                )
+        previous = max(self._shown(link, issue), latest[1] if latest is not None else 0)
+        self._comment(state, "update", number, render_comment(state, previous_total=previous))
         if _severity_label(severity) not in _labels_of(issue):
             self._set_severity(issue, severity)
         return self._link(issue, term=term, now=now, total=state.total, severity=severity)
+
+    def _last_update(self, number: int, *, since: float) -> tuple[float, int] | None:
+        """The newest errmesh comment on an issue since ``since``: (when, total shown)."""
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(max(0.0, since - 1.0)))
+        latest: tuple[float, int] | None = None
+        for comment in self.client.list_comments(number, since=stamp):
+            body = str(comment.get("body") or "")
+            match = _TOTAL_RE.search(body)
+            if match is None or MARKER_RE.search(body) is None:
+                continue
+            at = _epoch(str(comment.get("created_at") or ""))
+            if latest is None or at >= latest[0]:
+                latest = (at, int(match[1]))
+        return latest
 
     def reopen_issue(self, state: SigState, link: IssueLink, *, now: float, term: int) -> IssueLink:
         issue = self._current_issue(state, link)
@@ -525,12 +551,20 @@ class GitHubSink:
         return max(link.synced_total, 0) if link.number == issue.get("number") else 0
 
     def _link(
-        self, issue: Mapping[str, Any], *, term: int, now: float, total: int, severity: Severity
+        self,
+        issue: Mapping[str, Any],
+        *,
+        term: int,
+        now: float,
+        total: int,
+        severity: Severity,
+        synced_at: float | None = None,
     ) -> IssueLink:
         number = int(issue["number"])
         # Stamped when GitHub answered, not when the round began: the next
         # update is due a whole window after what people saw.
-        synced_at = max(now, self.clock())
+        if synced_at is None:
+            synced_at = max(now, self.clock())
         return IssueLink(
             ref=f"{self.owner}/{self.repo_name}#{number}",
             number=number,
@@ -541,6 +575,14 @@ class GitHubSink:
             synced_at=synced_at,
             severity=severity,
         )
+
+
+def _epoch(stamp: str) -> float:
+    """GitHub's ``2026-11-25T16:09:50Z`` as epoch seconds (0 when unreadable)."""
+    try:
+        return float(calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")))
+    except ValueError:
+        return 0.0
 
 
 def _labels_of(issue: Mapping[str, Any]) -> set[str]:

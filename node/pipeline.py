@@ -120,6 +120,7 @@ def make_github_sink(config: Config, *, environ: Mapping[str, str] | None = None
         auto_heal=config.auto_heal,
         fixer=config.fixer,
         fixer_timeout=config.fixer_timeout,
+        window=config.window,
     )
     outbox_dir = None if config.github_dry_run else config.cluster_state_dir
     return GitHubSink.open(settings, options, outbox_dir)

@@ -476,3 +476,17 @@ def test_a_comment_whose_answer_was_lost_is_not_posted_again(
     sink.update_issue(state(10), link, now=clock(), term=1)  # the next round
 
     assert len(comments_on(app, link.number or 0)) == 1
+
+
+def test_two_leaders_acting_at_once_post_one_update_per_window(
+    app: GitHubApp, make_sink: SinkFactory, tmp_path: Path
+) -> None:
+    link = make_sink().open_issue(state(3), now=T0, term=1)
+    # An election under load: two relays lead for a moment, neither heard the other's link.
+    first = make_sink(outbox=tmp_path / "a").update_issue(state(10), link, now=T0 + 900, term=2)
+    second = make_sink(outbox=tmp_path / "b").update_issue(state(12), link, now=T0 + 901, term=3)
+
+    (comment,) = comments_on(app, link.number or 0)
+    assert "**10** in total" in comment
+    assert second.synced_total == 10, "the second leader adopts what the issue shows"
+    assert second.synced_at <= first.synced_at + 1, "and waits a window from that comment"

@@ -55,6 +55,7 @@ GH_REPO = "bench-org/bench-repo"
 TOKEN = "bench-token"
 _TOTAL = re.compile(r"\*\*(\d+)\*\* in total")
 _OCCURRENCES = re.compile(r"\*\*Occurrences:\*\* (\d+)")
+SEEN_AT: dict[int, list[float]] = collections.defaultdict(list)
 _MARKER = re.compile(r"<!-- errmesh:sig=([0-9a-f]{32}) -->")
 
 
@@ -78,6 +79,7 @@ def shown(app: GitHubApp) -> tuple[dict[bytes, list[int]], dict[bytes, int]]:
         comments = collections.defaultdict(list)
         for comment in sorted(repo.comments.values(), key=lambda c: (c.created_at, c.id)):
             comments[comment.issue_number].append(comment.body)
+            SEEN_AT[comment.issue_number].append(comment.created_at)
         totals = {}
         for sig, numbers in issues.items():
             found = [int(m[1]) for b in comments[numbers[0]] if (m := _TOTAL.search(b))]
@@ -193,7 +195,14 @@ def main() -> None:
                 break
             time.sleep(1.0)
         settled_s = time.monotonic() - started - fed_s
+        SEEN_AT.clear()
         issues, totals = shown(app)
+        gaps = [
+            (b - a) * scale / 60.0
+            for times in SEEN_AT.values()
+            for a, b in zip(times, times[1:], strict=False)
+        ]
+        most = max((len(t) for t in SEEN_AT.values()), default=0)
         requests = list(app.requests)
         audit = app.budget_report(per_minute=80, per_hour=500, min_interval=1.0 / scale)
 
@@ -217,6 +226,8 @@ def main() -> None:
             [
                 ["issue creations", creations, SIGNATURES],
                 ["updates (bundled comments)", comments, f"<= {4 * SIGNATURES}"],
+                ["most updates of one issue", most, 4],
+                ["shortest gap between updates (sim. min)", f"{min(gaps, default=0):.1f}", ">= 15"],
                 ["label changes (PATCH issue)", patches, ""],
                 ["duplicate issues", duplicates, 0],
                 ["writes in all", writes, ""],
@@ -251,6 +262,8 @@ def main() -> None:
             "creations": creations,
             "updates": comments,
             "label_changes": patches,
+            "most_updates_one_issue": most,
+            "shortest_gap_minutes": min(gaps, default=0.0),
             "duplicates": duplicates,
             "writes": writes,
             "requests": dict(by_route),
