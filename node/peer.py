@@ -257,8 +257,11 @@ class MeshPeer:
         if isinstance(msg, wire.ReportMsg):
             self._note(*self.store.merge_reports([msg.report]))
             self.stats["reports"] += 1
-            ack = wire.AckMsg(ids=((msg.report.origin, msg.report.seq),), acker=self.gossip.peer_id)
-            await self._publish(self.options.control_topic, ack)
+            if msg.ack:
+                ack = wire.AckMsg(
+                    ids=((msg.report.origin, msg.report.seq),), acker=self.gossip.peer_id
+                )
+                await self._publish(self.options.control_topic, ack)
         elif isinstance(msg, wire.OccMsg):
             self._note(*self.store.merge_states([state_of_occurrence(o) for o in msg.occurrences]))
         elif isinstance(msg, wire.StateMsg):
@@ -302,7 +305,10 @@ class MeshPeer:
                 )
             latest[key] = occ
         for report in first.values():
-            await self._publish(self.options.reports_topic, wire.ReportMsg(report=report))
+            # Already committed here (merge_reports unspooled it): no acks wanted.
+            await self._publish(
+                self.options.reports_topic, wire.ReportMsg(report=report, ack=False)
+            )
             await trio.sleep(PACE)
         occurrences = list(latest.values())
         for start in range(0, len(occurrences), OCC_BATCH):

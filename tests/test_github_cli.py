@@ -23,9 +23,10 @@ TOKEN = "ghp_" + "S3cr3tT0k3n" * 3
 FAILING = "import sys; sys.stderr.write('disk quota exceeded on /var/x1\\n'); sys.exit(4)"
 
 
-@pytest.fixture
-def github() -> Iterator[tuple[GitHubApp, str]]:
-    app = GitHubApp(repos=[REPO], tokens=[TOKEN])
+@pytest.fixture(params=["", "/api/v3"], ids=["github.com", "enterprise-server"])
+def github(request: pytest.FixtureRequest) -> Iterator[tuple[GitHubApp, str]]:
+    """The test GitHub, also as GitHub Enterprise Server (the API under ``/api/v3``)."""
+    app = GitHubApp(repos=[REPO], tokens=[TOKEN], prefix=request.param)
     with serve(app) as url:
         yield app, url
     assert_no_violations(app)

@@ -166,6 +166,9 @@ def test_one_issue_per_signature_with_exact_counts_updated_at_most_once_a_window
         gaps = [b - a for a, b in zip([issue.created_at, *times], times, strict=False)]
         assert all(gap >= WINDOW - 0.05 for gap in gaps), f"updates closer than the window: {gaps}"
     assert github.app.count("GET", "/search/issues") == 0
+    # The token reached GitHub in headers only: no file of any machine holds it.
+    leaks = [p for p in cluster.root.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
+    assert leaks == []
     github.audit()
 
 

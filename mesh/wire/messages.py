@@ -16,9 +16,16 @@ from mesh.report import Occurrence, Report
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReportMsg:
-    """``report``: the full detail of one report (first sight on its origin)."""
+    """``report``: the full detail of one report (first sight on its origin).
+
+    ``ack``: the publisher deletes the report from its spool only on an ack
+    (a failing process). A relay publishing what it drained from its own
+    spool has already committed it and asks for none: acks from every peer
+    for every drained report were most of the mesh's traffic.
+    """
 
     report: Report
+    ack: bool = True
     sender: str = ""
 
 

@@ -159,7 +159,9 @@ _SENDER = _Field("sender", "n", _NAME, "")
 
 #: kind -> the table of its message; "v", "k" and "z" are the envelope's.
 _TABLES: Final[Mapping[str, _Record]] = {
-    "report": _Record(ReportMsg, _Field("report", "r", _REPORT.codec), _SENDER),
+    "report": _Record(
+        ReportMsg, _Field("report", "r", _REPORT.codec), _Field("ack", "a", _BOOL, True), _SENDER
+    ),
     "occ": _Record(
         OccMsg, _Field("occurrences", "o", _array(_OCCURRENCE.codec, MAX_BATCH)), _SENDER
     ),
