@@ -49,6 +49,7 @@ from github_sink.errors import (
     GitHubError,
     NotFound,
     RateLimited,
+    Superseded,
     UnexpectedResponse,
 )
 from github_sink.rest import RepoEndpoints
@@ -120,6 +121,10 @@ class GitHubClient(RepoEndpoints):
         self.settings = settings
         self.budget = Budget(settings.budget)
         self._on_write = on_write
+        #: Asked right before every write; False stops it (``Superseded``). The
+        #: mesh sets it to "this peer still leads", so a leader that lost its
+        #: election mid-round sends nothing more, not even after a budget wait.
+        self.gate: Callable[[], bool] | None = None
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -258,6 +263,8 @@ class GitHubClient(RepoEndpoints):
         state = RetryState(refusals=self._refusal_streak)
         while True:
             state = self._wait_for_budget(info, state)
+            if self.gate is not None and is_mutating(info.method) and not self.gate():
+                raise Superseded(f"{info.method} {info.route} not sent: no longer the leader")
             sent_at = self._clock()
             self.budget.record(info.method, sent_at)
             if self._on_write is not None and is_mutating(info.method):

@@ -122,6 +122,10 @@ class GitHubUnavailable(GitHubError, SinkUnavailable):
         self.maybe_applied = maybe_applied
 
 
+class Superseded(SinkUnavailable):
+    """This process stopped leading before a write: the new leader will do it."""
+
+
 class BadCredentials(GitHubError, SinkRejected):
     """The token is missing, wrong or expired (401)."""
 

@@ -183,6 +183,10 @@ class GitHubSink:
             client.budget.record("POST", at)
         return cls(client, options, outbox, clock=clock)
 
+    def set_gate(self, gate: Callable[[], bool]) -> None:
+        """Writes go out only while ``gate()`` is true (the mesh: "I still lead")."""
+        self.client.gate = gate
+
     def close(self) -> None:
         self.client.close()
         self.outbox.close()

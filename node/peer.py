@@ -192,6 +192,11 @@ class MeshPeer:
         )
         self.nudged = trio.Event()
         self._lead_wanted = trio.Event()
+        self._believed: str | None = None
+        self._lead_not_before = -math.inf
+        gate = getattr(self.sink, "set_gate", None)
+        if callable(gate):  # the GitHub sink checks before every write that we still lead
+            gate(lambda: self.election.role == "leader")
         self.stats: collections.Counter[str] = collections.Counter()
         self.status_url = ""
         # One digest entry per signature, kept current by every write this
@@ -401,6 +406,7 @@ class MeshPeer:
     # -- election and leading ---------------------------------------------
 
     async def _apply_election(self, events: list[Any]) -> None:
+        previous = self._believed
         for event in events:
             if isinstance(event, SendHeartbeat):
                 await self._publish(
@@ -409,10 +415,15 @@ class MeshPeer:
             elif isinstance(event, BecameLeader):
                 log.info("leading in term %d", event.term)
                 self.stats["elections_won"] += 1
+                if previous not in (None, self.gossip.peer_id):
+                    # Taking over from a live leader (we outrank it): give it a
+                    # heartbeat to hear us and stop before our first write.
+                    self._lead_not_before = self.clock() + self.options.heartbeat
             elif isinstance(event, SteppedDown):
                 log.info("stepped down (term %d): %s", event.term, event.reason)
             elif isinstance(event, LeaderChanged):
                 log.info("leader is now %s (term %d)", event.leader, event.term)
+        self._believed = self.election.leader
 
     async def _lead_loop(self) -> None:
         """Leader rounds, one at a time, off the event loop.
@@ -430,7 +441,7 @@ class MeshPeer:
 
     async def _lead(self, now: float) -> None:
         """Rounds of at most LEAD_BATCH actions until nothing is due or leadership ends."""
-        if self.sink is None:
+        if self.sink is None or self.clock() < self._lead_not_before:
             return
         term = self.election.term
         while self.election.role == "leader" and self.election.term == term:

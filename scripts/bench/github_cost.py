@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import itertools
 import random
 import re
 import socket
@@ -40,7 +41,7 @@ import sys
 import time
 
 from _common import REPO, emit, parser, table
-from _mesh import CLUSTER, Relay, Sandbox
+from _mesh import CLUSTER, Relay, Sandbox, read_totals
 from report_bytes import synthetic_report
 
 from mesh.store import Store
@@ -197,10 +198,17 @@ def main() -> None:
         settled_s = time.monotonic() - started - fed_s
         SEEN_AT.clear()
         issues, totals = shown(app)
+        current = leader_of(relays) or relays[0]
+        stored = read_totals(current.state_dir)
+        mismatches = [
+            (signatures.index(sig), fed[sig], stored.get(sig, 0), totals.get(sig, 0))
+            for sig in signatures
+            if fed[sig] != totals.get(sig, 0)
+        ]
         gaps = [
             (b - a) * scale / 60.0
             for times in SEEN_AT.values()
-            for a, b in zip(times, times[1:], strict=False)
+            for a, b in itertools.pairwise(times)
         ]
         most = max((len(t) for t in SEEN_AT.values()), default=0)
         requests = list(app.requests)
@@ -237,6 +245,9 @@ def main() -> None:
             ],
         )
     )
+    if mismatches:
+        print(f"\nnot exact at the end ({current.name}'s store):")
+        print(table(["signature", "fed", "aggregate", "issue shows"], mismatches))
     print(f"\nleader kills at simulated minutes {', '.join(f'{k:.0f}' for k in kills)}")
     print("leaders seen (simulated minute, relay, term):")
     for minute, name, term in leaders:
