@@ -213,6 +213,18 @@ class GitHubClient(RepoEndpoints):
                 exc._redact(self.settings.token or "")
                 raise
 
+    def wait_for_write(self) -> None:
+        """Sleep until the budget would let a write go now (nothing is recorded).
+
+        A caller that reads before it writes (is this comment already there?)
+        waits first, so that its read is fresh when the write follows at once.
+        """
+        if self.settings.dry_run:
+            return
+        info = RequestInfo(method="POST", route="(next write)", repo=self.settings.repo)
+        with self._lock:
+            self._wait_for_budget(info, RetryState(refusals=self._refusal_streak))
+
     def paginate(self, path: str, params: Params | None = None) -> Iterator[Any]:
         """Every item of a list endpoint, following ``Link: rel="next"`` page by page.
 

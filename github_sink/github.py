@@ -226,12 +226,21 @@ class GitHubSink:
         # posting, or another one acting at the same time (a partition, an
         # election under load), may have updated the issue without this
         # leader's link showing it.
+        self.client.wait_for_write()  # read, then write at once: a narrow race
         latest = self._last_update(number, since=min(link.synced_at, now - self.options.window))
         if latest is not None:
             at, shown = latest
             if shown >= state.total or self.clock() - at < self.options.window:
+                # Adopt what the issue shows. The link must still win over the
+                # one we hold (last writer by term, then time, then total), or
+                # the update would stay due and be re-checked every round.
                 return self._link(
-                    issue, term=term, now=now, total=shown, severity=link.severity, synced_at=at
+                    issue,
+                    term=max(term, link.term),
+                    now=now,
+                    total=max(shown, link.synced_total),
+                    severity=link.severity,
+                    synced_at=max(at, link.synced_at),
                 )
         previous = max(self._shown(link, issue), latest[1] if latest is not None else 0)
         self._comment(state, "update", number, render_comment(state, previous_total=previous))

@@ -358,8 +358,9 @@ class MeshPeer:
     async def _answer_digest(self, msg: wire.DigestMsg) -> None:
         """Send the states the digest's sender lacks or holds differently.
 
-        With fingerprints (this version) any difference is answered, and the
-        other side answers ours: after one exchange both hold the join. An
+        With fingerprints (this version) a difference is answered unless the
+        sender is ahead by total (and not behind on the link); the other side
+        answers ours, so after two exchanges both hold the join. An
         entry without one (an older peer) is compared by total and link. A
         signature in the digest's range but not among its entries is one the
         sender lacks. At most ANSWER_MAX states per answer; the next digest
@@ -376,7 +377,15 @@ class MeshPeer:
             if entry is None:
                 differs = True
             elif entry.fingerprint and mine.fingerprint:
-                differs = entry.fingerprint != mine.fingerprint
+                # A sender ahead by total gets nothing from us now: it answers
+                # our digest, and once we hold the join, we answer its next one.
+                # Answering every difference made every relay ship whole states
+                # to all, for every digest, while counts were moving.
+                differs = entry.fingerprint != mine.fingerprint and (
+                    mine.total >= entry.total
+                    or (mine.link_term, mine.link_synced_total)
+                    > (entry.link_term, entry.link_synced_total)
+                )
             else:
                 differs = mine.total > entry.total or (mine.link_term, mine.link_synced_total) > (
                     entry.link_term,

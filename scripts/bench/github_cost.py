@@ -199,6 +199,7 @@ def main() -> None:
         SEEN_AT.clear()
         issues, totals = shown(app)
         current = leader_of(relays) or relays[0]
+        per_relay = {r.name: sum(read_totals(r.state_dir).values()) for r in relays}
         stored = read_totals(current.state_dir)
         mismatches = [
             (signatures.index(sig), fed[sig], stored.get(sig, 0), totals.get(sig, 0))
@@ -245,6 +246,7 @@ def main() -> None:
             ],
         )
     )
+    print(f"\noccurrences fed {sum(fed.values())}; counted in each relay's store: {per_relay}")
     if mismatches:
         print(f"\nnot exact at the end ({current.name}'s store):")
         print(table(["signature", "fed", "aggregate", "issue shows"], mismatches))
