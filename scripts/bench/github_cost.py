@@ -15,6 +15,10 @@ replicate. One simulated hour runs ``--scale`` times faster (default 20: the hou
 stay 1 s / scale apart; the per-minute (80) and per-hour (500) limits are
 GitHub's real ones over real minutes, which is stricter than scaling them.
 
+Each relay bootstraps to the candidates started before it, so killing one
+cuts nobody off (with a single bootstrap peer, killing it partitions every
+relay: each candidate then leads its own island).
+
 The feed: 10,000 occurrences at random times of the hour (seed 4), over 20
 signatures with Zipf-like weights (the hottest about 28%, the coldest under
 1%), each spooled into a random relay's machine spool as a failing process
@@ -129,11 +133,16 @@ def main() -> None:
             )
             for i in range(PEERS)
         ]
-        relays[0].start()
-        first = relays[0].wait_ready(60.0)
-        for relay in relays[1:]:
-            relay.start([first])
-        for relay in relays[1:]:
+        # Each relay bootstraps to every candidate started before it (as a
+        # deployment lists several bootstrap peers): killing one leaves no
+        # relay cut off.
+        seeds: list[str] = []
+        for relay in relays[:ELIGIBLE]:
+            relay.start(seeds)
+            seeds.append(relay.wait_ready(60.0))
+        for relay in relays[ELIGIBLE:]:
+            relay.start(seeds)
+        for relay in relays[ELIGIBLE:]:
             relay.wait_ready(60.0)
         deadline = time.monotonic() + 60.0
         while leader_of(relays) is None and time.monotonic() < deadline:
@@ -182,7 +191,7 @@ def main() -> None:
                 if time.monotonic() >= when:
                     restart.remove((when, relay))
                     live = [r for r in relays if r is not relay and r.child and r.child.alive()]
-                    relay.start([live[0].addr])
+                    relay.start([r.addr for r in live[:ELIGIBLE]])
                     relay.wait_ready(60.0)
             time.sleep(0.5)
         fed_s = time.monotonic() - started
