@@ -16,6 +16,7 @@ import sys
 import textwrap
 
 import pytest
+
 from conftest import Sandbox
 
 HOST = textwrap.dedent(

@@ -6,11 +6,11 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
 
 import github_sink
 import mesh
 import node
+from conftest import ROOT
 
 
 @pytest.mark.parametrize("package", [mesh, node, github_sink])

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import sys
 
-from conftest import Sandbox
 from secrets_corpus import SECRETS
+
+from conftest import Sandbox
 
 
 def test_secrets_never_reach_the_spool_or_the_sink(sandbox: Sandbox) -> None:
