@@ -188,8 +188,15 @@ class GitHubSink:
         self.client.gate = gate
 
     def close(self) -> None:
+        """Release the HTTP connections and the outbox (not an issue: see ``FileSink``)."""
         self.client.close()
         self.outbox.close()
+
+    def __enter__(self) -> GitHubSink:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     # -- the Sink protocol ------------------------------------------------------
 

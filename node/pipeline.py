@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -164,11 +165,10 @@ class SoloDelivery:
         sink = self._sink if self._sink is not None else make_sink(self.config)
         if sink is None:
             return None
-        try:
+        if sink is self._sink or not isinstance(sink, AbstractContextManager):
             return self._act(store, sink, pending, reports)
-        finally:
-            if sink is not self._sink and hasattr(sink, "close"):
-                sink.close()  # its HTTP connections and outbox
+        with sink:  # a sink made here (GitHub: HTTP connections, outbox) is released here
+            return self._act(store, sink, pending, reports)
 
     def _act(
         self, store: Store, sink: Sink, pending: Sequence[Report], reports: Sequence[Report]

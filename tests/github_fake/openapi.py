@@ -29,9 +29,12 @@ from urllib.parse import parse_qs, urlsplit
 
 from jsonschema import Draft4Validator, FormatChecker
 
-#: Where the description lives: beside the project, as ``../shared`` (see
-#: ``shared/README.md``); ``GITHUB_FAKE_OPENAPI`` overrides it.
-DEFAULT_SPEC = Path(__file__).resolve().parents[3] / "shared" / "github" / "rest-api-subset.json"
+#: The description, vendored beside this module (a copy of
+#: ``../shared/github/rest-api-subset.json``, see ``spec/README.md``) so that a
+#: clone runs anywhere; ``GITHUB_FAKE_OPENAPI`` overrides it.
+DEFAULT_SPEC = Path(__file__).resolve().parent / "spec" / "rest-api-subset.json"
+#: The shared original, when the project sits beside ``shared/``.
+SHARED_SPEC = Path(__file__).resolve().parents[3] / "shared" / "github" / "rest-api-subset.json"
 
 #: Path parameters that GitHub lets span several segments (``heads/a/b``).
 MULTI_SEGMENT_PARAMS = frozenset({"ref", "path"})
