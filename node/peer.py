@@ -424,7 +424,9 @@ class MeshPeer:
             elif isinstance(event, BecameLeader):
                 log.info("leading in term %d", event.term)
                 self.stats["elections_won"] += 1
-                if previous not in (None, self.gossip.peer_id):
+                if previous not in (None, self.gossip.peer_id) and previous in self.election.alive(
+                    self.clock()
+                ):
                     # Taking over from a live leader (we outrank it): give it a
                     # heartbeat to hear us and stop before our first write.
                     self._lead_not_before = self.clock() + self.options.heartbeat
