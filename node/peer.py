@@ -284,20 +284,30 @@ class MeshPeer:
     async def drain(self) -> int:
         """Merge and publish what this machine's spool holds; returns how many.
 
-        The wire carries state, not events (DESIGN section 7): per signature,
-        one full report (the earliest, for its detail) and then the latest
-        cumulative count of each origin, batched into ``occ`` messages and
-        paced, so a burst of thousands of spooled reports is a few messages
-        and never overflows libp2p's 32-slot queues.
+        The wire carries state, not events (DESIGN section 7): per new
+        signature, one full report (the earliest, for its detail), and for
+        every signature the latest cumulative count of each origin, batched
+        into ``occ`` messages and paced, so a burst of thousands of spooled
+        reports is a few messages and never overflows libp2p's 32-slot queues.
         """
         pending = self.store.pending(limit=5000)
         if not pending:
             return 0
+        # A full report goes out only for a signature this store had no detail
+        # of: then the mesh may lack it too. Re-sending one per signature on
+        # every drain round was most of the bytes under a steady stream of
+        # failures (and anti-entropy repairs a lost one anyway).
+        known = {
+            sig
+            for sig in {r.signature for r in pending}
+            if (state := self.store.load_state(sig)) is not None and state.detail is not None
+        }
         self._note(*self.store.merge_reports(pending))
         first: dict[bytes, Report] = {}
         latest: dict[tuple[bytes, bytes], Occurrence] = {}
         for report in pending:
-            first.setdefault(report.signature, report)
+            if report.signature not in known:
+                first.setdefault(report.signature, report)
             key = (report.origin, report.signature)
             previous = latest.get(key)
             occ = report.occurrence()
