@@ -68,6 +68,9 @@ log = logging.getLogger("errmesh.github")
 
 COPILOT_LOGIN = "copilot-swe-agent[bot]"
 _TOTAL_RE = re.compile(r"\*\*(\d+)\*\* in total")
+#: How far back an incremental listing reaches before the previous one
+#: (GitHub's clock and ours may differ).
+_SKEW = 120.0
 _OCCURRENCES_RE = re.compile(r"\*\*Occurrences:\*\* (\d+)")
 _LABEL_COLORS = {
     "errmesh": ("5319e7", "Reported by errmesh"),
@@ -257,7 +260,7 @@ class GitHubSink:
 
     def _last_update(self, number: int, *, since: float) -> tuple[float, int] | None:
         """The newest errmesh comment on an issue since ``since``: (when, total shown)."""
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(max(0.0, since - 1.0)))
+        stamp = _iso(since - 1.0)
         latest: tuple[float, int] | None = None
         for comment in self.client.list_comments(number, since=stamp):
             body = str(comment.get("body") or "")
@@ -479,19 +482,27 @@ class GitHubSink:
             self._labels.add(name.lower())
 
     def _refresh(self, *, force: bool = False) -> None:
+        """Bring the marker index up to date: one full listing, then what changed.
+
+        After the first listing only issues updated since the last one are
+        read (``since``, with a margin for clock skew), so an open does not
+        page through every errmesh issue of the repository again.
+        """
         now = self.clock()
         if not force and now - self._listed_at < self.options.listing_ttl:
             return
-        listing: dict[bytes, list[dict[str, Any]]] = {}
-        for issue in self.client.list_issues(labels=self.options.labels[0], state="all"):
+        full = self._listed_at == float("-inf")
+        since = None if full else _iso(self._listed_at - _SKEW)
+        if full:
+            self._listing = {}
+        for issue in self.client.list_issues(
+            labels=self.options.labels[0], state="all", since=since
+        ):
             if "pull_request" in issue:
                 continue
             match = MARKER_RE.search(str(issue.get("body") or ""))
             if match is not None:
-                listing.setdefault(bytes.fromhex(match[1]), []).append(issue)
-        for issues in listing.values():
-            issues.sort(key=lambda i: int(i["number"]))
-        self._listing = listing
+                self._remember(bytes.fromhex(match[1]), issue)
         self._listed_at = now
 
     def _issues_for(self, sig: bytes, *, fresh: bool) -> list[dict[str, Any]]:
@@ -559,7 +570,7 @@ class GitHubSink:
         if checked in self._checked:
             return False
         self._checked.add(checked)
-        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(max(0.0, link.synced_at - 1)))
+        since = _iso(link.synced_at - 1)
         for comment in self.client.list_comments(number, since=since):
             match = _TOTAL_RE.search(str(comment.get("body") or ""))
             body = str(comment.get("body") or "")
@@ -595,6 +606,11 @@ class GitHubSink:
             synced_at=synced_at,
             severity=severity,
         )
+
+
+def _iso(ts: float) -> str:
+    """Epoch seconds as GitHub's ``2026-11-25T16:09:50Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(max(0.0, ts)))
 
 
 def _epoch(stamp: str) -> float:

@@ -21,7 +21,7 @@ issue, comment, pull or file commit is not, so those fail with
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
@@ -41,21 +41,9 @@ class RepoEndpoints:
     """Typed GitHub endpoints for ``settings.repo``; needs ``request`` and ``paginate``."""
 
     settings: GitHubSettings
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Params | None = None,
-        json: Any = None,
-        etag: str | None = None,
-        idempotent: bool | None = None,
-    ) -> GitHubResponse:
-        raise NotImplementedError
-
-    def paginate(self, path: str, params: Params | None = None) -> Iterator[Any]:
-        raise NotImplementedError
+    # Provided by GitHubClient, the one place that does IO.
+    request: Callable[..., GitHubResponse]
+    paginate: Callable[..., Iterator[Any]]
 
     # -- helpers ---------------------------------------------------------------
 

@@ -152,8 +152,11 @@ class Store:
         busy_timeout: float = 5.0,
         policy: BundlePolicy | None = None,
         limits: Limits | None = None,
+        any_thread: bool = False,
     ) -> Store:
         """Open (creating if needed) the database in ``directory``.
+
+        ``any_thread``: the handle may move between threads (one at a time).
 
         Raises ``StoreUnavailable`` when the directory cannot be created or
         the database cannot be opened for writing.
@@ -161,7 +164,9 @@ class Store:
         path = directory / DB_NAME
         try:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+            conn = sqlite3.connect(
+                path, timeout=busy_timeout, isolation_level=None, check_same_thread=not any_thread
+            )
         except (OSError, sqlite3.Error) as exc:
             raise _translate(exc, f"cannot open {path}") from exc
         try:
@@ -188,9 +193,9 @@ class Store:
         return store
 
     def sibling(self) -> Store:
-        """Another handle on the same database, for another thread (SQLite handles are not
-        shared between threads): the leader's worker thread uses one while the event
-        loop keeps its own."""
+        """Another handle on the same database, for worker threads (one at a time):
+        the leader's rounds run in trio's worker threads while the event loop keeps
+        this handle. Opened once and kept: opening takes two write transactions."""
         return Store.open(
             self.path.parent,
             max_reports=self.max_reports,
@@ -199,6 +204,7 @@ class Store:
             busy_timeout=self._busy_timeout,
             policy=self.policy,
             limits=self.limits,
+            any_thread=True,
         )
 
     def close(self) -> None:

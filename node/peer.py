@@ -193,6 +193,8 @@ class MeshPeer:
         self.nudged = trio.Event()
         self._lead_wanted = trio.Event()
         self._believed: str | None = None
+        self._worker_store: Store | None = None  # the rounds' own handle (worker threads)
+        self._in_round = False
         self._lead_not_before = -math.inf
         gate = getattr(self.sink, "set_gate", None)
         if callable(gate):  # the GitHub sink checks before every write that we still lead
@@ -454,11 +456,16 @@ class MeshPeer:
         handle while heartbeats, acks and digests keep flowing here: a
         leader that stops sending heartbeats would be replaced by a second one.
         """
-        while True:
-            await self._lead_wanted.wait()
-            self._lead_wanted = trio.Event()
-            if self.election.role == "leader":
-                await self._lead(self.clock())
+        try:
+            while True:
+                await self._lead_wanted.wait()
+                self._lead_wanted = trio.Event()
+                if self.election.role == "leader":
+                    await self._lead(self.clock())
+        finally:
+            # Not while an abandoned round may still be using it in its thread.
+            if self._worker_store is not None and not self._in_round:
+                self._worker_store.close()
 
     async def _lead(self, now: float) -> None:
         """Rounds of at most LEAD_BATCH actions until nothing is due or leadership ends."""
@@ -468,9 +475,11 @@ class MeshPeer:
         while self.election.role == "leader" and self.election.term == term:
             # Abandoned on cancellation: a shutdown does not wait for GitHub's
             # retry-after; the thread's work is durable step by step anyway.
+            self._in_round = True
             result, links = await trio.to_thread.run_sync(  # type: ignore[call-arg,unused-ignore]
                 functools.partial(self._round, now, term), abandon_on_cancel=True
             )
+            self._in_round = False
             for error in result.errors:
                 log.warning("%s", error)
             for _, state in links:
@@ -487,8 +496,9 @@ class MeshPeer:
     def _round(self, now: float, term: int) -> tuple[RoundResult, list[tuple[bytes, SigState]]]:
         """One leader round in the worker thread; returns the links it changed."""
         assert self.sink is not None
-        with self.store.sibling() as store:
-            return self._round_with(store, now, term)
+        if self._worker_store is None:
+            self._worker_store = self.store.sibling()
+        return self._round_with(self._worker_store, now, term)
 
     def _round_with(
         self, store: Store, now: float, term: int

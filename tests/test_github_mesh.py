@@ -180,6 +180,7 @@ def test_a_closed_issue_reopens_as_a_regression(cluster: Cluster, github: GitHub
     # A person closes it as fixed (on GitHub's side: not one of errmesh's requests).
     with github.app._lock:
         issue.state, issue.state_reason = "closed", "completed"
+        issue.closed_at = issue.updated_at = time.time()  # as GitHub stamps a close
     fail(cluster, [relay], ("M2", "ValueError"))
 
     wait_until(
