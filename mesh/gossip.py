@@ -67,6 +67,7 @@ class Received:
     topic: str
     sender: str
     data: bytes
+    at: float = 0.0  #: ``trio.current_time()`` when it entered our channel (0: unknown)
 
 
 @dataclass
@@ -75,6 +76,7 @@ class _Counters:
     rejected: int = 0
     dropped_local: int = 0
     reconnects: int = 0
+    bulk_waits: int = 0
 
 
 def load_or_create_identity(path: Path | None) -> Any:
@@ -97,9 +99,17 @@ class Gossip:
     """A running peer. Made by :func:`open_gossip`; valid inside its ``async with``."""
 
     def __init__(
-        self, host: Any, pubsub: Any, receive: trio.MemoryReceiveChannel[Received]
+        self,
+        host: Any,
+        pubsub: Any,
+        receive: trio.MemoryReceiveChannel[Received],
+        *,
+        room: int = 16,
+        bulk_wait: float = 0.5,
     ) -> None:
         self._host = host
+        self._room_limit = 32 - room
+        self._bulk_wait = bulk_wait
         self._pubsub = pubsub
         self.receive = receive
         self.counters = _Counters()
@@ -118,9 +128,32 @@ class Gossip:
         """Peers we currently have a pubsub stream with."""
         return sorted(str(p.to_base58()) for p in self._pubsub.peers)
 
-    async def publish(self, topic: str, data: bytes) -> None:
-        """Sign and enqueue ``data`` for ``topic`` (delivery is not awaited)."""
+    async def publish(self, topic: str, data: bytes, *, bulk: bool = False) -> None:
+        """Sign and enqueue ``data`` for ``topic`` (delivery is not awaited).
+
+        ``bulk`` messages (reports, digests, state answers) first wait, up to
+        ``bulk_wait`` seconds, until every peer's outbound queue has
+        ``room`` free slots: libp2p rejects pushes to a full queue silently,
+        and a heartbeat rejected behind a burst of bulk expired a live
+        leader. A peer whose queue stays full (slow or dying) delays bulk by
+        at most ``bulk_wait``.
+        """
+        if bulk:
+            await self._wait_for_room()
         await self._pubsub.publish(topic, data)
+
+    def queue_depth(self) -> int:
+        """The fullest per-peer outbound queue (libp2p's hold 32)."""
+        return max((len(q) for q in list(self._pubsub.peer_queues.values())), default=0)
+
+    async def _wait_for_room(self) -> None:
+        limit = self._room_limit
+        if self.queue_depth() <= limit:
+            return
+        self.counters.bulk_waits += 1
+        with trio.move_on_after(self._bulk_wait):
+            while self.queue_depth() > limit:  # noqa: ASYNC110 - libp2p has no event for it
+                await trio.sleep(0.002)
 
     async def connect(self, maddr: str) -> str:
         """Dial a peer by full multiaddr; returns its id. Raises on failure."""
@@ -280,7 +313,7 @@ async def _pump(
             continue  # our own publish, echoed
         gossip.counters.received += 1
         try:
-            send.send_nowait(Received(topic, sender, bytes(msg.data)))
+            send.send_nowait(Received(topic, sender, bytes(msg.data), trio.current_time()))
         except trio.WouldBlock:
             gossip.counters.dropped_local += 1
 

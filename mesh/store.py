@@ -364,10 +364,18 @@ class Store:
 
     def merge_states(self, states: Iterable[SigState]) -> list[SigState]:
         """Merge states heard from peers (anti-entropy) into the aggregate."""
+        # Joined in memory first: a batch often holds many states of one
+        # signature, and each load and save decodes and encodes the whole state.
+        joined: dict[bytes, SigState] = {}
+        for state in states:
+            seen = joined.get(state.signature)
+            joined[state.signature] = (
+                state if seen is None else merge_states(seen, state, self.limits)
+            )
         try:
             with _immediate(self._conn):
                 out = []
-                for state in states:
+                for state in joined.values():
                     base = self._load(state.signature)
                     merged = state if base is None else merge_states(base, state, self.limits)
                     self._save(merged)

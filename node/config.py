@@ -103,6 +103,8 @@ class Config:
     heartbeat: float = 0.5
     ack_timeout: float = 2.0
     status_port: int = 0
+    #: The relay's log level on stderr (elections, sink errors, bans).
+    log_level: Literal["debug", "info", "warning", "error"] = "warning"
 
     @property
     def cluster_state_dir(self) -> Path:
@@ -339,6 +341,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("heartbeat", _positive_float),
     _s("ack_timeout", _positive_float),
     _s("status_port", _int),
+    _s("log_level", _choice("debug", "info", "warning", "error")),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 

@@ -153,6 +153,15 @@ def run_relay(config: Config) -> None:
             print(f"listening on {addr}", flush=True)
         print(f"status on {status_url}", flush=True)
 
+    import logging
+
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # py-libp2p logs every failed redial at WARNING; our reconnect loop owns those.
+    logging.getLogger("libp2p").setLevel(max(logging.ERROR, logging.getLogger().level))
     try:
         trio.run(lambda: serve_relay(config, announce=announce))
     except KeyboardInterrupt:

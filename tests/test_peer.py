@@ -27,11 +27,12 @@ class RecordingGossip:
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, wire.Message]] = []
+        self.direct: list[str] = []
 
     def peers(self) -> list[str]:
-        return []
+        return self.direct
 
-    async def publish(self, topic: str, data: bytes) -> None:
+    async def publish(self, topic: str, data: bytes, *, bulk: bool = False) -> None:
         decoded = wire.decode(data, KEY)
         assert not isinstance(decoded, wire.Rejected)
         self.sent.append((topic, decoded))
@@ -97,6 +98,7 @@ def test_a_report_is_stored_before_it_is_acked(tmp_path: Path) -> None:
 
         report = cli.spool(make_report())
         peer, gossip = peer_over(relay_store)
+        gossip.direct = ["12D3KooWcli"]
         trio.run(peer.handle, wire.ReportMsg(report=report), "12D3KooWcli")
         assert relay_store.load_state(report.signature) is not None
         ((topic, ack),) = gossip.sent
@@ -104,6 +106,39 @@ def test_a_report_is_stored_before_it_is_acked(tmp_path: Path) -> None:
         assert isinstance(ack, wire.AckMsg)
         assert ack.ids == ((report.origin, report.seq),)
         assert ack.acker == gossip.peer_id
+
+
+def test_only_the_reporters_direct_peers_ack(tmp_path: Path) -> None:
+    """A report that reached us through another relay is stored, not acked:
+    the reporter trusts only its configured relays, which it is connected to."""
+    with Store.open(tmp_path / "cli") as cli, Store.open(tmp_path / "relay") as relay_store:
+        from test_store import make_report
+
+        report = cli.spool(make_report())
+        peer, gossip = peer_over(relay_store)
+        gossip.direct = ["12D3KooWanother-relay"]
+        trio.run(peer.handle, wire.ReportMsg(report=report), "12D3KooWcli")
+        assert relay_store.load_state(report.signature) is not None
+        assert gossip.sent == []
+
+
+def test_a_batch_is_merged_once_and_acked_together(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "cli") as cli, Store.open(tmp_path / "relay") as relay_store:
+        from test_store import make_report
+
+        reports = [cli.spool(make_report()) for _ in range(3)]
+        peer, gossip = peer_over(relay_store)
+        gossip.direct = ["12D3KooWcli"]
+        batch: list[tuple[wire.Message, str]] = [
+            (wire.ReportMsg(report=r), "12D3KooWcli") for r in reports
+        ]
+        trio.run(peer.apply, batch)
+        state = relay_store.load_state(reports[0].signature)
+        assert state is not None and state.total == 3
+        ((topic, ack),) = gossip.sent
+        assert topic == "c"
+        assert isinstance(ack, wire.AckMsg)
+        assert ack.ids == tuple((r.origin, r.seq) for r in reports)
 
 
 def test_the_validator_refuses_forgeries_and_counts_by_reason() -> None:

@@ -5,7 +5,7 @@ Run by the mesh benchmarks as ``python _timed_relay.py --cluster C
 (other settings from ``ERRMESH_*`` as usual). It runs
 :func:`node.relay.serve_relay` unchanged, with ``MeshPeer`` replaced by
 :class:`TimedPeer`, a subclass that only observes: it stamps each report's
-arrival with ``time.time()`` as :meth:`MeshPeer.handle` gets it (after
+arrival with ``time.time()`` as :meth:`MeshPeer.accept` routes it (after
 gossipsub's validator and the decode) and counts messages by kind, received
 and published. Everything else (store, acks, election, digests, drain) is
 the product's own code.
@@ -65,18 +65,18 @@ class TimedPeer(MeshPeer):
         self.published: collections.Counter[str] = collections.Counter()
         PEERS.append(self)
 
-    async def handle(self, msg: wire.Message, sender: str) -> None:
+    def accept(self, msg: wire.Message, sender: str, lag: float = 0.0) -> None:
         kind = type(msg).__name__
         if isinstance(msg, wire.ReportMsg):
             emit("recv", o=msg.report.origin.hex(), s=msg.report.seq, t=time.time())
         self.received[kind] += 1
         if isinstance(msg, wire.OccMsg):
             self.records[kind] += len(msg.occurrences)
-        await super().handle(msg, sender)
+        super().accept(msg, sender, lag)
 
-    async def _publish(self, topic: str, msg: wire.Message) -> None:
+    async def _publish(self, topic: str, msg: wire.Message, *, bulk: bool = False) -> None:
         self.published[type(msg).__name__] += 1
-        await super()._publish(topic, msg)
+        await super()._publish(topic, msg, bulk=bulk)
 
 
 @functools.cache
@@ -97,7 +97,9 @@ async def publish(peer: TimedPeer, n: int, pace: float, sig: str) -> None:
         stamped = peer.store.spool(report)
         peer.store.merge_reports([stamped])
         t = time.time()
-        await peer._publish(peer.options.reports_topic, wire.ReportMsg(report=stamped))
+        await peer._publish(
+            peer.options.reports_topic, wire.ReportMsg(report=stamped, ack=False), bulk=True
+        )
         sent.append([stamped.origin.hex(), stamped.seq, t])
         if pace:
             await trio.sleep(pace)
@@ -131,7 +133,9 @@ def stats(peer: TimedPeer) -> None:
             "rejected": counters.rejected,
             "dropped_local": counters.dropped_local,
             "reconnects": counters.reconnects,
+            "bulk_waits": counters.bulk_waits,
         },
+        lag_max_ms={k: round(v * 1000, 1) for k, v in peer.lag_max.items()},
         peer_stats=dict(peer.stats),
         cpu=_cpu(),
         rss_kb=_rss_kb(),

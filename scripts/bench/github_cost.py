@@ -96,6 +96,11 @@ def shown(app: GitHubApp) -> tuple[dict[bytes, list[int]], dict[bytes, int]]:
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--scale", type=float, default=None, help="simulated seconds per real second")
+    p.add_argument(
+        "--log-level",
+        default="warning",
+        help="the relays' log level (their stderr is kept with ERRMESH_BENCH_KEEP=1)",
+    )
     args = p.parse_args()
     scale = args.scale or (30.0 if args.quick else 20.0)
     total = 1_000 if args.quick else 10_000
@@ -121,6 +126,7 @@ def main() -> None:
             "github_api_url": url,
             "github_min_interval": 1.0 / scale,
             "settle": 5.0 / scale,
+            "log_level": args.log_level,
         }
         # The token lives on the leader candidates only (DESIGN section 9); the
         # other relays relay, ack and replicate.
@@ -129,7 +135,9 @@ def main() -> None:
                 sandbox,
                 f"relay-{i}",
                 window=window,
-                settings=settings if i < ELIGIBLE else {"eligible": False},
+                settings=settings
+                if i < ELIGIBLE
+                else {"eligible": False, "log_level": args.log_level},
             )
             for i in range(PEERS)
         ]
