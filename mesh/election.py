@@ -20,9 +20,19 @@ time (``tests/test_election.py`` runs whole clusters in memory).
 #          ``timeout = heartbeat * timeout_beats`` ago, on the receiver's own
 #          clock. No timestamp crosses the wire, so clock offsets between
 #          machines cannot matter.
-# Settled  ``settle`` (default: the timeout) after construction. By then a
-#          peer has heard every live peer and the highest term. It is paid
-#          once per process, never again at a failover.
+# Gone     The transport reports that its direct connection to a peer
+#          closed (``disconnected``): the peer is dropped at once, and its
+#          heartbeats are ignored until the transport reports it connected
+#          again or a timeout has passed (heartbeats it sent before dying may
+#          still be in flight over other paths). A killed process's
+#          connections close within ~0.2 s, so failover does not wait for
+#          the timeout, and the timeout can be long enough (3 s) that a
+#          busy mesh delaying a few heartbeats does not elect a second
+#          leader.
+# Settled  ``settle`` (default: three heartbeats, at most the timeout) after
+#          construction. By then a peer has heard every live peer and the
+#          highest term. It is paid once per process, never again at a
+#          failover.
 # Term     The highest term seen in any heartbeat, or taken. It never
 #          decreases. Leading means taking ``term = highest seen + 1``, so a
 #          leader's side effects carry a term newer than any it knows of.
@@ -57,11 +67,15 @@ time (``tests/test_election.py`` runs whole clusters in memory).
 # without a gap (a `newer_leader` step-down is followed by `ready` within the
 # same input, i.e. it just moves to a fresh term).
 #
-# Failover: the leader dies after its last heartbeat at t. The next-best
-# peer N receives it by t + delay and expires it at t + delay + timeout; on
-# that tick N is no longer outranked and, settled long ago, leads. So the
-# leader is replaced within timeout + max delay of its death (and not before
-# timeout - heartbeat): 1.5 s to 2 s with the defaults and delay < 0.5 s.
+# Failover: the leader dies after its last heartbeat at t. If N, the
+# next-best peer, was connected to it directly, N leads as soon as the
+# transport reports the connection closed (the driver calls `disconnected`;
+# a killed process is noticed in ~0.2 s). Otherwise N receives the last
+# heartbeat by t + delay and expires it at t + delay + timeout; on that tick
+# N is no longer outranked and, settled long ago, leads. So the leader is
+# replaced within timeout + max delay of its death (and not before timeout -
+# heartbeat): 2.5 s to 3.5 s with the defaults and delay < 0.5 s, when the
+# death is seen only as silence (a machine lost, a partition).
 #
 # Joining: a newcomer sends a heartbeat at once, so a worse leader steps down
 # as soon as it hears it; the newcomer leads only when settled. That leaves
@@ -128,13 +142,17 @@ _TRANSITIONS: Final[tuple[tuple[Role, _Fact, Role], ...]] = (
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ElectionConfig:
-    """Timing of the election; the defaults meet the 3 s failover goal.
+    """Timing of the election.
 
     ``heartbeat``: seconds between heartbeats. ``timeout_beats``: a peer is
     alive while heard within ``heartbeat * timeout_beats``; at least 2, since
     with 1 any network jitter would expire a live peer between two beats.
-    ``settle``: how long a new peer waits before it may lead, so that it has
-    heard the others; ``None`` means the timeout. It should exceed
+    The default, 3 s, rides out a busy mesh delaying heartbeats for seconds
+    (``scripts/bench/github_cost.py`` on 2 cores); a killed leader is still
+    replaced within the 3 s failover goal because its closed connections
+    are reported (:meth:`Election.disconnected`). ``settle``: how long a new
+    peer waits before it may lead, so that it has heard the others; ``None``
+    means three heartbeats (at most the timeout). It should exceed
     ``heartbeat`` plus the network delay.
 
     Raises :class:`~mesh.errors.LocalError` on a non-positive or non-finite
@@ -142,7 +160,7 @@ class ElectionConfig:
     """
 
     heartbeat: float = 0.5
-    timeout_beats: int = 3
+    timeout_beats: int = 6
     settle: float | None = None
 
     def __post_init__(self) -> None:
@@ -161,8 +179,10 @@ class ElectionConfig:
 
     @property
     def settle_period(self) -> float:
-        """``settle`` with ``None`` resolved to the timeout."""
-        return self.timeout if self.settle is None else self.settle
+        """``settle`` with ``None`` resolved to three heartbeats (at most the timeout)."""
+        if self.settle is None:
+            return self.heartbeat * min(self.timeout_beats, 3)
+        return self.settle
 
 
 def _positive_number(value: object) -> bool:
@@ -280,6 +300,7 @@ class Election:
         self._term = term
         self._lead_term = 0
         self._peers: dict[str, _Seen] = {}
+        self._gone: dict[str, float] = {}  # peer -> ignore its heartbeats until
         self._next_heartbeat = now if eligible else math.inf
         self._belief: tuple[str | None, int | None] = (None, None)
         self._elections_won = 0
@@ -294,9 +315,30 @@ class Election:
         non-eligible sender only counts as a sign of life.
         """
         self._advance(now)
-        if hb.peer != self._me:
+        if hb.peer != self._me and self._gone.get(hb.peer, -math.inf) <= now:
+            self._gone.pop(hb.peer, None)
             self._peers[hb.peer] = _Seen(hb, now + self._timeout)
             self._term = max(self._term, hb.term)
+        return self._step(now)
+
+    def disconnected(self, peer: str, now: float) -> list[ElectionEvent]:
+        """The transport's direct connection to ``peer`` closed: treat it as dead now.
+
+        Its heartbeats are ignored until :meth:`connected` or one timeout
+        from now, so one still in flight over another path cannot revive a
+        dead leader. A live peer that only lost this connection is heard
+        again when it reconnects (or after the timeout).
+        """
+        self._advance(now)
+        if peer != self._me:
+            self._peers.pop(peer, None)
+            self._gone[peer] = now + self._timeout
+        return self._step(now)
+
+    def connected(self, peer: str, now: float) -> list[ElectionEvent]:
+        """The transport has a direct connection to ``peer`` (again): hear it."""
+        self._advance(now)
+        self._gone.pop(peer, None)
         return self._step(now)
 
     def tick(self, now: float) -> list[ElectionEvent]:
@@ -362,6 +404,7 @@ class Election:
 
     def _step(self, now: float) -> list[ElectionEvent]:
         self._peers = {p: s for p, s in self._peers.items() if s.expires_at > now}
+        self._gone = {p: until for p, until in self._gone.items() if until > now}
         events: list[ElectionEvent] = []
         changed = self._transition(now, events)
         belief = self._current_belief()

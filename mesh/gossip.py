@@ -38,7 +38,15 @@ from typing import Any
 
 import trio
 
-__all__ = ["Gossip", "GossipConfig", "Received", "Validator", "open_gossip", "topics_for"]
+__all__ = [
+    "Gossip",
+    "GossipConfig",
+    "GossipCounters",
+    "Received",
+    "Validator",
+    "open_gossip",
+    "topics_for",
+]
 
 log = logging.getLogger("errmesh.gossip")
 
@@ -71,7 +79,9 @@ class Received:
 
 
 @dataclass
-class _Counters:
+class GossipCounters:
+    """What the gossip edge saw, for status pages and metrics."""
+
     received: int = 0
     rejected: int = 0
     dropped_local: int = 0
@@ -112,7 +122,7 @@ class Gossip:
         self._bulk_wait = bulk_wait
         self._pubsub = pubsub
         self.receive = receive
-        self.counters = _Counters()
+        self.counters = GossipCounters()
         self._banned: dict[str, float] = {}
 
     @property
@@ -145,6 +155,10 @@ class Gossip:
     def queue_depth(self) -> int:
         """The fullest per-peer outbound queue (libp2p's hold 32)."""
         return max((len(q) for q in list(self._pubsub.peer_queues.values())), default=0)
+
+    def queue_depths(self) -> dict[str, int]:
+        """Each peer's outbound queue length, for status pages."""
+        return {str(p.to_base58()): len(q) for p, q in list(self._pubsub.peer_queues.items())}
 
     async def _wait_for_room(self) -> None:
         limit = self._room_limit

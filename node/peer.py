@@ -131,6 +131,11 @@ def _forged(msg: wire.Message, signer: str) -> bool:
     return isinstance(msg, wire.HeartbeatMsg) and msg.heartbeat.peer != signer
 
 
+def _unspecified(maddr: str) -> bool:
+    """A wildcard listen address, which no other machine can dial."""
+    return maddr.startswith(("/ip4/0.0.0.0/", "/ip6/::/"))
+
+
 def _digest_entry(state: SigState) -> wire.DigestEntry:
     return wire.DigestEntry(
         signature=state.signature,
@@ -218,6 +223,7 @@ class MeshPeer:
         self._digest_wanted = trio.Event()
         #: The longest a message of each kind waited in our receive channel.
         self.lag_max: dict[str, float] = {}
+        self._candidate_addrs: dict[str, tuple[str, ...]] = {}
 
     # -- the loops --------------------------------------------------------
 
@@ -230,6 +236,9 @@ class MeshPeer:
             nursery.start_soon(self._drain_loop)
             nursery.start_soon(self._digest_loop)
             nursery.start_soon(self._lead_loop)
+            nursery.start_soon(self._watch_peers)
+            if self.election.role != "observer":
+                nursery.start_soon(self._connect_candidates)
             task_status.started()
 
     async def _receive_loop(self) -> None:
@@ -327,6 +336,8 @@ class MeshPeer:
     async def handle(self, msg: wire.Message, sender: str) -> None:
         """Apply one decoded message from ``sender`` now."""
         if isinstance(msg, wire.HeartbeatMsg):
+            if msg.heartbeat.eligible and msg.addrs:
+                self._candidate_addrs[msg.heartbeat.peer] = msg.addrs
             await self._apply_election(self.election.receive(msg.heartbeat, self.clock()))
         elif isinstance(msg, wire.DigestMsg):
             await self._answer_digest(msg)
@@ -370,6 +381,7 @@ class MeshPeer:
                 await self._publish(self.options.control_topic, ack)
         if states:
             self._note(*self.store.merge_states(states))
+            self.stats["states_merged"] += len(states)
         if acked:
             self.store.ack(acked)
 
@@ -446,6 +458,7 @@ class MeshPeer:
     async def send_digest(self) -> None:
         """The digest in batches; each says which signature range it covers."""
         await self._refresh_entries()
+        self.stats["digests_sent"] += 1
         sigs = sorted(self._entries)
         after = b""
         for start in range(0, max(1, len(sigs)), DIGEST_BATCH):
@@ -500,6 +513,8 @@ class MeshPeer:
                 if len(wanted) >= ANSWER_MAX:
                     break
         states = [s for s in (self.store.load_state(sig) for sig in wanted) if s is not None]
+        self.stats["digests_answered"] += 1
+        self.stats["states_sent"] += len(states)
         await self._send_states(states)
 
     async def _send_states(self, states: list[SigState]) -> None:
@@ -526,8 +541,10 @@ class MeshPeer:
         previous = self._believed
         for event in events:
             if isinstance(event, SendHeartbeat):
+                addrs = tuple(a for a in self.gossip.addrs if not _unspecified(a))[:8]
                 await self._publish(
-                    self.options.control_topic, wire.HeartbeatMsg(heartbeat=event.heartbeat)
+                    self.options.control_topic,
+                    wire.HeartbeatMsg(heartbeat=event.heartbeat, addrs=addrs),
                 )
             elif isinstance(event, BecameLeader):
                 log.info("leading in term %d", event.term)
@@ -543,6 +560,53 @@ class MeshPeer:
             elif isinstance(event, LeaderChanged):
                 log.info("leader is now %s (term %d)", event.leader, event.term)
         self._believed = self.election.leader
+
+    async def _watch_peers(self) -> None:
+        """Tell the election which direct connections opened and closed.
+
+        A killed process's connections close within ~0.2 s: its peers stop
+        counting it at once instead of waiting out the heartbeat timeout.
+        libp2p offers no event for it, hence the poll.
+        """
+        known: set[str] = set()
+        while True:
+            current = set(self.gossip.peers())
+            now = self.clock()
+            for peer in sorted(known - current):
+                await self._apply_election(self.election.disconnected(peer, now))
+            for peer in sorted(current - known):
+                await self._apply_election(self.election.connected(peer, now))
+            known = current
+            await trio.sleep(0.05)
+
+    async def _connect_candidates(self) -> None:
+        """Keep a direct connection to every leader candidate we hear of.
+
+        Only a direct connection shows a candidate's death at once (see
+        ``_watch_peers``); heartbeats carry the addresses to dial. Backoff per
+        candidate, from 1 s to 30 s.
+        """
+        retry_at: dict[str, tuple[float, float]] = {}
+        while True:
+            await trio.sleep(1.0)
+            now = trio.current_time()
+            direct = set(self.gossip.peers())
+            for peer in self.election.alive(self.clock()):
+                addrs = self._candidate_addrs.get(peer, ())
+                if peer in direct or not addrs or retry_at.get(peer, (0.0, 0.0))[0] > now:
+                    continue
+                for addr in addrs:
+                    try:
+                        with trio.fail_after(3):
+                            await self.gossip.connect(addr)
+                        retry_at.pop(peer, None)
+                        self.stats["candidate_dials"] += 1
+                        break
+                    except Exception as exc:  # unreachable from here: try later
+                        log.debug("cannot reach candidate %s at %s: %s", peer, addr, exc)
+                else:
+                    delay = min(30.0, 2 * retry_at.get(peer, (0.0, 0.5))[1])
+                    retry_at[peer] = (now + delay, delay)
 
     async def _lead_loop(self) -> None:
         """Leader rounds, one at a time, off the event loop.
@@ -639,6 +703,8 @@ class MeshPeer:
             "banned": sorted(self.rejections.banned),
             "stats": dict(self.stats),
             "lag_max_ms": {k: round(v * 1000, 1) for k, v in sorted(self.lag_max.items())},
+            "gossip": dataclasses.asdict(self.gossip.counters),
+            "queues": self.gossip.queue_depths(),
             "updated_at": self.clock(),
             "pid": os.getpid(),
         }

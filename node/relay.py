@@ -66,6 +66,27 @@ def metrics_text(status: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def task_dump() -> str:
+    """Every trio task and where it waits: for a relay that seems stuck.
+
+    A task parked in ``await`` has no thread stack for a profiler to show;
+    its await frames say what it waits for.
+    """
+    lines: list[str] = []
+
+    def walk(task: trio.lowlevel.Task, depth: int) -> None:
+        lines.append(f"{'  ' * depth}{task.name}")
+        for frame, lineno in task.iter_await_frames():
+            code = frame.f_code
+            lines.append(f"{'  ' * depth}  {code.co_filename}:{lineno} {code.co_name}")
+        for nursery in task.child_nurseries:
+            for child in nursery.child_tasks:
+                walk(child, depth + 1)
+
+    walk(trio.lowlevel.current_root_task(), 0)
+    return "\n".join(lines) + "\n"
+
+
 async def _serve_status_connection(stream: trio.SocketStream, peer: MeshPeer) -> None:
     """GET /status (JSON) or /metrics (Prometheus) on localhost; anything else 404."""
     try:
@@ -82,6 +103,9 @@ async def _serve_status_connection(stream: trio.SocketStream, peer: MeshPeer) ->
             if path.startswith("/metrics"):
                 ctype = "text/plain; version=0.0.4"
                 body = metrics_text(peer.status()).encode()
+            elif path.startswith("/debug/tasks"):
+                ctype = "text/plain"
+                body = task_dump().encode()
             elif path in ("/", "/status"):
                 body = json.dumps(peer.status(), indent=1).encode()
             else:

@@ -36,7 +36,9 @@ from mesh.election import (
 from mesh.errors import LocalError
 
 TICK = 1 / 64
-DEFAULT = ElectionConfig()  # heartbeat 0.5 s, timeout 1.5 s, settle 1.5 s
+#: The rule-by-rule tests use a 1.5 s timeout (the product's is 3 s, see
+#: test_config_derived_timings): shorter scenarios, the same rules.
+DEFAULT = ElectionConfig(timeout_beats=3)  # heartbeat 0.5 s, timeout 1.5 s, settle 1.5 s
 
 
 def hb(peer: str, *, priority: int = 0, term: int = 0, leading: bool = False) -> Heartbeat:
@@ -92,6 +94,7 @@ class Cluster:
     last_heard: dict[tuple[str, str], float] = field(default_factory=dict)  # (to, from) -> at
     checks: list[Callable[[Cluster], None]] = field(default_factory=list)
     _queue: list[tuple[float, int, str, int, Heartbeat]] = field(default_factory=list)
+    _notices: list[tuple[float, int, str, int, str]] = field(default_factory=list)
     _seq: Iterator[int] = field(default_factory=itertools.count)
     _incarnations: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -112,8 +115,14 @@ class Cluster:
             peer, priority, eligible, offset, election, self.now, next(self._incarnations)
         )
 
-    def kill(self, peer: str) -> None:
+    def kill(self, peer: str, *, noticed_after: float | None = None) -> None:
+        """Stop ``peer``; with ``noticed_after``, every other peer's transport
+        reports its connection closed that long after (a killed process)."""
         del self.nodes[peer]
+        if noticed_after is not None:
+            for node in self.nodes.values():
+                notice = (self.now + noticed_after, next(self._seq), node.peer, node.incarnation)
+                heapq.heappush(self._notices, (*notice, peer))
 
     def partition(self, *sides: Iterable[str]) -> None:
         self.sides = {peer: i for i, side in enumerate(sides) for peer in side}
@@ -164,6 +173,8 @@ class Cluster:
         best: tuple[float, int, str, Callable[[], None]] = (math.inf, 2, "", lambda: None)
         if self._queue:
             best = (self._queue[0][0], 0, "", self._deliver)
+        if self._notices and self._notices[0][0] < best[0]:
+            best = (self._notices[0][0], 0, "", self._notice)
         for node in self.nodes.values():
             at = node.election.next_deadline() - node.offset
             candidate = (at, 1, node.peer, self._ticker(node))
@@ -186,6 +197,12 @@ class Cluster:
             return  # the receiver died (and maybe restarted) meanwhile
         self.last_heard[to, heartbeat.peer] = self.now
         self._handle(node, node.election.receive(heartbeat, node.local(self.now)))
+
+    def _notice(self) -> None:
+        _, _, to, incarnation, gone = heapq.heappop(self._notices)
+        node = self.nodes.get(to)
+        if node is not None and node.incarnation == incarnation:
+            self._handle(node, node.election.disconnected(gone, node.local(self.now)))
 
     def _handle(self, node: Node, events: list[ElectionEvent]) -> None:
         for event in events:
@@ -224,7 +241,7 @@ def became_leader(net: Cluster, peer: str) -> list[tuple[float, int]]:
 
 
 def test_a_lone_peer_beats_at_once_and_leads_once_settled() -> None:
-    e = Election(me="a", now=100.0)
+    e = Election(me="a", config=DEFAULT, now=100.0)
     assert (e.role, e.leader, e.term) == ("follower", None, 0)
     assert e.next_deadline() == 100.0  # the first heartbeat is due at construction
 
@@ -244,7 +261,7 @@ def test_a_lone_peer_beats_at_once_and_leads_once_settled() -> None:
 
 
 def test_settle_counts_from_construction_and_is_never_paid_again() -> None:
-    e = Election(me="b", config=ElectionConfig(settle=0.25), now=0.0)
+    e = Election(me="b", config=ElectionConfig(timeout_beats=3, settle=0.25), now=0.0)
     e.receive(hb("a", leading=True, term=4), 0.0)  # a better peer leads
     assert e.tick(0.25) == []  # settled, but outranked
     assert e.leader == "a"
@@ -262,7 +279,7 @@ def test_settle_counts_from_construction_and_is_never_paid_again() -> None:
 
 def test_a_higher_term_leader_makes_the_leader_step_down() -> None:
     """z ranks below a but leads in a newer term: a split brain just ended."""
-    a = Election(me="a", config=ElectionConfig(settle=0.5), now=0.0)
+    a = Election(me="a", config=ElectionConfig(timeout_beats=3, settle=0.5), now=0.0)
     a.tick(0.0)
     assert a.tick(0.5)[0] == BecameLeader(1)
 
@@ -279,7 +296,7 @@ def test_a_higher_term_leader_makes_the_leader_step_down() -> None:
 
 def test_a_higher_term_from_a_follower_only_moves_the_leader_to_a_fresh_term() -> None:
     """Stale news of an old leader: no step-down, but the leader's term stays newest."""
-    a = Election(me="a", config=ElectionConfig(settle=0.5), now=0.0)
+    a = Election(me="a", config=ElectionConfig(timeout_beats=3, settle=0.5), now=0.0)
     a.tick(0.0)
     a.tick(0.5)
     assert a.receive(hb("z", term=7), 0.75) == [
@@ -290,7 +307,7 @@ def test_a_higher_term_from_a_follower_only_moves_the_leader_to_a_fresh_term() -
 
 
 def test_a_better_peer_makes_the_leader_step_down_for_good() -> None:
-    b = Election(me="b", config=ElectionConfig(settle=0.5), now=0.0)
+    b = Election(me="b", config=ElectionConfig(timeout_beats=3, settle=0.5), now=0.0)
     b.tick(0.0)
     b.tick(0.5)
     assert b.receive(hb("a"), 0.75) == [
@@ -303,7 +320,7 @@ def test_a_better_peer_makes_the_leader_step_down_for_good() -> None:
 
 
 def test_a_follower_believes_the_newest_leader_and_adopts_its_term() -> None:
-    f = Election(me="m", now=0.0)
+    f = Election(me="m", config=DEFAULT, now=0.0)
     f.receive(hb("b", term=3, leading=True), 0.0)
     assert f.receive(hb("c", term=5, leading=True), 0.25) == [LeaderChanged("c", 5)]
     assert f.receive(hb("b", term=3, leading=True), 0.5) == [SendHeartbeat(hb("m", term=5))]
@@ -315,7 +332,7 @@ def test_a_follower_believes_the_newest_leader_and_adopts_its_term() -> None:
 
 
 def test_an_observer_follows_but_never_sends_nor_counts() -> None:
-    o = Election(me="a", priority=9, eligible=False, now=0.0)
+    o = Election(me="a", priority=9, eligible=False, config=DEFAULT, now=0.0)
     assert o.role == "observer"
     assert o.next_deadline() == math.inf  # nothing to do until someone speaks
     assert o.tick(10.0) == []
@@ -325,13 +342,13 @@ def test_an_observer_follows_but_never_sends_nor_counts() -> None:
     assert o.role == "observer"
 
     # and an eligible peer does not let a non-eligible one outrank it
-    b = Election(me="b", config=ElectionConfig(settle=0.5), now=0.0)
+    b = Election(me="b", config=ElectionConfig(timeout_beats=3, settle=0.5), now=0.0)
     b.receive(Heartbeat(peer="a", priority=9, term=0, leading=True, eligible=False), 0.0)
     assert b.tick(0.5)[0] == BecameLeader(1)
 
 
 def test_own_heartbeat_echoed_back_is_ignored() -> None:
-    a = Election(me="a", now=0.0)
+    a = Election(me="a", config=DEFAULT, now=0.0)
     assert a.receive(hb("a", term=9, leading=True), 0.0) == [SendHeartbeat(hb("a"))]
     assert (a.alive(0.0), a.term, a.leader) == ((), 0, None)
 
@@ -364,8 +381,8 @@ def test_misuse_of_the_machine_is_the_callers_error() -> None:
     with pytest.raises(LocalError, match="priority"):
         Election(me="a", priority=True, now=0.0)
     with pytest.raises(LocalError, match="finite"):
-        Election(me="a", now=math.nan)
-    e = Election(me="a", now=5.0)
+        Election(me="a", config=DEFAULT, now=math.nan)
+    e = Election(me="a", config=DEFAULT, now=5.0)
     with pytest.raises(LocalError, match="go back"):
         e.tick(4.0)
     with pytest.raises(LocalError, match="go back"):
@@ -373,7 +390,10 @@ def test_misuse_of_the_machine_is_the_callers_error() -> None:
 
 
 def test_config_derived_timings() -> None:
+    product = ElectionConfig()
+    assert (product.heartbeat, product.timeout, product.settle_period) == (0.5, 3.0, 1.5)
     assert (DEFAULT.timeout, DEFAULT.settle_period) == (1.5, 1.5)
+    assert ElectionConfig(timeout_beats=2).settle_period == 1.0  # never beyond the timeout
     assert ElectionConfig(heartbeat=0.25, timeout_beats=4, settle=3).settle_period == 3
 
 
@@ -497,7 +517,7 @@ def test_the_machine_keeps_its_invariants_on_any_input(
     inputs: list[tuple[int, Heartbeat | None]], eligible: bool
 ) -> None:
     """Ticks and heartbeats in any order: the rules hold after every input."""
-    e = Election(me="m", priority=1, eligible=eligible, config=ElectionConfig(settle=1), now=0.0)
+    e = Election(me="m", priority=1, eligible=eligible, config=ElectionConfig(timeout_beats=3, settle=1), now=0.0)
     heard: dict[str, tuple[Heartbeat, float]] = {}
     now, term = 0.0, 0
     for step, heartbeat in inputs:
@@ -849,11 +869,80 @@ def test_a_killed_leader_is_replaced_by_the_next_best_in_time(
         assert at <= learned_by
 
 
+@PROPERTY
+@given(
+    s=scenarios(churn_until=0.0, kills=False, late_joins=False),
+    kill_after=times(0, 3),
+    noticed=times(0, 0.25),
+)
+def test_a_killed_leader_whose_connections_close_is_replaced_at_once(
+    s: Scenario, kill_after: float, noticed: float
+) -> None:
+    """The product's path: closed connections, not the timeout, show a death.
+
+    Heartbeats the leader sent before dying are still in flight (up to the
+    link delay plus jitter) when its death is noticed; none of them revives it.
+    """
+    assume(sum(p.eligible for p in s.peers) >= 2)
+    net = s.cluster(terms_only_grow(), leaders_act_in_the_newest_term)
+    killed_at = s.converged_by(calm=0.0) + kill_after
+    play(net, s.script())
+    net.run_until(killed_at)
+    [old] = net.leaders()
+    net.kill(old, noticed_after=noticed)
+    successor = net.best()
+    assert successor is not None
+    net.run_until(killed_at + s.config.timeout + s.config.heartbeat + 2 * s.max_delay)
+
+    [(took_over_at, _)] = [e for e in became_leader(net, successor) if e[0] >= killed_at]
+    assert took_over_at == killed_at + noticed
+    assert net.leaders() == [successor]
+
+
+def test_a_closed_connection_drops_the_peer_at_once() -> None:
+    b = Election(me="b", config=DEFAULT, now=0.0)
+    b.receive(hb("a", term=1, leading=True), 1.0)
+    b.tick(1.5)  # settled, outranked by a
+    assert (b.role, b.leader) == ("follower", "a")
+    events = b.disconnected("a", 1.75)
+    assert events[0] == BecameLeader(2)
+    assert b.leader == "b"
+
+
+def test_a_heartbeat_in_flight_from_a_gone_peer_is_ignored_until_it_reconnects() -> None:
+    b = Election(me="b", config=DEFAULT, now=0.0)
+    b.receive(hb("a", term=1, leading=True), 1.0)
+    b.tick(1.5)
+    b.disconnected("a", 1.75)
+    # a's last heartbeat, sent before it died, arrives over another path
+    assert b.receive(hb("a", term=1, leading=True), 1.8) == []
+    assert (b.role, b.alive(1.8)) == ("leader", ())
+    # a was alive after all and is connected again: it is heard, and outranks b
+    b.connected("a", 2.0)
+    events = b.receive(hb("a", term=2, leading=True), 2.0)
+    assert isinstance(events[0], SteppedDown)
+    assert b.leader == "a"
+
+
+def test_a_gone_peer_is_heard_again_after_a_timeout_without_reconnecting() -> None:
+    """A live peer we lost our direct connection to is still reachable through others."""
+    b = Election(me="b", config=DEFAULT, now=0.0)
+    b.receive(hb("a", term=1, leading=True), 1.0)
+    b.tick(1.5)
+    b.disconnected("a", 1.75)
+    b.tick(2.0)
+    b.receive(hb("a", term=2, leading=True), 3.0)  # within the timeout: ignored
+    assert b.role == "leader"
+    b.tick(3.25)  # 1.75 + 1.5: no longer ignored
+    b.receive(hb("a", term=3, leading=True), 3.25)
+    assert (b.role, b.leader) == ("follower", "a")
+
+
 def test_a_restarted_peer_starts_from_the_known_term() -> None:
     """Terms recorded before a restart (in issue links) are never reused."""
-    election = Election(me="a", now=0.0, term=7)
+    election = Election(me="a", config=DEFAULT, now=0.0, term=7)
     events = election.tick(10.0)
     assert election.term == 8
     assert BecameLeader(8) in events
     with pytest.raises(LocalError):
-        Election(me="a", now=0.0, term=-1)
+        Election(me="a", config=DEFAULT, now=0.0, term=-1)

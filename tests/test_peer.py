@@ -14,6 +14,7 @@ import trio
 from mesh import wire
 from mesh.aggregate import OriginCount, SigState, state_fingerprint
 from mesh.election import Heartbeat
+from mesh.gossip import GossipCounters
 from mesh.store import Store
 from node.peer import MeshPeer, PeerOptions, RejectionCounter, make_validator
 
@@ -28,6 +29,10 @@ class RecordingGossip:
     def __init__(self) -> None:
         self.sent: list[tuple[str, wire.Message]] = []
         self.direct: list[str] = []
+        self.counters = GossipCounters()
+
+    def queue_depths(self) -> dict[str, int]:
+        return {}
 
     def peers(self) -> list[str]:
         return self.direct

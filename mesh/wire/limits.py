@@ -35,6 +35,8 @@ MAX_FACTS: Final = 32
 MAX_FINGERPRINT: Final = 8
 #: Records in one occ/ack/issue/digest/state message (the byte limit still applies).
 MAX_BATCH: Final = 1024
+#: Multiaddrs in one heartbeat.
+MAX_ADDRS: Final = 8
 #: Origins per signature state; at least ``aggregate.Limits().max_origins``.
 MAX_ORIGINS: Final = 256
 

@@ -48,9 +48,15 @@ class AckMsg:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HeartbeatMsg:
-    """``hb``: an election heartbeat."""
+    """``hb``: an election heartbeat.
+
+    ``addrs``: the sender's full multiaddrs, so that leader candidates can
+    connect to each other directly (a killed leader is then noticed by its
+    closed connection, not by a timeout).
+    """
 
     heartbeat: Heartbeat
+    addrs: tuple[str, ...] = ()
     sender: str = ""
 
 

@@ -34,6 +34,7 @@ from mesh.wire.codecs import (
     _text,
 )
 from mesh.wire.limits import (
+    MAX_ADDRS,
     MAX_ARGV,
     MAX_ARGV_ITEM,
     MAX_BATCH,
@@ -171,7 +172,12 @@ _TABLES: Final[Mapping[str, _Record]] = {
         _Field("acker", "a", _NAME, ""),
         _SENDER,
     ),
-    "hb": _Record(HeartbeatMsg, _Field("heartbeat", "h", _HEARTBEAT.codec), _SENDER),
+    "hb": _Record(
+        HeartbeatMsg,
+        _Field("heartbeat", "h", _HEARTBEAT.codec),
+        _Field("addrs", "a", _array(_text(MAX_URL), MAX_ADDRS), ()),
+        _SENDER,
+    ),
     "issue": _Record(
         IssueMsg,
         _Field("links", "l", _array(_pair(_BIN16, _ISSUE_LINK.codec), MAX_BATCH)),

@@ -36,13 +36,17 @@ issue shows its exact total, and the leaders seen. ``--quick`` runs
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import itertools
+import json
+import os
 import random
 import re
 import socket
 import sys
 import time
+import urllib.request
 
 from _common import REPO, emit, parser, table
 from _mesh import CLUSTER, Relay, Sandbox, read_totals
@@ -234,6 +238,15 @@ def main() -> None:
         # (plus one window for the hour's last occurrences) ended.
         hour_end = wall_started + hour + window
         in_hour = sum(1 for times in SEEN_AT.values() for t in times if t <= hour_end)
+        if os.environ.get("ERRMESH_BENCH_KEEP"):  # for a post-mortem: status and tasks
+            for relay in relays:
+                status = relay.status() or {}
+                url = str(status.get("status_url", ""))
+                (sandbox.root / f"{relay.name}.final.json").write_text(json.dumps(status))
+                if url:
+                    with contextlib.suppress(OSError):
+                        tasks = urllib.request.urlopen(url.replace("/status", "/debug/tasks"))
+                        (sandbox.root / f"{relay.name}.tasks.txt").write_bytes(tasks.read())
         requests = list(app.requests)
         audit = app.budget_report(per_minute=80, per_hour=500, min_interval=1.0 / scale)
 
