@@ -21,14 +21,15 @@ time (``tests/test_election.py`` runs whole clusters in memory).
 #          clock. No timestamp crosses the wire, so clock offsets between
 #          machines cannot matter.
 # Gone     The transport reports that its direct connection to a peer
-#          closed (``disconnected``): the peer is dropped at once, and its
-#          heartbeats are ignored until the transport reports it connected
-#          again or a timeout has passed (heartbeats it sent before dying may
-#          still be in flight over other paths). A killed process's
-#          connections close within ~0.2 s, so failover does not wait for
-#          the timeout, and the timeout can be long enough (3 s) that a
-#          busy mesh delaying a few heartbeats does not elect a second
-#          leader.
+#          closed (``disconnected``): the peer stays alive for at most
+#          ``grace`` (three heartbeats) more, whatever heartbeats still
+#          arrive (a dead peer's may be in flight over other paths), unless
+#          the transport reports it connected again (a live peer's
+#          connection that was merely reset is redialled within a second).
+#          A killed process's connections close within ~0.2 s, so failover
+#          takes ~1.7 s instead of the timeout, and the timeout can be long
+#          enough (3 s) that a busy mesh delaying a few heartbeats does not
+#          elect a second leader.
 # Settled  ``settle`` (default: three heartbeats, at most the timeout) after
 #          construction. By then a peer has heard every live peer and the
 #          highest term. It is paid once per process, never again at a
@@ -68,9 +69,9 @@ time (``tests/test_election.py`` runs whole clusters in memory).
 # same input, i.e. it just moves to a fresh term).
 #
 # Failover: the leader dies after its last heartbeat at t. If N, the
-# next-best peer, was connected to it directly, N leads as soon as the
-# transport reports the connection closed (the driver calls `disconnected`;
-# a killed process is noticed in ~0.2 s). Otherwise N receives the last
+# next-best peer, was connected to it directly, N leads one grace period
+# after the transport reports the connection closed (the driver calls
+# `disconnected`; a killed process is noticed in ~0.2 s). Otherwise N receives the last
 # heartbeat by t + delay and expires it at t + delay + timeout; on that tick
 # N is no longer outranked and, settled long ago, leads. So the leader is
 # replaced within timeout + max delay of its death (and not before timeout -
@@ -300,7 +301,10 @@ class Election:
         self._term = term
         self._lead_term = 0
         self._peers: dict[str, _Seen] = {}
-        self._gone: dict[str, float] = {}  # peer -> ignore its heartbeats until
+        # peer -> (disconnected at, until): while gone, its heartbeats cannot
+        # keep it alive past disconnected at + grace.
+        self._gone: dict[str, tuple[float, float]] = {}
+        self._grace = config.heartbeat * min(3, config.timeout_beats)
         self._next_heartbeat = now if eligible else math.inf
         self._belief: tuple[str | None, int | None] = (None, None)
         self._elections_won = 0
@@ -315,30 +319,45 @@ class Election:
         non-eligible sender only counts as a sign of life.
         """
         self._advance(now)
-        if hb.peer != self._me and self._gone.get(hb.peer, -math.inf) <= now:
-            self._gone.pop(hb.peer, None)
-            self._peers[hb.peer] = _Seen(hb, now + self._timeout)
-            self._term = max(self._term, hb.term)
+        if hb.peer != self._me:
+            expires = now + self._timeout
+            gone = self._gone.get(hb.peer)
+            if gone is not None:
+                expires = min(expires, gone[0] + self._grace)
+            if expires > now:
+                self._peers[hb.peer] = _Seen(hb, expires)
+                self._term = max(self._term, hb.term)
         return self._step(now)
 
     def disconnected(self, peer: str, now: float) -> list[ElectionEvent]:
-        """The transport's direct connection to ``peer`` closed: treat it as dead now.
+        """The transport's direct connection to ``peer`` closed: it may be dead.
 
-        Its heartbeats are ignored until :meth:`connected` or one timeout
-        from now, so one still in flight over another path cannot revive a
-        dead leader. A live peer that only lost this connection is heard
-        again when it reconnects (or after the timeout).
+        It stays alive for at most a grace period (three heartbeats, at most
+        the timeout) unless it connects again: a killed process never does,
+        a live one whose connection was merely reset does within a second
+        (the redial). Heartbeats heard meanwhile, which a dead peer may still
+        have in flight over other paths, do not extend the grace; after one
+        timeout they count again as usual.
         """
         self._advance(now)
-        if peer != self._me:
-            self._peers.pop(peer, None)
-            self._gone[peer] = now + self._timeout
+        if peer != self._me and peer not in self._gone:
+            self._gone[peer] = (now, now + self._timeout)
+            seen = self._peers.get(peer)
+            if seen is not None:
+                self._peers[peer] = _Seen(seen.heartbeat, min(seen.expires_at, now + self._grace))
         return self._step(now)
 
     def connected(self, peer: str, now: float) -> list[ElectionEvent]:
-        """The transport has a direct connection to ``peer`` (again): hear it."""
+        """The transport has a direct connection to ``peer`` (again).
+
+        An authenticated connection just opened proves the peer alive now, so
+        one it had before the loss counts as fresh.
+        """
         self._advance(now)
-        self._gone.pop(peer, None)
+        if self._gone.pop(peer, None) is not None:
+            seen = self._peers.get(peer)
+            if seen is not None:
+                self._peers[peer] = _Seen(seen.heartbeat, now + self._timeout)
         return self._step(now)
 
     def tick(self, now: float) -> list[ElectionEvent]:
@@ -404,7 +423,7 @@ class Election:
 
     def _step(self, now: float) -> list[ElectionEvent]:
         self._peers = {p: s for p, s in self._peers.items() if s.expires_at > now}
-        self._gone = {p: until for p, until in self._gone.items() if until > now}
+        self._gone = {p: g for p, g in self._gone.items() if g[1] > now}
         events: list[ElectionEvent] = []
         changed = self._transition(now, events)
         belief = self._current_belief()

@@ -50,6 +50,7 @@ __all__ = [
 
 log = logging.getLogger("errmesh.gossip")
 
+
 #: (topic, signer peer id, payload) -> accept?
 Validator = Callable[[str, str, bytes], bool]
 
@@ -66,6 +67,8 @@ class GossipConfig:
     receive_buffer: int = 4096
     reconnect_min: float = 0.2
     reconnect_max: float = 5.0
+    #: A peer whose outbound queue sends nothing this long is disconnected.
+    stuck_after: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +90,7 @@ class GossipCounters:
     dropped_local: int = 0
     reconnects: int = 0
     bulk_waits: int = 0
+    stuck_links: int = 0
 
 
 def load_or_create_identity(path: Path | None) -> Any:
@@ -120,6 +124,7 @@ class Gossip:
         self._host = host
         self._room_limit = 32 - room
         self._bulk_wait = bulk_wait
+        self._slow_until: dict[Any, float] = {}  # libp2p peer ID -> not waited for until
         self._pubsub = pubsub
         self.receive = receive
         self.counters = GossipCounters()
@@ -153,21 +158,37 @@ class Gossip:
         await self._pubsub.publish(topic, data)
 
     def queue_depth(self) -> int:
-        """The fullest per-peer outbound queue (libp2p's hold 32)."""
-        return max((len(q) for q in list(self._pubsub.peer_queues.values())), default=0)
+        """The fullest outbound queue (libp2p's hold 32) of the peers bulk waits for."""
+        now = trio.current_time()
+        return max(
+            (
+                len(q)
+                for p, q in list(self._pubsub.peer_queues.items())
+                if self._slow_until.get(p, -math.inf) <= now
+            ),
+            default=0,
+        )
 
     def queue_depths(self) -> dict[str, int]:
         """Each peer's outbound queue length, for status pages."""
         return {str(p.to_base58()): len(q) for p, q in list(self._pubsub.peer_queues.items())}
 
     async def _wait_for_room(self) -> None:
+        """Wait for room in every queue; a peer whose queue did not make room
+        within ``bulk_wait`` is not waited for again for 5 s (it is slow or
+        stuck, and waiting for it made every bulk message 0.5 s late)."""
         limit = self._room_limit
         if self.queue_depth() <= limit:
             return
         self.counters.bulk_waits += 1
-        with trio.move_on_after(self._bulk_wait):
+        with trio.move_on_after(self._bulk_wait) as scope:
             while self.queue_depth() > limit:  # noqa: ASYNC110 - libp2p has no event for it
                 await trio.sleep(0.002)
+        if scope.cancelled_caught:
+            until = trio.current_time() + 5.0
+            for peer, queue in list(self._pubsub.peer_queues.items()):
+                if len(queue) > limit:
+                    self._slow_until[peer] = until
 
     async def connect(self, maddr: str) -> str:
         """Dial a peer by full multiaddr; returns its id. Raises on failure."""
@@ -207,6 +228,30 @@ class Gossip:
             await trio.sleep(0.01)  # the writer task sends what it popped
             return True
         return False
+
+    async def dial(self, maddr: str, within: float = 5.0, registered: float = 3.0) -> str:
+        """Connect to ``maddr`` and wait until the peer is a pubsub peer; returns its id.
+
+        A connection over which no pubsub stream comes up within
+        ``registered`` seconds carries nothing: it is closed, and
+        ``ConnectionError`` raised, so the caller's next dial starts afresh.
+        """
+        with trio.fail_after(within):
+            peer = await self.connect(maddr)
+        with trio.move_on_after(registered):
+            while not self.connected(peer):  # noqa: ASYNC110 - no event in libp2p
+                await trio.sleep(0.05)
+        if not self.connected(peer):
+            await self.disconnect(peer)
+            raise ConnectionError(f"connected to {peer}, but no pubsub stream came up")
+        return peer
+
+    async def disconnect(self, peer: str, within: float = 2.0) -> None:
+        """Close every connection to ``peer`` (never raises; gives up after ``within``)."""
+        from libp2p.peer.id import ID
+
+        with trio.move_on_after(within), contextlib.suppress(Exception):
+            await self._host.disconnect(ID.from_base58(peer))
 
     def ban(self, peer: str, seconds: float = 600.0) -> None:
         """Disconnect ``peer`` and refuse it for ``seconds`` (a misbehaving peer).
@@ -308,6 +353,7 @@ async def open_gossip(config: GossipConfig, validator: Validator) -> AsyncIterat
             for maddr in config.bootstrap:
                 nursery.start_soon(_keep_connected, gossip, maddr, config)
             nursery.start_soon(_lift_bans, gossip)
+            nursery.start_soon(_drop_stuck_links, gossip, config.stuck_after)
             try:
                 yield gossip
             finally:
@@ -339,8 +385,71 @@ async def _lift_bans(gossip: Gossip) -> None:
             log.info("ban of %s lifted", peer)
 
 
+def _queue_heads(gossip: Gossip) -> dict[str, object | None]:
+    """Per peer, the RPC its writer will send next (None: an empty queue).
+
+    Reads py-libp2p's RpcQueue internals; if they change, the watchdog sees
+    empty queues and does nothing.
+    """
+    heads: dict[str, object | None] = {}
+    for peer, queue in list(gossip._pubsub.peer_queues.items()):
+        inner = getattr(queue, "_queue", None)
+        head = None
+        for name in ("_priority", "_non_priority"):
+            items = getattr(inner, name, None)
+            if items:
+                head = items[0]
+                break
+        heads[str(peer.to_base58())] = head
+    return heads
+
+
+async def _drop_stuck_links(gossip: Gossip, stuck_after: float) -> None:
+    """Disconnect a peer whose writer has sent nothing for ``stuck_after`` seconds.
+
+    Under load, py-libp2p 0.8.1 sometimes stops sending to a peer that stays
+    connected: its queue fills to 32 while no writer task takes from it
+    (seen in a relay's ``/debug/tasks``: the writers waited on other, empty
+    queues). Every message to that peer is then dropped silently, and
+    anti-entropy never repaired it (scripts/bench/github_cost.py: several
+    relays 10-35% short for minutes, and a relay that could send nothing
+    kept leading). Stuck means the same RPC at the head of a non-empty queue
+    the whole time: a slow but working link (a busy receiver) moves its head,
+    and judging by queue length alone disconnected those too, dozens of
+    times a run. Forgetting only the peer's pubsub state (py-libp2p's
+    ``_handle_dead_peer``) was tried: the fresh stream often never came.
+    """
+    stalled: dict[str, tuple[object, float]] = {}  # peer -> (head, since)
+    while True:
+        await trio.sleep(0.5)
+        now = trio.current_time()
+        heads = _queue_heads(gossip)
+        for peer, head in heads.items():
+            if head is None:
+                stalled.pop(peer, None)
+                continue
+            previous = stalled.get(peer)
+            if previous is None or previous[0] is not head:
+                stalled[peer] = (head, now)
+                continue
+            if now - previous[1] < stuck_after:
+                continue
+            del stalled[peer]
+            gossip.counters.stuck_links += 1
+            log.warning("nothing sent to %s for %.0f s: reconnecting", peer, now - previous[1])
+            await gossip.disconnect(peer)
+        for peer in set(stalled) - set(heads):
+            del stalled[peer]
+
+
 async def _keep_connected(gossip: Gossip, maddr: str, config: GossipConfig) -> None:
-    """Redial a bootstrap peer whenever it is gone, with capped exponential backoff."""
+    """Redial a bootstrap peer whenever it is gone, with capped exponential backoff.
+
+    Gone means not a pubsub peer: a connection without a pubsub stream
+    carries nothing, so after a dial the peer must show up in pubsub within
+    a few seconds, or the connection is closed and dialled afresh (else the
+    dial "succeeds" at once, over and over: thousands of times per run).
+    """
     peer = maddr.rsplit("/p2p/", 1)[-1]
     delay = config.reconnect_min
     while True:
@@ -349,8 +458,7 @@ async def _keep_connected(gossip: Gossip, maddr: str, config: GossipConfig) -> N
             await trio.sleep(0.2)
             continue
         try:
-            with trio.fail_after(5):
-                await gossip.connect(maddr)
+            await gossip.dial(maddr)
             gossip.counters.reconnects += 1
             delay = config.reconnect_min
         except Exception as exc:  # refused, timed out, unreachable: try again later

@@ -597,8 +597,7 @@ class MeshPeer:
                     continue
                 for addr in addrs:
                     try:
-                        with trio.fail_after(3):
-                            await self.gossip.connect(addr)
+                        await self.gossip.dial(addr)
                         retry_at.pop(peer, None)
                         self.stats["candidate_dials"] += 1
                         break

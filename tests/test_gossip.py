@@ -185,9 +185,10 @@ class Mesh:
         bootstrap: tuple[str, ...] = (),
         identity: Path | None = None,
         listen: str = "/ip4/127.0.0.1/tcp/0",
+        stuck_after: float = 5.0,
     ) -> Peer:
         """Start a peer without waiting for it (call ``.ready()``)."""
-        args = ["--accept", accept, "--listen", listen]
+        args = ["--accept", accept, "--listen", listen, "--stuck-after", str(stuck_after)]
         for addr in bootstrap:
             args += ["--bootstrap", addr]
         if identity is not None:
@@ -358,3 +359,24 @@ def test_flush_then_exit_loses_nothing(mesh: Mesh) -> None:
     received = {m["data"] for m in receiver.received(20)}
     assert received == {f"ok report {i}" for i in range(20)}
     assert receiver.status()["counters"]["received"] == 20
+
+
+def test_a_link_whose_queue_stops_draining_is_restarted(mesh: Mesh) -> None:
+    """py-libp2p sometimes leaves a peer's outbound queue without a writer:
+    everything to that peer is dropped while it still looks connected. The
+    watchdog notices the full queue and gives the link a fresh stream."""
+    receiver = mesh.start("receiver")
+    publisher = mesh.start("publisher", bootstrap=(receiver.addr,), stuck_after=1.0)
+    publisher.publish_when_heard("before")
+    receiver.received(1)
+
+    publisher.send(cmd="orphan_queues")
+    publisher.expect("orphaned", DELIVERY)
+    publisher.send(cmd="publish", data="lost", count=40, pace=0.005)
+    publisher.expect("published", DELIVERY)
+
+    # One message every 0.1 s for 6 s: those after the restart arrive.
+    publisher.send(cmd="publish", data="after", count=60, pace=0.1)
+    receiver.expect("received", 10.0, where=lambda e: e["data"].startswith("after"))
+    publisher.expect("published", 10.0)
+    assert publisher.status()["counters"]["stuck_links"] >= 1

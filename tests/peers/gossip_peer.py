@@ -95,6 +95,15 @@ async def run_commands(gossip: Gossip) -> None:
             started = time.monotonic()
             ok = await gossip.flush(command.get("within", 1.0))
             emit("flushed", ok=ok, seconds=round(time.monotonic() - started, 4))
+        elif name == "orphan_queues":
+            # py-libp2p's failure mode under load, reproduced: each peer's
+            # outbound queue replaced by one that no writer task serves.
+            from libp2p.pubsub.rpc_queue import RpcQueue
+
+            pubsub = gossip._pubsub
+            for peer in list(pubsub.peer_queues):
+                pubsub.peer_queues[peer] = RpcQueue()
+            emit("orphaned", peers=len(pubsub.peer_queues))
         elif name == "status":
             emit("status", peers=gossip.peers(), counters=counters(gossip))
         else:
@@ -128,6 +137,7 @@ async def main(args: argparse.Namespace) -> None:
         listen=(args.listen,),
         bootstrap=tuple(args.bootstrap),
         identity_path=args.identity,
+        stuck_after=args.stuck_after,
     )
     async with open_gossip(config, VALIDATORS[args.accept]) as gossip:
         emit("ready", peer_id=gossip.peer_id, addrs=gossip.addrs)
@@ -144,6 +154,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--listen", default="/ip4/127.0.0.1/tcp/0")
     parser.add_argument("--bootstrap", action="append", default=[])
     parser.add_argument("--identity", type=Path, default=None)
+    parser.add_argument("--stuck-after", type=float, default=5.0)
     parser.add_argument("--accept", choices=sorted(VALIDATORS), default="all")
     return parser.parse_args()
 
