@@ -30,7 +30,7 @@ time (``tests/test_election.py`` runs whole clusters in memory).
 #          takes ~1.7 s instead of the timeout, and the timeout can be long
 #          enough (3 s) that a busy mesh delaying a few heartbeats does not
 #          elect a second leader.
-# Settled  ``settle`` (default: three heartbeats, at most the timeout) after
+# Settled  ``settle`` (default: the timeout) after
 #          construction. By then a peer has heard every live peer and the
 #          highest term. It is paid once per process, never again at a
 #          failover.
@@ -153,7 +153,8 @@ class ElectionConfig:
     replaced within the 3 s failover goal because its closed connections
     are reported (:meth:`Election.disconnected`). ``settle``: how long a new
     peer waits before it may lead, so that it has heard the others; ``None``
-    means three heartbeats (at most the timeout). It should exceed
+    means the timeout, so that a newcomer leads only after a whole timeout
+    without hearing a better peer, as a survivor does. It should exceed
     ``heartbeat`` plus the network delay.
 
     Raises :class:`~mesh.errors.LocalError` on a non-positive or non-finite
@@ -180,10 +181,8 @@ class ElectionConfig:
 
     @property
     def settle_period(self) -> float:
-        """``settle`` with ``None`` resolved to three heartbeats (at most the timeout)."""
-        if self.settle is None:
-            return self.heartbeat * min(self.timeout_beats, 3)
-        return self.settle
+        """``settle`` with ``None`` resolved to the timeout."""
+        return self.timeout if self.settle is None else self.settle
 
 
 def _positive_number(value: object) -> bool:

