@@ -69,6 +69,9 @@ PACE = 0.002
 LEAD_BATCH = 8
 #: States sent per digest answer (the rest go with the next digest).
 ANSWER_MAX = 1024
+#: Seconds between two answers with one signature's state: an answer goes to
+#: the whole topic, so it serves every digest that asked meanwhile.
+ANSWER_QUIET = 2.0
 #: Entries per digest message.
 DIGEST_BATCH = 512
 #: Seconds between rebuilds of the digest cache from the store.
@@ -224,6 +227,9 @@ class MeshPeer:
         #: The longest a message of each kind waited in our receive channel.
         self.lag_max: dict[str, float] = {}
         self._candidate_addrs: dict[str, tuple[str, ...]] = {}
+        self._answered_at: dict[bytes, float] = {}  # signature -> trio time of our last answer
+        self._status_belief: tuple[str, str | None, int] | None = None
+        self._status_at = -math.inf
 
     # -- the loops --------------------------------------------------------
 
@@ -425,8 +431,9 @@ class MeshPeer:
             latest[key] = occ
         for report in first.values():
             # Already committed here (merge_reports unspooled it): no acks wanted.
+            # Not bulk: a report is what propagation latency is measured on.
             await self._publish(
-                self.options.reports_topic, wire.ReportMsg(report=report, ack=False), bulk=True
+                self.options.reports_topic, wire.ReportMsg(report=report, ack=False)
             )
             await trio.sleep(PACE)
         occurrences = list(latest.values())
@@ -486,8 +493,14 @@ class MeshPeer:
         await self._refresh_entries()
         theirs = {e.signature: e for e in msg.entries}
         wanted: list[bytes] = []
+        now = trio.current_time()
         for sig in sorted(self._entries):
             if (msg.after and sig <= msg.after) or (msg.until and sig > msg.until):
+                continue
+            if now - self._answered_at.get(sig, -math.inf) < ANSWER_QUIET:
+                # Just sent to everybody. While reports flowed every digest
+                # differed somewhere, and one answer per digest per relay
+                # was most of the traffic (scripts/bench/propagation.py).
                 continue
             mine = self._entries[sig]
             entry = theirs.get(sig)
@@ -513,6 +526,8 @@ class MeshPeer:
                 if len(wanted) >= ANSWER_MAX:
                     break
         states = [s for s in (self.store.load_state(sig) for sig in wanted) if s is not None]
+        for sig in wanted:
+            self._answered_at[sig] = now
         self.stats["digests_answered"] += 1
         self.stats["states_sent"] += len(states)
         await self._send_states(states)
@@ -714,9 +729,20 @@ class MeshPeer:
         }
 
     def _write_status(self) -> None:
+        """Rewrite ``relay-status.json`` when the election changed, else once a second.
+
+        The tick loop wakes at every peer's expiry, many times a second; a
+        rewrite each time cost the 10 relays of scripts/bench/propagation.py
+        several ms each (a JSON dump and a rename).
+        """
         path = self.options.status_path
         if path is None:
             return
+        now = trio.current_time()
+        belief = (self.election.role, self.election.leader, self.election.term)
+        if belief == self._status_belief and now - self._status_at < 1.0:
+            return
+        self._status_belief, self._status_at = belief, now
         try:
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(self.status(), indent=1))

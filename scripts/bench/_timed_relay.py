@@ -97,9 +97,7 @@ async def publish(peer: TimedPeer, n: int, pace: float, sig: str) -> None:
         stamped = peer.store.spool(report)
         peer.store.merge_reports([stamped])
         t = time.time()
-        await peer._publish(
-            peer.options.reports_topic, wire.ReportMsg(report=stamped, ack=False), bulk=True
-        )
+        await peer._publish(peer.options.reports_topic, wire.ReportMsg(report=stamped, ack=False))
         sent.append([stamped.origin.hex(), stamped.seq, t])
         if pace:
             await trio.sleep(pace)
