@@ -362,8 +362,16 @@ class Store:
             raise _translate(exc, "cannot merge into the aggregate") from exc
         return list(touched.values())
 
-    def merge_states(self, states: Iterable[SigState]) -> list[SigState]:
-        """Merge states heard from peers (anti-entropy) into the aggregate."""
+    def merge_states(
+        self, states: Iterable[SigState], *, durable: bool = True
+    ) -> list[SigState]:
+        """Merge states heard from peers (anti-entropy) into the aggregate.
+
+        ``durable=False`` commits without waiting for the disk (SQLite's
+        ``synchronous=NORMAL`` for this transaction): for states that any
+        peer can send again, a power cut may lose them but never corrupts
+        the store, and a relay merging gossip spent its time in fsync.
+        """
         # Joined in memory first: a batch often holds many states of one
         # signature, and each load and save decodes and encodes the whole state.
         joined: dict[bytes, SigState] = {}
@@ -372,7 +380,10 @@ class Store:
             joined[state.signature] = (
                 state if seen is None else merge_states(seen, state, self.limits)
             )
+        relaxed = not durable and self._sync == "full"
         try:
+            if relaxed:
+                self._conn.execute("PRAGMA synchronous = NORMAL")
             with _immediate(self._conn):
                 out = []
                 for state in joined.values():
@@ -383,6 +394,10 @@ class Store:
                 self._evict_signatures()
         except sqlite3.Error as exc:
             raise _translate(exc, "cannot merge states") from exc
+        finally:
+            if relaxed:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("PRAGMA synchronous = FULL")
         return out
 
     def set_link(self, signature: bytes, link: IssueLink) -> SigState:

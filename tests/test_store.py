@@ -77,6 +77,18 @@ def test_merge_is_idempotent_and_unspools_atomically(tmp_path: Path) -> None:
         assert store.load_state(b"S" * 16) == again
 
 
+def test_gossiped_states_may_skip_the_fsync_and_are_still_stored(tmp_path: Path) -> None:
+    """States any peer can resend are merged without waiting for the disk;
+    the connection goes back to full durability for what it acks."""
+    with Store.open(tmp_path / "a") as source:
+        (state,) = source.merge_reports([source.spool(make_report())])
+    with Store.open(tmp_path / "b") as store:
+        store.merge_states([state], durable=False)
+        assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    with Store.open(tmp_path / "b") as reopened:
+        assert reopened.load_state(state.signature) == state
+
+
 def test_links_are_last_writer_by_term(tmp_path: Path) -> None:
     with Store.open(tmp_path) as store:
         store.merge_reports([store.spool(make_report())])
