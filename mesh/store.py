@@ -362,9 +362,7 @@ class Store:
             raise _translate(exc, "cannot merge into the aggregate") from exc
         return list(touched.values())
 
-    def merge_states(
-        self, states: Iterable[SigState], *, durable: bool = True
-    ) -> list[SigState]:
+    def merge_states(self, states: Iterable[SigState], *, durable: bool = True) -> list[SigState]:
         """Merge states heard from peers (anti-entropy) into the aggregate.
 
         ``durable=False`` commits without waiting for the disk (SQLite's

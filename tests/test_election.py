@@ -516,7 +516,13 @@ def test_the_machine_keeps_its_invariants_on_any_input(
     inputs: list[tuple[int, Heartbeat | None]], eligible: bool
 ) -> None:
     """Ticks and heartbeats in any order: the rules hold after every input."""
-    e = Election(me="m", priority=1, eligible=eligible, config=ElectionConfig(timeout_beats=3, settle=1), now=0.0)
+    e = Election(
+        me="m",
+        priority=1,
+        eligible=eligible,
+        config=ElectionConfig(timeout_beats=3, settle=1),
+        now=0.0,
+    )
     heard: dict[str, tuple[Heartbeat, float]] = {}
     now, term = 0.0, 0
     for step, heartbeat in inputs:
