@@ -231,6 +231,7 @@ class MeshPeer:
         self._candidate_addrs: dict[str, tuple[str, ...]] = {}
         self._answered_at: dict[bytes, float] = {}  # signature -> trio time of our last answer
         self._status_belief: tuple[str, str | None, int] | None = None
+        self._peers_changed = trio.Event()  # set by _watch_peers, awaited by _digest_loop
         self._status_at = -math.inf
 
     # -- the loops --------------------------------------------------------
@@ -329,15 +330,12 @@ class MeshPeer:
             self.nudged = trio.Event()
 
     async def _digest_loop(self) -> None:
-        known: list[str] = []
-        next_digest = 0.0
+        """A digest every ``digest_every`` seconds and whenever the peer set changes."""
         while True:
-            peers = self.gossip.peers()
-            if peers != known or self.clock() >= next_digest:
-                known = peers
-                next_digest = self.clock() + self.options.digest_every
-                await self.send_digest()
-            await trio.sleep(0.25)
+            self._peers_changed = trio.Event()
+            await self.send_digest()
+            with trio.move_on_after(self.options.digest_every):
+                await self._peers_changed.wait()
 
     # -- handling ---------------------------------------------------------
 
@@ -359,8 +357,7 @@ class MeshPeer:
         is acked only after its transaction committed (DESIGN section 7); if
         the store fails, nothing is acked and the reporter sends it again.
         """
-        reports = [m for m, _ in batch if isinstance(m, wire.ReportMsg)]
-        senders = [sender for m, sender in batch if isinstance(m, wire.ReportMsg)]
+        reports = [(m, sender) for m, sender in batch if isinstance(m, wire.ReportMsg)]
         states: list[SigState] = []
         acked: list[tuple[bytes, int]] = []
         for msg, _ in batch:
@@ -373,7 +370,7 @@ class MeshPeer:
             elif isinstance(msg, wire.AckMsg):
                 acked.extend(msg.ids)
         if reports:
-            self._note(*self.store.merge_reports([m.report for m in reports]))
+            self._note(*self.store.merge_reports([m.report for m, _ in reports]))
             self.stats["reports"] += len(reports)
             # Only the reporter's direct peers ack: its configured relays are
             # among them, and it trusts no other acker (DECISIONS 12). Acks
@@ -381,7 +378,7 @@ class MeshPeer:
             direct = set(self.gossip.peers())
             wanted = tuple(
                 (m.report.origin, m.report.seq)
-                for m, sender in zip(reports, senders, strict=True)
+                for m, sender in reports
                 if m.ack and sender in direct
             )
             for start in range(0, len(wanted), ACK_BATCH):
@@ -580,7 +577,8 @@ class MeshPeer:
         self._believed = self.election.leader
 
     async def _watch_peers(self) -> None:
-        """Tell the election which direct connections opened and closed.
+        """Tell the election which direct connections opened and closed, and
+        the digest loop that the peer set changed.
 
         A killed process's connections close within ~0.2 s: its peers stop
         counting it at once instead of waiting out the heartbeat timeout.
@@ -589,6 +587,8 @@ class MeshPeer:
         known: set[str] = set()
         while True:
             current = set(self.gossip.peers())
+            if current != known:
+                self._peers_changed.set()
             now = self.clock()
             for peer in sorted(known - current):
                 await self._apply_election(self.election.disconnected(peer, now))

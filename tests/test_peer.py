@@ -97,14 +97,26 @@ def test_a_digest_of_the_same_state_is_not_answered(tmp_path: Path) -> None:
         assert gossip.sent == []
 
 
-def test_a_report_is_stored_before_it_is_acked(tmp_path: Path) -> None:
-    with Store.open(tmp_path / "cli") as cli, Store.open(tmp_path / "relay") as relay_store:
-        from test_store import make_report
+def relay_given_a_report(
+    tmp_path: Path, direct: list[str]
+) -> tuple[Store, wire.ReportMsg, RecordingGossip]:
+    """A relay (connected to ``direct``) that got a CLI's report from ``12D3KooWcli``."""
+    from test_store import make_report
 
+    with Store.open(tmp_path / "cli") as cli:
         report = cli.spool(make_report())
-        peer, gossip = peer_over(relay_store)
-        gossip.direct = ["12D3KooWcli"]
-        trio.run(peer.handle, wire.ReportMsg(report=report), "12D3KooWcli")
+    relay_store = Store.open(tmp_path / "relay")
+    peer, gossip = peer_over(relay_store)
+    gossip.direct = direct
+    msg = wire.ReportMsg(report=report)
+    trio.run(peer.handle, msg, "12D3KooWcli")
+    return relay_store, msg, gossip
+
+
+def test_a_report_is_stored_before_it_is_acked(tmp_path: Path) -> None:
+    relay_store, msg, gossip = relay_given_a_report(tmp_path, direct=["12D3KooWcli"])
+    with relay_store:
+        report = msg.report
         assert relay_store.load_state(report.signature) is not None
         ((topic, ack),) = gossip.sent
         assert topic == "c"
@@ -116,14 +128,9 @@ def test_a_report_is_stored_before_it_is_acked(tmp_path: Path) -> None:
 def test_only_the_reporters_direct_peers_ack(tmp_path: Path) -> None:
     """A report that reached us through another relay is stored, not acked:
     the reporter trusts only its configured relays, which it is connected to."""
-    with Store.open(tmp_path / "cli") as cli, Store.open(tmp_path / "relay") as relay_store:
-        from test_store import make_report
-
-        report = cli.spool(make_report())
-        peer, gossip = peer_over(relay_store)
-        gossip.direct = ["12D3KooWanother-relay"]
-        trio.run(peer.handle, wire.ReportMsg(report=report), "12D3KooWcli")
-        assert relay_store.load_state(report.signature) is not None
+    relay_store, msg, gossip = relay_given_a_report(tmp_path, direct=["12D3KooWanother-relay"])
+    with relay_store:
+        assert relay_store.load_state(msg.report.signature) is not None
         assert gossip.sent == []
 
 
