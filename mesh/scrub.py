@@ -56,21 +56,25 @@ Contract
 
 from __future__ import annotations
 
-import dataclasses
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Final
 
 from mesh.errors import LocalError
-from mesh.report import Report
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the hand-over path imports this module: no typing, no dataclasses
+    from typing import Final
+
+    from mesh.report import Report
 
 __all__ = [
     "REDACTED",
     "ScrubRules",
     "Scrubber",
     "is_secret_name",
+    "process_scrubber",
     "secret_env_values",
 ]
 
@@ -363,7 +367,6 @@ def _compact(name: str) -> str:
 # --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class ScrubRules:
     """What to scrub besides the built-in rules; built once from configuration.
 
@@ -372,12 +375,54 @@ class ScrubRules:
     ignoring case and separators); ``secret_values`` are redacted literally
     wherever they appear (see :func:`secret_env_values`); ``home`` is the
     user's home directory, shown as ``~``.
+
+    A frozen value like a dataclass, written out because a failing process
+    on its way to a local relay must not pay for importing ``dataclasses``
+    (node/handover.py).
     """
 
-    extra_patterns: tuple[str, ...] = ()
-    extra_keys: tuple[str, ...] = ()
-    secret_values: tuple[str, ...] = ()
-    home: str | None = None
+    __slots__ = ("extra_keys", "extra_patterns", "home", "secret_values")
+
+    extra_patterns: tuple[str, ...]
+    extra_keys: tuple[str, ...]
+    secret_values: tuple[str, ...]
+    home: str | None
+
+    def __init__(
+        self,
+        *,
+        extra_patterns: tuple[str, ...] = (),
+        extra_keys: tuple[str, ...] = (),
+        secret_values: tuple[str, ...] = (),
+        home: str | None = None,
+    ) -> None:
+        for name, value in (
+            ("extra_patterns", extra_patterns),
+            ("extra_keys", extra_keys),
+            ("secret_values", secret_values),
+            ("home", home),
+        ):
+            object.__setattr__(self, name, value)
+
+    def _astuple(self) -> tuple[object, ...]:
+        return (self.extra_patterns, self.extra_keys, self.secret_values, self.home)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"ScrubRules is frozen: cannot set {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ScrubRules):
+            return NotImplemented
+        return self._astuple() == other._astuple()
+
+    def __hash__(self) -> int:
+        return hash(self._astuple())
+
+    def __repr__(self) -> str:
+        return (
+            f"ScrubRules(extra_patterns={self.extra_patterns!r}, extra_keys={self.extra_keys!r}, "
+            f"secret_values=({len(self.secret_values)} values), home={self.home!r})"
+        )
 
 
 _DEFAULT_RULES: Final = ScrubRules()
@@ -609,6 +654,8 @@ class Scrubber:
         signature relies on them). Never raises: on an internal failure the
         scrubbed fields are all redacted.
         """
+        import dataclasses  # loaded already wherever a Report exists
+
         try:
             return r.replace(
                 message=self.text(r.message),
@@ -634,3 +681,26 @@ class Scrubber:
                 argv=tuple(REDACTED for _ in r.argv),
                 facts=tuple((k, REDACTED) for k, _ in r.facts),
             )
+
+
+def process_scrubber(
+    *,
+    extra_patterns: tuple[str, ...] = (),
+    extra_keys: tuple[str, ...] = (),
+    token: str | None = None,
+    environ: Mapping[str, str],
+) -> Scrubber:
+    """The scrubber of a reporting process: configured rules, plus the values of
+    its secret-named environment variables, its GitHub token and its home.
+
+    Both error paths (node/pipeline.py, node/handover.py) build theirs here,
+    so they cannot drift apart. Raises ``LocalError`` for a bad pattern.
+    """
+    return Scrubber(
+        ScrubRules(
+            extra_patterns=extra_patterns,
+            extra_keys=extra_keys,
+            secret_values=secret_env_values(environ) + ((token,) if token else ()),
+            home=environ.get("HOME") or os.path.expanduser("~"),
+        )
+    )

@@ -14,6 +14,10 @@ Theory of operation:
   the report with origin, seq and count, and inserts it. The commit happens
   before anything is sent (DESIGN section 7). ``synchronous=FULL`` makes the
   commit survive power loss; ``normal`` survives a killed process only.
+- ``handover`` holds reports that a failing process wrote for the relay on
+  this machine, scrubbed but not yet signed (node/handover.py, which owns
+  their format); ``take_handovers`` turns them into spooled reports in one
+  transaction, so each is spooled exactly once.
 - A report leaves the spool when a durable peer acks it, or, in solo mode,
   when it is merged into this store's own aggregate (``merge_reports``: the
   merge and the delete are one transaction, and merging is idempotent, so a
@@ -37,7 +41,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -52,7 +56,7 @@ from mesh.aggregate import (
     merge_states,
     next_due,
 )
-from mesh.errors import StoreError, StoreUnavailable, WireError
+from mesh.errors import MeshError, StoreError, StoreUnavailable, WireError
 from mesh.report import Report
 
 __all__ = ["DB_NAME", "Store", "StoreStatistics", "state_of_report"]
@@ -64,6 +68,11 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 CREATE TABLE IF NOT EXISTS spool (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     sig BLOB NOT NULL,
+    created REAL NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS handover (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     created REAL NOT NULL,
     payload BLOB NOT NULL
 );
@@ -283,6 +292,36 @@ class Store:
                 if excess > 0:
                     self._drop_oldest(excess)
         return stamped
+
+    def take_handovers(
+        self, convert: Callable[[bytes], Report], *, limit: int = 1000
+    ) -> list[Report]:
+        """Spool up to ``limit`` hand-over rows, oldest first, in one transaction.
+
+        ``convert`` makes a row's payload a signed report, raising
+        ``ValueError``, ``TypeError`` or a ``MeshError`` for a bad one: such
+        rows are deleted and counted as ``corrupt_rows``. Returns the
+        spooled reports (stamped). Raises ``StoreError``; then nothing moved.
+        """
+        try:
+            with _immediate(self._conn):
+                rows = self._conn.execute(
+                    "SELECT id, created, payload FROM handover ORDER BY id LIMIT ?", (limit,)
+                ).fetchall()
+                spooled, corrupt = [], 0
+                for row_id, created, payload in rows:
+                    try:
+                        report = convert(bytes(payload))
+                    except (ValueError, TypeError, MeshError):
+                        corrupt += 1
+                    else:
+                        spooled.append(self._spool(report, float(created)))
+                    self._conn.execute("DELETE FROM handover WHERE id = ?", (row_id,))
+                if corrupt:
+                    self._bump("corrupt_rows", corrupt)
+        except sqlite3.Error as exc:
+            raise _translate(exc, "cannot spool the handed-over reports") from exc
+        return spooled
 
     def _count_pending(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM spool").fetchone()[0])
@@ -547,7 +586,8 @@ class Store:
         try:
             counters = self.counters()
             signatures = int(self._conn.execute("SELECT COUNT(*) FROM states").fetchone()[0])
-            pending = self._count_pending()
+            handed = int(self._conn.execute("SELECT COUNT(*) FROM handover").fetchone()[0])
+            pending = self._count_pending() + handed
         except sqlite3.Error as exc:
             raise _translate(exc, "cannot read statistics") from exc
         return StoreStatistics(

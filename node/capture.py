@@ -216,9 +216,9 @@ class _Hub:
             pass
         self._busy = True
         try:
-            import threading
+            import _thread  # threading's lock without importing threading (~3 ms)
 
-            with _LOCK.setdefault("lock", threading.Lock()):
+            with _LOCK.setdefault("lock", _thread.allocate_lock()):
                 return self._capture(exc, exiting=exiting, fingerprint=fingerprint)
         except BaseException as failure:
             self.warn(f"{type(failure).__name__}: {failure}")
@@ -228,27 +228,45 @@ class _Hub:
 
     def _capture(
         self, exc: BaseException, *, exiting: bool, fingerprint: Sequence[str] | None
-    ) -> Outcome:
-        from node.event import EventContext, from_exception, host_facts, process_facts
+    ) -> Outcome | None:
+        now = time.time()
+        log_tail = self.ring.lines() if self.ring is not None else ()
+        if exiting and self.before_send is None and self.delivery is None:
+            # A relay on this machine: hand the report over without loading
+            # the pipeline (node/handover.py explains the ~50 ms budget).
+            from node import handover
+
+            result = handover.hand_over(
+                exc,
+                flags=self.flags,
+                log_tail=log_tail,
+                caller_package=self.caller_package,
+                default_app=_default_app,
+                fingerprint=fingerprint,
+                now=now,
+            )
+            if result == handover.HANDED:
+                self.last = None
+                return None
+            if result == handover.WRITTEN:  # committed, but no relay took it
+                round_result = self.pipeline().deliver_spooled(exiting=exiting)
+                self.last = None
+                if round_result is not None and round_result.errors:
+                    self.warn("; ".join(round_result.errors))
+                return None
+        from node.event import from_exception, process_context
 
         pipeline = self.pipeline()
         config = pipeline.config
-        facts = host_facts()
-        ctx = EventContext(
+        ctx = process_context(
             app=config.app or _default_app(),
             app_version=config.app_version,
-            argv=tuple(sys.argv),
-            log_tail=self.ring.lines() if self.ring is not None else (),
-            host=facts["host"],
-            os=facts["os"],
-            python=facts["python"],
-            facts=process_facts(),
+            log_tail=log_tail,
             in_app_include=config.in_app_include
             + ((self.caller_package,) if self.caller_package else ()),
             in_app_exclude=config.in_app_exclude,
-            cwd=facts["cwd"],
         )
-        raw = from_exception(exc, ctx, now=time.time())
+        raw = from_exception(exc, ctx, now=now)
         if fingerprint is not None:
             raw = raw.replace(fingerprint=tuple(fingerprint))
         outcome = pipeline.process(raw, exiting=exiting)
@@ -385,7 +403,7 @@ def install(
         raise ConfigError("app", f"expected a string, got {type(app).__name__}")
     flags: dict[str, Any] = {}
     if options:
-        from node.config import validate_flags
+        from node.settings import validate_flags
 
         flags = validate_flags(options)
     if app:

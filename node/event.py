@@ -5,6 +5,15 @@ objects (an exception and its traceback, a process's exit status) into plain
 data before anything else happens. It reads source lines through
 ``linecache`` and nothing else; scrubbing, signing and spooling come after.
 
+Like sentry-python's, the first product is a plain **event**: a dict of
+strings, numbers and tuples with the Report's field names
+(:func:`exception_event`). :func:`to_report` makes it a Report. The split
+exists for the local hand-over (node/handover.py): a failing process whose
+relay runs on the same machine scrubs the event and writes it as it is,
+without importing ``dataclasses`` or ``typing``, and the relay makes it a
+Report. So this module imports only the standard library's cheapest parts
+at load time.
+
 Frames are marked in-app unless they live in the standard library,
 site-packages, frozen modules or errmesh itself, so that the signature hashes
 the host program's own call path; ``in_app_include``/``in_app_exclude``
@@ -18,42 +27,105 @@ from __future__ import annotations
 import linecache
 import os
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
-from types import TracebackType
+from collections.abc import Mapping, Sequence
 
-from mesh.report import Cause, Frame, Report
 from mesh.severity import Severity, severity_for_types
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import TypedDict
+
+    from mesh.report import Report
+
+    #: (module, function, filename, lineno, in_app, line), as in mesh.report.Frame.
+    FrameData = tuple[str, str, str, int, bool, str]
+    #: (type, message, relation), as in mesh.report.Cause.
+    CauseData = tuple[str, str, str]
+
+    class Event(TypedDict):
+        """A Report before scrubbing and signing, in plain values (see the module)."""
+
+        kind: str
+        exc_type: str
+        message: str
+        causes: tuple[CauseData, ...]
+        frames: tuple[FrameData, ...]
+        log_tail: tuple[str, ...]
+        argv: tuple[str, ...]
+        app: str
+        app_version: str
+        host: str
+        os: str
+        python: str
+        timestamp: float
+        severity: int
+        facts: tuple[tuple[str, str], ...]
+        fingerprint: tuple[str, ...] | None
+
+
 __all__ = [
+    "EVENT_FIELDS",
     "EventContext",
+    "exception_event",
     "from_command",
     "from_exception",
     "host_facts",
+    "process_context",
     "process_facts",
     "qualified_name",
+    "to_report",
 ]
+
+#: The keys of an exception event, in order.
+EVENT_FIELDS = (
+    "kind", "exc_type", "message", "causes", "frames", "log_tail", "argv", "app",
+    "app_version", "host", "os", "python", "timestamp", "severity", "facts", "fingerprint",
+)  # fmt: skip
 
 _OWN_PACKAGES = ("mesh", "node", "github_sink")
 _MAX_CHAIN = 8
 _MAX_WALK = 256  # frames walked per traceback; wire keeps the innermost 64
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class EventContext:
-    """Everything about the process that a report records besides the error."""
+    """Everything about the process that a report records besides the error.
 
-    app: str = ""
-    app_version: str = ""
-    argv: tuple[str, ...] = ()
-    log_tail: tuple[str, ...] = ()
-    host: str = ""
-    os: str = ""
-    python: str = ""
-    facts: tuple[tuple[str, str], ...] = ()
-    in_app_include: tuple[str, ...] = ()
-    in_app_exclude: tuple[str, ...] = ()
-    cwd: str = ""
+    A plain keyword-only record rather than a dataclass, for the hand-over's
+    import budget (see the module docstring).
+    """
+
+    __slots__ = (
+        "app", "app_version", "argv", "cwd", "facts", "host", "in_app_exclude",
+        "in_app_include", "log_tail", "os", "python",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        *,
+        app: str = "",
+        app_version: str = "",
+        argv: tuple[str, ...] = (),
+        log_tail: tuple[str, ...] = (),
+        host: str = "",
+        os: str = "",
+        python: str = "",
+        facts: tuple[tuple[str, str], ...] = (),
+        in_app_include: tuple[str, ...] = (),
+        in_app_exclude: tuple[str, ...] = (),
+        cwd: str = "",
+    ) -> None:
+        self.app = app
+        self.app_version = app_version
+        self.argv = argv
+        self.log_tail = log_tail
+        self.host = host
+        self.os = os
+        self.python = python
+        self.facts = facts
+        self.in_app_include = in_app_include
+        self.in_app_exclude = in_app_exclude
+        self.cwd = cwd
 
 
 def host_facts() -> dict[str, str]:
@@ -79,6 +151,31 @@ def process_facts() -> tuple[tuple[str, str], ...]:
     except OSError:
         cwd = ""
     return (("pid", str(os.getpid())), ("cwd", cwd), ("executable", sys.executable))
+
+
+def process_context(
+    *,
+    app: str,
+    app_version: str,
+    log_tail: tuple[str, ...],
+    in_app_include: tuple[str, ...],
+    in_app_exclude: tuple[str, ...],
+) -> EventContext:
+    """This process's context: the given settings plus argv, host and process facts."""
+    facts = host_facts()
+    return EventContext(
+        app=app,
+        app_version=app_version,
+        argv=tuple(sys.argv),
+        log_tail=log_tail,
+        host=facts["host"],
+        os=facts["os"],
+        python=facts["python"],
+        facts=process_facts(),
+        in_app_include=in_app_include,
+        in_app_exclude=in_app_exclude,
+        cwd=facts["cwd"],
+    )
 
 
 def qualified_name(cls: type) -> str:
@@ -198,8 +295,8 @@ class _PathFacts:
 _PATHS = _PathFacts()
 
 
-def _frames(tb: TracebackType | None, ctx: EventContext) -> tuple[Frame, ...]:
-    frames: list[Frame] = []
+def _frames(tb: TracebackType | None, ctx: EventContext) -> tuple[FrameData, ...]:
+    frames: list[FrameData] = []
     while tb is not None and len(frames) < _MAX_WALK:
         frame = tb.tb_frame
         code = frame.f_code
@@ -209,13 +306,13 @@ def _frames(tb: TracebackType | None, ctx: EventContext) -> tuple[Frame, ...]:
         lineno = tb.tb_lineno or 0
         is_library, relative = _PATHS.get(path, ctx.cwd)
         frames.append(
-            Frame(
-                module=module,
-                function=function,
-                filename=relative,
-                lineno=lineno,
-                in_app=_in_app(module, path, is_library, ctx),
-                line=linecache.getline(path, lineno, frame.f_globals).strip(),
+            (
+                module,
+                function,
+                relative,
+                lineno,
+                _in_app(module, path, is_library, ctx),
+                linecache.getline(path, lineno, frame.f_globals).strip(),
             )
         )
         tb = tb.tb_next
@@ -232,8 +329,8 @@ def _message(exc: BaseException) -> str:
     return text
 
 
-def _causes(exc: BaseException) -> tuple[Cause, ...]:
-    out: list[Cause] = []
+def _causes(exc: BaseException) -> tuple[CauseData, ...]:
+    out: list[CauseData] = []
     seen = {id(exc)}
     current: BaseException | None = exc
     while current is not None and len(out) < _MAX_CHAIN:
@@ -246,37 +343,131 @@ def _causes(exc: BaseException) -> tuple[Cause, ...]:
         if id(nxt) in seen:
             break
         seen.add(id(nxt))
-        out.append(
-            Cause(type=qualified_name(type(nxt)), message=_message(nxt), relation=relation)  # type: ignore[arg-type]
-        )
+        out.append((qualified_name(type(nxt)), _message(nxt), relation))
         current = nxt
     return tuple(out)
 
 
-def from_exception(exc: BaseException, ctx: EventContext, *, now: float) -> Report:
-    """The unsigned, unscrubbed report of ``exc`` (origin/seq/count come at spool time)."""
+def exception_event(
+    exc: BaseException,
+    ctx: EventContext,
+    *,
+    now: float,
+    fingerprint: Sequence[str] | None = None,
+) -> Event:
+    """The unscrubbed event of ``exc``, in plain values (see :data:`Event`)."""
     cls = type(exc)
     mro = [qualified_name(c) for c in cls.__mro__]
+    return {
+        "kind": "exception",
+        "exc_type": qualified_name(cls),
+        "message": _message(exc),
+        "causes": _causes(exc),
+        "frames": _frames(exc.__traceback__, ctx),
+        "log_tail": ctx.log_tail,
+        "argv": ctx.argv,
+        "app": ctx.app,
+        "app_version": ctx.app_version,
+        "host": ctx.host,
+        "os": ctx.os,
+        "python": ctx.python,
+        "timestamp": now,
+        "severity": int(severity_for_types(mro)),
+        "facts": ctx.facts,
+        "fingerprint": None if fingerprint is None else tuple(fingerprint),
+    }
+
+
+def from_exception(exc: BaseException, ctx: EventContext, *, now: float) -> Report:
+    """The unsigned, unscrubbed report of ``exc`` (origin/seq/count come at spool time)."""
+    return to_report(exception_event(exc, ctx, now=now))
+
+
+def _strs(value: object, name: str) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"event field {name!r}: expected a list of strings")
+    return tuple(value)
+
+
+def to_report(event: Mapping[str, object]) -> Report:
+    """The Report of an exception event; unsigned (origin/seq/count come at spool time).
+
+    Validates every field, since an event may come from another process's
+    hand-over row: raises ``ValueError`` naming the first bad field.
+    """
+    from mesh.report import Cause, Frame, Report
+
+    def text(name: str) -> str:
+        value = event.get(name)
+        if not isinstance(value, str):
+            raise ValueError(f"event field {name!r}: expected a string")
+        return value
+
+    if event.get("kind") != "exception":
+        raise ValueError("event field 'kind': expected 'exception'")
+    frames: list[Frame] = []
+    raw_frames = event.get("frames")
+    if not isinstance(raw_frames, (list, tuple)):
+        raise ValueError("event field 'frames': expected a list")
+    for f in raw_frames:
+        if not (
+            isinstance(f, (list, tuple))
+            and len(f) == 6
+            and all(isinstance(f[i], str) for i in (0, 1, 2, 5))
+            and type(f[3]) is int
+            and isinstance(f[4], bool)
+        ):
+            raise ValueError("event field 'frames': bad frame")
+        frames.append(
+            Frame(module=f[0], function=f[1], filename=f[2], lineno=f[3], in_app=f[4], line=f[5])
+        )
+    causes: list[Cause] = []
+    raw_causes = event.get("causes")
+    if not isinstance(raw_causes, (list, tuple)):
+        raise ValueError("event field 'causes': expected a list")
+    for c in raw_causes:
+        if not (
+            isinstance(c, (list, tuple))
+            and len(c) == 3
+            and all(isinstance(v, str) for v in c)
+            and c[2] in ("cause", "context")
+        ):
+            raise ValueError("event field 'causes': bad cause")
+        causes.append(Cause(type=c[0], message=c[1], relation=c[2]))
+    facts = event.get("facts")
+    if not isinstance(facts, (list, tuple)) or not all(
+        isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(v, str) for v in p)
+        for p in facts
+    ):
+        raise ValueError("event field 'facts': expected a list of pairs of strings")
+    timestamp = event.get("timestamp")
+    if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float)):
+        raise ValueError("event field 'timestamp': expected a number")
+    severity = event.get("severity")
+    if type(severity) is not int or severity not in {int(s) for s in Severity}:
+        raise ValueError("event field 'severity': expected a severity level")
+    fingerprint = event.get("fingerprint")
     return Report(
         origin=b"",
         seq=0,
         count=0,
         signature=b"",
         kind="exception",
-        exc_type=qualified_name(cls),
-        message=_message(exc),
-        causes=_causes(exc),
-        frames=_frames(exc.__traceback__, ctx),
-        log_tail=ctx.log_tail,
-        argv=ctx.argv,
-        app=ctx.app,
-        app_version=ctx.app_version,
-        host=ctx.host,
-        os=ctx.os,
-        python=ctx.python,
-        timestamp=now,
-        severity=severity_for_types(mro),
-        facts=ctx.facts,
+        exc_type=text("exc_type"),
+        message=text("message"),
+        causes=tuple(causes),
+        frames=tuple(frames),
+        log_tail=_strs(event.get("log_tail"), "log_tail"),
+        argv=_strs(event.get("argv"), "argv"),
+        app=text("app"),
+        app_version=text("app_version"),
+        host=text("host"),
+        os=text("os"),
+        python=text("python"),
+        timestamp=float(timestamp),
+        severity=Severity(severity),
+        facts=tuple((k, v) for k, v in facts),
+        fingerprint=None if fingerprint is None else _strs(fingerprint, "fingerprint"),
     )
 
 
@@ -297,6 +488,7 @@ def from_command(
     """
     import signal as signal_module
 
+    from mesh.report import Report
     from mesh.signature import error_lines
 
     program = os.path.basename(argv[0]) if argv else "?"

@@ -54,6 +54,7 @@ from mesh.election import (
 from mesh.gossip import Gossip, Validator
 from mesh.report import Occurrence, Report
 from mesh.store import Store
+from node.handover import take as take_handovers
 from node.leader import RoundResult, act
 
 __all__ = ["MeshPeer", "PeerOptions", "RejectionCounter", "make_validator", "state_of_occurrence"]
@@ -400,6 +401,7 @@ class MeshPeer:
         into ``occ`` messages and paced, so a burst of thousands of spooled
         reports is a few messages and never overflows libp2p's 32-slot queues.
         """
+        take_handovers(self.store)  # reports failing processes here handed over
         pending = self.store.pending(limit=5000)
         if not pending:
             return 0

@@ -7,7 +7,8 @@ Order matters and is the same for every way in (excepthook, decorator,
 2. ``before_send`` may edit or drop the report; its result is scrubbed again;
 3. signature (after scrubbing, so a secret in a message cannot split groups);
 4. bound to the wire limits;
-5. spool: committed durably, stamped with (origin, seq, count);
+5. spool: committed durably, stamped with (origin, seq, count); reports
+   handed over to a local relay that never took them are spooled first;
 6. deliver: solo mode merges into the local aggregate and runs one leader
    round with the configured sink; the mesh (issue 3) plugs in here as
    another :class:`Delivery`.
@@ -28,12 +29,13 @@ from typing import Protocol
 from github_sink.sink import Sink
 from mesh.aggregate import BundlePolicy, Limits
 from mesh.report import Report
-from mesh.scrub import Scrubber, ScrubRules, secret_env_values
+from mesh.scrub import process_scrubber
 from mesh.signature import report_signature
 from mesh.store import Store
 from mesh.wire import bound_report
 from node.config import Config
 from node.errors import ConfigError
+from node.handover import take as take_handovers
 from node.leader import RoundResult, act
 
 __all__ = [
@@ -199,15 +201,11 @@ class Pipeline:
     ) -> None:
         self.config = config
         self.before_send = before_send
-        env = dict(os.environ if environ is None else environ)
-        self.scrubber = Scrubber(
-            ScrubRules(
-                extra_patterns=config.scrub_patterns,
-                extra_keys=config.scrub_keys,
-                secret_values=secret_env_values(env)
-                + ((config.github_token,) if config.github_token else ()),
-                home=env.get("HOME") or os.path.expanduser("~"),
-            )
+        self.scrubber = process_scrubber(
+            extra_patterns=config.scrub_patterns,
+            extra_keys=config.scrub_keys,
+            token=config.github_token,
+            environ=dict(os.environ if environ is None else environ),
         )
         self._delivery = delivery
 
@@ -240,6 +238,18 @@ class Pipeline:
         if report is None:
             return Outcome(report=None, dropped_by_hook=True)
         with open_store(self.config) as store:
+            take_handovers(store)  # rows a relay that is gone never took (node/handover.py)
             stored = store.spool(report)
             result = self.delivery.deliver(store, [stored], exiting=exiting)
         return Outcome(report=stored, round=result)
+
+    def deliver_spooled(self, *, exiting: bool) -> RoundResult | None:
+        """Deliver what the spool holds, with no new report.
+
+        For a hand-over whose row was committed but whose relay did not take
+        the nudge: the row is spooled and delivered like this process's own
+        report would have been. Raises ``StoreError``/``ConfigError``.
+        """
+        with open_store(self.config) as store:
+            take_handovers(store)
+            return self.delivery.deliver(store, [], exiting=exiting)

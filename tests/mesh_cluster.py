@@ -86,12 +86,15 @@ def read_totals(db: Path) -> dict[str, int]:
 
 
 def spool_rows(db: Path) -> int:
-    """Pending (unacked) reports in a machine's spool."""
+    """Pending (unacked) reports in a machine's spool, hand-over rows included."""
     if not db.exists():
         return 0
     with contextlib.closing(sqlite3.connect(db, timeout=5)) as conn:
         try:
-            return int(conn.execute("SELECT COUNT(*) FROM spool").fetchone()[0])
+            return sum(  # spooled, and handed over to a local relay but not yet taken
+                int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+                for table in ("spool", "handover")
+            )
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 return 0  # the file exists, its schema is being created right now

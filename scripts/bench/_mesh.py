@@ -150,8 +150,11 @@ def spool_pending(state_dir: Path, cluster: str = CLUSTER) -> int:
     path = store_path(state_dir, cluster)
     if not path.exists():
         return 0
-    with contextlib.closing(_connect(path)) as conn:
-        return int(conn.execute("SELECT COUNT(*) FROM spool").fetchone()[0])
+    with contextlib.closing(_connect(path)) as conn:  # spooled + handed over, not yet taken
+        return sum(
+            int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+            for table in ("spool", "handover")
+        )
 
 
 class Child:
