@@ -236,15 +236,18 @@ class _Hub:
             # the pipeline (node/handover.py explains the ~50 ms budget).
             from node import handover
 
-            result = handover.hand_over(
-                exc,
-                flags=self.flags,
-                log_tail=log_tail,
-                caller_package=self.caller_package,
-                default_app=_default_app,
-                fingerprint=fingerprint,
-                now=now,
-            )
+            try:
+                result = handover.hand_over(
+                    exc,
+                    flags=self.flags,
+                    log_tail=log_tail,
+                    caller_package=self.caller_package,
+                    default_app=_default_app,
+                    fingerprint=fingerprint,
+                    now=now,
+                )
+            except Exception:  # nothing committed: the full path reports it (or the failure)
+                result = handover.NOT_APPLICABLE
             if result == handover.HANDED:
                 self.last = None
                 return None
