@@ -16,8 +16,14 @@ time (``tests/test_election.py`` runs whole clusters in memory).
 #          (plain ``str`` order) is better. Only eligible peers have a rank.
 #          Non-eligible peers ("observers") never lead and never send
 #          heartbeats, but still follow who leads.
+# Beats    The leader sends a heartbeat every ``heartbeat``; an eligible
+#          peer that does not lead, every ``follower_beats`` heartbeats.
+#          Every heartbeat is delivered to every peer, and on 2 cores ten
+#          relays beating twice a second used a core between them; only the
+#          leader's silence has to be noticed fast.
 # Alive    A peer is alive while its last heartbeat was RECEIVED less than
-#          ``timeout = heartbeat * timeout_beats`` ago, on the receiver's own
+#          ``timeout = heartbeat * timeout_beats`` ago if it said it leads,
+#          ``timeout * follower_beats`` ago if not, on the receiver's own
 #          clock. No timestamp crosses the wire, so clock offsets between
 #          machines cannot matter.
 # Gone     The transport reports that its direct connection to a peer
@@ -30,10 +36,10 @@ time (``tests/test_election.py`` runs whole clusters in memory).
 #          takes ~1.7 s instead of the timeout, and the timeout can be long
 #          enough (3 s) that a busy mesh delaying a few heartbeats does not
 #          elect a second leader.
-# Settled  ``settle`` (default: the timeout) after
-#          construction. By then a peer has heard every live peer and the
-#          highest term. It is paid once per process, never again at a
-#          failover.
+# Settled  ``settle`` (default: the timeout, or a follower's interval plus
+#          a heartbeat if longer) after construction. By then a peer has
+#          heard every live peer and the highest term. It is paid once per
+#          process, never again at a failover.
 # Term     The highest term seen in any heartbeat, or taken. It never
 #          decreases. Leading means taking ``term = highest seen + 1``, so a
 #          leader's side effects carry a term newer than any it knows of.
@@ -164,6 +170,8 @@ class ElectionConfig:
     heartbeat: float = 0.5
     timeout_beats: int = 6
     settle: float | None = None
+    #: A non-leading peer beats every this many heartbeats (see the rules).
+    follower_beats: int = 3
 
     def __post_init__(self) -> None:
         if not _positive_number(self.heartbeat):
@@ -171,6 +179,9 @@ class ElectionConfig:
         beats = self.timeout_beats
         if isinstance(beats, bool) or not isinstance(beats, int) or beats < 2:
             raise LocalError(f"timeout_beats must be an int >= 2, got {beats!r}")
+        every = self.follower_beats
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise LocalError(f"follower_beats must be an int >= 1, got {every!r}")
         if self.settle is not None and not _positive_number(self.settle):
             raise LocalError(f"settle must be a positive number or None, got {self.settle!r}")
 
@@ -181,8 +192,12 @@ class ElectionConfig:
 
     @property
     def settle_period(self) -> float:
-        """``settle`` with ``None`` resolved to the timeout."""
-        return self.timeout if self.settle is None else self.settle
+        """``settle``, with ``None`` resolved to the timeout, or to one
+        follower's heartbeat interval plus a heartbeat if that is longer: a
+        newcomer must have heard every live peer, followers included."""
+        if self.settle is not None:
+            return self.settle
+        return max(self.timeout, self.heartbeat * (self.follower_beats + 1))
 
 
 def _positive_number(value: object) -> bool:
@@ -319,7 +334,7 @@ class Election:
         """
         self._advance(now)
         if hb.peer != self._me:
-            expires = now + self._timeout
+            expires = now + self._lifetime(hb)
             gone = self._gone.get(hb.peer)
             if gone is not None:
                 expires = min(expires, gone[0] + self._grace)
@@ -356,7 +371,7 @@ class Election:
         if self._gone.pop(peer, None) is not None:
             seen = self._peers.get(peer)
             if seen is not None:
-                self._peers[peer] = _Seen(seen.heartbeat, now + self._timeout)
+                self._peers[peer] = _Seen(seen.heartbeat, now + self._lifetime(seen.heartbeat))
         return self._step(now)
 
     def tick(self, now: float) -> list[ElectionEvent]:
@@ -432,8 +447,13 @@ class Election:
             events.append(LeaderChanged(leader, self._term if term is None else term))
         if self._eligible and (changed or now >= self._next_heartbeat):
             events.append(SendHeartbeat(self._heartbeat()))
-            self._next_heartbeat = now + self._config.heartbeat
+            every = 1 if self._role == "leader" else self._config.follower_beats
+            self._next_heartbeat = now + self._config.heartbeat * every
         return events
+
+    def _lifetime(self, hb: Heartbeat) -> float:
+        """How long a heartbeat keeps its sender alive (see Beats and Alive)."""
+        return self._timeout if hb.leading else self._timeout * self._config.follower_beats
 
     def _transition(self, now: float, events: list[ElectionEvent]) -> bool:
         """Fire rows of ``_TRANSITIONS`` until none matches; True if any did."""

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -293,6 +294,13 @@ async def open_gossip(config: GossipConfig, validator: Validator) -> AsyncIterat
     from libp2p.security.noise.transport import Transport as NoiseTransport
     from libp2p.tools.anyio_service import background_trio_service
 
+    # py-libp2p's yamux answers every read with a WINDOW_UPDATE frame (its
+    # PY_YAMUX_RELEASE_ON_READ knob, on by default): one Noise-encrypted write
+    # per message received, most of a relay's CPU at rest. Off, it credits the
+    # window as go-yamux does, once half of it is consumed (DECISIONS 27).
+    # Read at call time, so set before any stream exists; a value set by the
+    # user wins.
+    os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
     key_pair = load_or_create_identity(config.identity_path)
     host = new_host(
         key_pair=key_pair,

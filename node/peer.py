@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import os
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,6 +74,16 @@ ANSWER_MAX = 1024
 #: Seconds between two answers with one signature's state: an answer goes to
 #: the whole topic, so it serves every digest that asked meanwhile.
 ANSWER_QUIET = 2.0
+#: A difference this young (seconds since our state of that signature last
+#: changed) is left unanswered: the message that changed ours is most likely
+#: still on its way to the digest's sender. Answered anyway once deferred
+#: for ANSWER_DEFER_MAX, so a signature that changes all the time is still
+#: repaired.
+ANSWER_YOUNG = 1.0
+ANSWER_DEFER_MAX = 5.0
+#: Up to this long (random) before answering, so that the answer of one relay
+#: can reach the others and spare theirs (scalable reliable multicast's trick).
+ANSWER_JITTER = 0.2
 #: Entries per digest message.
 DIGEST_BATCH = 512
 #: Seconds between rebuilds of the digest cache from the store.
@@ -230,7 +241,9 @@ class MeshPeer:
         #: The longest a message of each kind waited in our receive channel.
         self.lag_max: dict[str, float] = {}
         self._candidate_addrs: dict[str, tuple[str, ...]] = {}
-        self._answered_at: dict[bytes, float] = {}  # signature -> trio time of our last answer
+        self._answered_at: dict[bytes, float] = {}  # signature -> trio time of the last answer
+        self._changed_at: dict[bytes, float] = {}  # signature -> trio time our entry changed
+        self._deferred_since: dict[bytes, float] = {}  # signature -> first young answer skipped
         self._status_belief: tuple[str, str | None, int] | None = None
         self._peers_changed = trio.Event()  # set by _watch_peers, awaited by _digest_loop
         self._status_at = -math.inf
@@ -283,6 +296,11 @@ class MeshPeer:
             self._digests[(sender, msg.after)] = msg  # a newer one replaces it
             self._digest_wanted.set()
             return
+        if isinstance(msg, wire.StateMsg):
+            # Someone answered a digest, to everybody: ours would repeat it.
+            now = trio.current_time()
+            for state in msg.states:
+                self._answered_at[state.signature] = now
         if len(self._backlog) >= BACKLOG_MAX:
             # Anti-entropy repairs what is dropped here; an unacked report is
             # sent again by its reporter.
@@ -304,6 +322,7 @@ class MeshPeer:
         while True:
             await self._digest_wanted.wait()
             self._digest_wanted = trio.Event()
+            await trio.sleep(random.uniform(0.0, ANSWER_JITTER))
             while self._digests:
                 key = next(iter(self._digests))
                 msg = self._digests.pop(key)
@@ -449,8 +468,12 @@ class MeshPeer:
         return len(pending)
 
     def _note(self, *states: SigState) -> None:
+        now = trio.current_time()
         for state in states:
-            self._entries[state.signature] = _digest_entry(state)
+            entry = _digest_entry(state)
+            if self._entries.get(state.signature) != entry:
+                self._changed_at[state.signature] = now
+            self._entries[state.signature] = entry
 
     async def _refresh_entries(self) -> None:
         """Rebuild the digest cache from the store, a batch at a time."""
@@ -500,10 +523,15 @@ class MeshPeer:
             if (msg.after and sig <= msg.after) or (msg.until and sig > msg.until):
                 continue
             if now - self._answered_at.get(sig, -math.inf) < ANSWER_QUIET:
-                # Just sent to everybody. While reports flowed every digest
-                # differed somewhere, and one answer per digest per relay
-                # was most of the traffic (scripts/bench/propagation.py).
+                # Just sent to everybody (by us or another relay). While reports
+                # flowed every digest differed somewhere, and one answer per
+                # digest per relay was most of the traffic (propagation.py).
                 continue
+            if now - self._changed_at.get(sig, -math.inf) < ANSWER_YOUNG:
+                since = self._deferred_since.setdefault(sig, now)
+                if now - since < ANSWER_DEFER_MAX:
+                    continue  # what changed ours is likely still on its way to them
+            self._deferred_since.pop(sig, None)
             mine = self._entries[sig]
             entry = theirs.get(sig)
             if entry is None:

@@ -38,7 +38,9 @@ from mesh.errors import LocalError
 TICK = 1 / 64
 #: The rule-by-rule tests use a 1.5 s timeout (the product's is 3 s, see
 #: test_config_derived_timings): shorter scenarios, the same rules.
-DEFAULT = ElectionConfig(timeout_beats=3)  # heartbeat 0.5 s, timeout 1.5 s, settle 1.5 s
+DEFAULT = ElectionConfig(
+    follower_beats=1, timeout_beats=3
+)  # heartbeat 0.5 s, timeout 1.5 s, settle 1.5 s
 
 
 def hb(peer: str, *, priority: int = 0, term: int = 0, leading: bool = False) -> Heartbeat:
@@ -261,7 +263,9 @@ def test_a_lone_peer_beats_at_once_and_leads_once_settled() -> None:
 
 
 def test_settle_counts_from_construction_and_is_never_paid_again() -> None:
-    e = Election(me="b", config=ElectionConfig(timeout_beats=3, settle=0.25), now=0.0)
+    e = Election(
+        me="b", config=ElectionConfig(follower_beats=1, timeout_beats=3, settle=0.25), now=0.0
+    )
     e.receive(hb("a", leading=True, term=4), 0.0)  # a better peer leads
     assert e.tick(0.25) == []  # settled, but outranked
     assert e.leader == "a"
@@ -279,7 +283,9 @@ def test_settle_counts_from_construction_and_is_never_paid_again() -> None:
 
 def test_a_higher_term_leader_makes_the_leader_step_down() -> None:
     """z ranks below a but leads in a newer term: a split brain just ended."""
-    a = Election(me="a", config=ElectionConfig(timeout_beats=3, settle=0.5), now=0.0)
+    a = Election(
+        me="a", config=ElectionConfig(follower_beats=1, timeout_beats=3, settle=0.5), now=0.0
+    )
     a.tick(0.0)
     assert a.tick(0.5)[0] == BecameLeader(1)
 
@@ -296,7 +302,9 @@ def test_a_higher_term_leader_makes_the_leader_step_down() -> None:
 
 def test_a_higher_term_from_a_follower_only_moves_the_leader_to_a_fresh_term() -> None:
     """Stale news of an old leader: no step-down, but the leader's term stays newest."""
-    a = Election(me="a", config=ElectionConfig(timeout_beats=3, settle=0.5), now=0.0)
+    a = Election(
+        me="a", config=ElectionConfig(follower_beats=1, timeout_beats=3, settle=0.5), now=0.0
+    )
     a.tick(0.0)
     a.tick(0.5)
     assert a.receive(hb("z", term=7), 0.75) == [
@@ -307,7 +315,9 @@ def test_a_higher_term_from_a_follower_only_moves_the_leader_to_a_fresh_term() -
 
 
 def test_a_better_peer_makes_the_leader_step_down_for_good() -> None:
-    b = Election(me="b", config=ElectionConfig(timeout_beats=3, settle=0.5), now=0.0)
+    b = Election(
+        me="b", config=ElectionConfig(follower_beats=1, timeout_beats=3, settle=0.5), now=0.0
+    )
     b.tick(0.0)
     b.tick(0.5)
     assert b.receive(hb("a"), 0.75) == [
@@ -342,7 +352,9 @@ def test_an_observer_follows_but_never_sends_nor_counts() -> None:
     assert o.role == "observer"
 
     # and an eligible peer does not let a non-eligible one outrank it
-    b = Election(me="b", config=ElectionConfig(timeout_beats=3, settle=0.5), now=0.0)
+    b = Election(
+        me="b", config=ElectionConfig(follower_beats=1, timeout_beats=3, settle=0.5), now=0.0
+    )
     b.receive(Heartbeat(peer="a", priority=9, term=0, leading=True, eligible=False), 0.0)
     assert b.tick(0.5)[0] == BecameLeader(1)
 
@@ -520,7 +532,7 @@ def test_the_machine_keeps_its_invariants_on_any_input(
         me="m",
         priority=1,
         eligible=eligible,
-        config=ElectionConfig(timeout_beats=3, settle=1),
+        config=ElectionConfig(follower_beats=1, timeout_beats=3, settle=1),
         now=0.0,
     )
     heard: dict[str, tuple[Heartbeat, float]] = {}
@@ -632,9 +644,13 @@ class Scenario:
         """R of property 4: when the roles must have converged."""
         kills = [p.kill_at for p in self.peers if p.kill_at is not None]
         joins = [t for p in self.peers for t in (p.join_at, p.rejoin_at) if t is not None]
+        # A killed peer that did not lead stays alive for a follower's lifetime
+        # (timeout * follower_beats), and after losses a follower's next
+        # heartbeat may be follower_beats heartbeats away.
+        every = self.config.follower_beats
         return max(
-            calm + self.config.heartbeat + self.max_delay,
-            max(kills, default=-math.inf) + self.max_delay + self.config.timeout,
+            calm + self.config.heartbeat * every + self.max_delay,
+            max(kills, default=-math.inf) + self.max_delay + self.config.timeout * every,
             max(joins) + self.config.settle_period,
         )
 
@@ -649,7 +665,11 @@ def scenarios(
 ) -> Scenario:
     """2-7 peers (some observers) with random ranks, clock offsets, delays, joins, kills."""
     heartbeat = draw(st.sampled_from([0.25, 0.5, 1.0]))
-    config = ElectionConfig(heartbeat=heartbeat, timeout_beats=draw(st.integers(2, 4)))
+    config = ElectionConfig(
+        heartbeat=heartbeat,
+        timeout_beats=draw(st.integers(2, 4)),
+        follower_beats=draw(st.integers(1, 3)),
+    )
     max_steps = draw(st.integers(0, round(heartbeat / TICK) - 1))  # d < heartbeat
     jitter_steps = draw(st.integers(0, max_steps))
     ids = draw(
@@ -968,3 +988,26 @@ def test_a_restarted_peer_starts_from_the_known_term() -> None:
     assert BecameLeader(8) in events
     with pytest.raises(LocalError):
         Election(me="a", config=DEFAULT, now=0.0, term=-1)
+
+
+def test_followers_beat_every_third_heartbeat_and_count_as_alive_that_much_longer() -> None:
+    """Every heartbeat reaches every peer; only the leader's silence must show fast."""
+    b = Election(me="b", config=PRODUCT, now=0.0)
+    sent = []
+    for k in range(13):  # a leads throughout, heard every 0.5 s
+        t = k * 0.25
+        events = b.receive(hb("a", term=1, leading=True), t) if k % 2 == 0 else b.tick(t)
+        sent += [t for e in events if isinstance(e, SendHeartbeat)]
+    assert b.role == "follower"
+    assert sent == [0.0, 1.5, 3.0]  # a follower: every 3 x 0.5 s
+    b.receive(hb("c", term=0, leading=False), 3.0)  # a follower: alive until 3 + 3 x 3 s
+    b.receive(hb("a", term=1, leading=True), 3.0)  # the leader: alive until 3 + 3 s
+    assert b.alive(8.9) == ("c",)
+    assert b.alive(11.9) == ("c",) and b.alive(12.0) == ()
+
+    leader = Election(me="a", config=PRODUCT, now=0.0)
+    beats = [t for t in (x * 0.25 for x in range(0, 17)) if any(
+        isinstance(e, SendHeartbeat) for e in leader.tick(t)
+    )]  # fmt: skip
+    assert leader.role == "leader"
+    assert [t for t in beats if t > 1.5] == [2.0, 2.5, 3.0, 3.5, 4.0]  # a leader: every 0.5 s

@@ -187,3 +187,59 @@ def test_a_split_digest_still_shows_what_its_sender_lacks(tmp_path: Path) -> Non
         ((_, answer),) = gossip.sent
         assert isinstance(answer, wire.StateMsg)
         assert [s.signature for s in answer.states] == [sigs[1], sigs[2]]
+
+
+def test_a_difference_younger_than_gossip_is_left_to_gossip(tmp_path: Path) -> None:
+    """Our state just changed: the message that changed it is probably on its
+    way to the digest's sender too, so we answer only once it is older."""
+    from trio.testing import MockClock
+
+    from node.peer import ANSWER_DEFER_MAX, ANSWER_YOUNG
+
+    with Store.open(tmp_path) as store:
+        peer, gossip = peer_over(store)
+        lacks_everything = wire.DigestMsg(entries=())
+
+        async def scenario() -> None:
+            await peer.handle(wire.StateMsg(states=(state_from(b"A" * 16, 3),)), "12D3KooWrelayC")
+            await peer.handle(lacks_everything, "12D3KooWrelayB")
+            assert gossip.sent == []
+            await trio.sleep(ANSWER_YOUNG)
+            await peer.handle(lacks_everything, "12D3KooWrelayB")
+            assert [type(m) for _, m in gossip.sent] == [wire.StateMsg]
+
+            # A signature that changes all the time is still answered, late.
+            gossip.sent.clear()
+            started = trio.current_time()
+            while not gossip.sent:
+                count = 4 + round(trio.current_time() - started)
+                await peer.handle(
+                    wire.StateMsg(states=(state_from(b"A" * 16, count),)), "12D3KooWrelayC"
+                )
+                await peer.handle(lacks_everything, "12D3KooWrelayB")
+                await trio.sleep(0.5)
+            assert trio.current_time() - started <= ANSWER_DEFER_MAX + 2.5
+
+        trio.run(scenario, clock=MockClock(autojump_threshold=0))
+
+
+def test_another_relays_answer_spares_ours(tmp_path: Path) -> None:
+    """A state answer reaches every peer; repeating it would only cost CPU."""
+    from trio.testing import MockClock
+
+    from node.peer import ANSWER_QUIET
+
+    with Store.open(tmp_path) as store:
+        store.merge_states([state_from(b"A" * 16, 3)])
+        peer, gossip = peer_over(store)
+        lacks_everything = wire.DigestMsg(entries=())
+
+        async def scenario() -> None:
+            peer.accept(wire.StateMsg(states=(state_from(b"A" * 16, 3),)), "12D3KooWrelayC")
+            await peer.handle(lacks_everything, "12D3KooWrelayB")
+            assert gossip.sent == []
+            await trio.sleep(ANSWER_QUIET)
+            await peer.handle(lacks_everything, "12D3KooWrelayB")
+            assert [type(m) for _, m in gossip.sent] == [wire.StateMsg]
+
+        trio.run(scenario, clock=MockClock(autojump_threshold=0))
