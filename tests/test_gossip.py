@@ -384,3 +384,63 @@ def test_a_link_whose_queue_stops_draining_is_restarted(mesh: Mesh) -> None:
     receiver.expect("received", 10.0, where=lambda e: e["data"].startswith("after"))
     publisher.expect("published", 10.0)
     assert publisher.status()["counters"]["stuck_links"] >= 1
+
+
+_HOST_COMPARISON = """
+import json, sys
+from mesh.gossip import _new_tcp_host, import_libp2p
+
+import_libp2p(lean=True)
+loaded_anyway = [m for m in ("aioquic", "zeroconf", "httpx", "libp2p.security.tls.autotls.acme",
+                       "libp2p.discovery.mdns.mdns", "libp2p.transport.websocket") if m in sys.modules]
+import multiaddr
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.x25519 import create_new_key_pair as x25519
+from libp2p.custom_types import TProtocol
+from libp2p.network.config import ConnectionConfig
+from libp2p.security.noise.transport import PROTOCOL_ID, Transport
+
+def shape(host):
+    swarm = host.get_network()
+    return {
+        "classes": [type(host).__name__, type(swarm).__name__],
+        "transports": [type(t).__name__ for t in swarm.transport_manager._transports],
+        "security": sorted(map(str, swarm.upgrader.security_multistream.transports)),
+        "muxers": [str(p) for p in swarm.upgrader.muxer_multistream.transports],
+        "resource_manager": type(swarm._resource_manager).__name__,
+        "psk": swarm.psk, "mdns": host.mDNS is not None, "upnp": host.upnp is not None,
+        "retry": repr(swarm.retry_config),
+        "per_peer": swarm.connection_config.max_connections_per_peer,
+    }
+
+key = create_new_key_pair()
+options = dict(
+    key_pair=key,
+    sec_opt={TProtocol(PROTOCOL_ID): Transport(key, noise_privkey=x25519().private_key)},
+    listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")],
+    connection_config=ConnectionConfig(max_connections_per_peer=1),
+)
+lean = shape(_new_tcp_host(**options))
+from libp2p import new_host  # runs the deferred libp2p/__init__.py now
+
+print(json.dumps({"loaded_anyway": loaded_anyway, "lean": lean,
+                  "full": shape(new_host(**options, enable_mDNS=False))}))
+"""
+
+
+def test_the_lean_import_builds_the_host_new_host_would() -> None:
+    """A failing CLI skips most of py-libp2p (mesh.gossip.import_libp2p): the host
+    it builds by hand must stay the one ``new_host`` builds, whatever 0.8.x does."""
+    done = subprocess.run(
+        [sys.executable, "-c", _HOST_COMPARISON],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "lean libp2p import failed" not in done.stderr
+    result = json.loads(done.stdout)
+    assert result["loaded_anyway"] == []
+    assert result["lean"] == result["full"]
+    assert result["lean"]["transports"] == ["TCP"]

@@ -17,8 +17,9 @@ commands are interleaved round by round (order rotated each round):
 - ``mesh``: the same with a state directory of its own (no relay socket
   there), ``ERRMESH_PEERS`` = the relay's multiaddr: the embedded path;
 - ``mesh-imports`` (every third round): a process that only imports what
-  the embedded path imports (``node.pipeline``, ``mesh.gossip``, libp2p's
-  host, gossipsub, Noise), to show how much of ``mesh`` is import time.
+  the embedded path imports (``node.pipeline``, ``mesh.gossip``, the parts
+  of libp2p ``mesh.gossip.import_libp2p`` loads for a failing CLI), to show
+  how much of ``mesh`` is import time.
 
 Children run like ``success_path.py`` runs them: a throwaway venv (no
 ``.pth`` files), ``PYTHONPATH`` = repo + the development venv's
@@ -52,7 +53,7 @@ CODE = {
     "mesh": f"import node; node.install(); raise ValueError('{MESSAGES['mesh']}')",
     "mesh-imports": (
         "import node, node.pipeline, node.embedded, node.peer, mesh.gossip, trio, multiaddr; "
-        "from libp2p import new_host; "
+        "mesh.gossip.import_libp2p(lean=True); "
         "from libp2p.pubsub.gossipsub import GossipSub; "
         "from libp2p.pubsub.pubsub import Pubsub; "
         "from libp2p.security.noise.transport import Transport; "
