@@ -132,12 +132,23 @@ def measure_phase(
     deliveries: list[float] = []
     per_report: list[float] = []
     missing = 0
+    slowest: list[tuple[float, str]] = []
+    first = min((t for *_, t in sent), default=0.0)
     for publisher, origin, seq, t in sent:
         got = {r: at for r, at in arrivals.get((origin, seq), {}).items() if r != publisher}
         deliveries.extend(at - t for at in got.values())
         missing += PEERS - 1 - len(got)
         if len(got) == PEERS - 1:
             per_report.append(max(got.values()) - t)
+            late = sorted(got, key=lambda r: got[r] - t)[-3:]
+            slowest.append(
+                (
+                    max(got.values()) - t,
+                    f"{(max(got.values()) - t) * 1000:.0f} ms: published by {publisher} "
+                    f"{t - first:.1f} s into the phase; last receivers "
+                    + ", ".join(f"{r} ({(got[r] - t) * 1000:.0f})" for r in reversed(late)),
+                )
+            )
     pairs = list(zip(stats, before, strict=True))
     kinds: collections.Counter[str] = collections.Counter()
     for s, b in pairs:
@@ -163,6 +174,8 @@ def measure_phase(
             s["gossip"]["dropped_local"] - b["gossip"]["dropped_local"] for s, b in pairs
         ),
         "peers_per_peer": [len(s["peers"]) for s in stats],
+        "leaders": sorted({str(s.get("leader")) for s in stats}),
+        "slowest": [text for _, text in sorted(slowest, reverse=True)[:3]],
     }
 
 
@@ -291,6 +304,11 @@ def main() -> None:
         "every other process on the machine (this one too) meanwhile; "
         f"pubsub peers per relay: {', '.join(str(r['peers_per_peer']) for r in results[:1])})"
     )
+    for r in results:
+        if r["slowest"]:
+            print(f"slowest, {r['topology']} {r['phase']} (leader {', '.join(r['leaders'])}):")
+            for text in r["slowest"]:
+                print(f"  {text}")
     light_results = [r for r in results if r["phase"] == "light"]
     worst = max(r["all_peers"]["p99"] for r in light_results)
     missing = sum(r["missing"] for r in light_results)
