@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import json
 import os
 import sys
@@ -165,6 +166,11 @@ async def serve_relay(config: Config, *, announce: Callable[[Gossip, str], None]
                 peer.status_url = f"http://127.0.0.1:{port}/status"
                 await nursery.start(peer.run)
                 nursery.start_soon(_listen_for_nudges, config.relay_socket, peer)
+                # What exists now (~100k objects: libp2p's modules, the host)
+                # lives as long as the relay: keep it out of the collector's
+                # full passes, each of which stalls the loop ~50 ms or more.
+                gc.collect()
+                gc.freeze()
                 announce(gossip, peer.status_url)
 
 

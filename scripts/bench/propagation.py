@@ -141,12 +141,20 @@ def measure_phase(
         if len(got) == PEERS - 1:
             per_report.append(max(got.values()) - t)
             late = sorted(got, key=lambda r: got[r] - t)[-3:]
+            end = max(got.values())
+            stalled = [
+                f"{i}: {d * 1000:.0f} ms"
+                for i, st in enumerate(stats)
+                for began, d in st.get("stalls", [])
+                if began < end and began + d > t - 0.05
+            ]
             slowest.append(
                 (
                     max(got.values()) - t,
                     f"{(max(got.values()) - t) * 1000:.0f} ms: published by {publisher} "
                     f"{t - first:.1f} s into the phase; last receivers "
-                    + ", ".join(f"{r} ({(got[r] - t) * 1000:.0f})" for r in reversed(late)),
+                    + ", ".join(f"{r} ({(got[r] - t) * 1000:.0f})" for r in reversed(late))
+                    + (f"; loops stalled meanwhile: {', '.join(stalled)}" if stalled else ""),
                 )
             )
     pairs = list(zip(stats, before, strict=True))
