@@ -16,8 +16,11 @@ time (``tests/test_election.py`` runs whole clusters in memory).
 #          (plain ``str`` order) is better. Only eligible peers have a rank.
 #          Non-eligible peers ("observers") never lead and never send
 #          heartbeats, but still follow who leads.
-# Beats    The leader sends a heartbeat every ``heartbeat``; an eligible
-#          peer that does not lead, every ``follower_beats`` heartbeats.
+# Beats    The leader, and a peer still settling, send a heartbeat every
+#          ``heartbeat``; any other eligible peer every ``follower_beats``
+#          heartbeats, at most ``timeout_beats - 1``: a leading heartbeat that
+#          arrives late (sent before a step-down or a restart) keeps its
+#          sender alive a timeout, by when its next one is due.
 #          Every heartbeat is delivered to every peer, and on 2 cores ten
 #          relays beating twice a second used a core between them; only the
 #          leader's silence has to be noticed fast.
@@ -36,10 +39,10 @@ time (``tests/test_election.py`` runs whole clusters in memory).
 #          takes ~1.7 s instead of the timeout, and the timeout can be long
 #          enough (3 s) that a busy mesh delaying a few heartbeats does not
 #          elect a second leader.
-# Settled  ``settle`` (default: the timeout, or a follower's interval plus
-#          a heartbeat if longer) after construction. By then a peer has
-#          heard every live peer and the highest term. It is paid once per
-#          process, never again at a failover.
+# Settled  ``settle`` (default: the timeout) after construction. By then a
+#          peer has heard every live peer (a follower beats more often than
+#          the timeout) and the highest term. It is paid once per process,
+#          never again at a failover.
 # Term     The highest term seen in any heartbeat, or taken. It never
 #          decreases. Leading means taking ``term = highest seen + 1``, so a
 #          leader's side effects carry a term newer than any it knows of.
@@ -170,7 +173,8 @@ class ElectionConfig:
     heartbeat: float = 0.5
     timeout_beats: int = 6
     settle: float | None = None
-    #: A non-leading peer beats every this many heartbeats (see the rules).
+    #: A settled peer that does not lead beats every this many heartbeats,
+    #: at most ``timeout_beats - 1`` (see :attr:`follower_every` and the rules).
     follower_beats: int = 3
 
     def __post_init__(self) -> None:
@@ -191,13 +195,14 @@ class ElectionConfig:
         return self.heartbeat * self.timeout_beats
 
     @property
+    def follower_every(self) -> int:
+        """``follower_beats``, at most ``timeout_beats - 1``."""
+        return min(self.follower_beats, self.timeout_beats - 1)
+
+    @property
     def settle_period(self) -> float:
-        """``settle``, with ``None`` resolved to the timeout, or to one
-        follower's heartbeat interval plus a heartbeat if that is longer: a
-        newcomer must have heard every live peer, followers included."""
-        if self.settle is not None:
-            return self.settle
-        return max(self.timeout, self.heartbeat * (self.follower_beats + 1))
+        """``settle`` with ``None`` resolved to the timeout."""
+        return self.timeout if self.settle is None else self.settle
 
 
 def _positive_number(value: object) -> bool:
@@ -447,13 +452,14 @@ class Election:
             events.append(LeaderChanged(leader, self._term if term is None else term))
         if self._eligible and (changed or now >= self._next_heartbeat):
             events.append(SendHeartbeat(self._heartbeat()))
-            every = 1 if self._role == "leader" else self._config.follower_beats
+            settling = now < self._settled_at
+            every = 1 if self._role == "leader" or settling else self._config.follower_every
             self._next_heartbeat = now + self._config.heartbeat * every
         return events
 
     def _lifetime(self, hb: Heartbeat) -> float:
         """How long a heartbeat keeps its sender alive (see Beats and Alive)."""
-        return self._timeout if hb.leading else self._timeout * self._config.follower_beats
+        return self._timeout if hb.leading else self._timeout * self._config.follower_every
 
     def _transition(self, now: float, events: list[ElectionEvent]) -> bool:
         """Fire rows of ``_TRANSITIONS`` until none matches; True if any did."""

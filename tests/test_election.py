@@ -647,7 +647,7 @@ class Scenario:
         # A killed peer that did not lead stays alive for a follower's lifetime
         # (timeout * follower_beats), and after losses a follower's next
         # heartbeat may be follower_beats heartbeats away.
-        every = self.config.follower_beats
+        every = self.config.follower_every
         return max(
             calm + self.config.heartbeat * every + self.max_delay,
             max(kills, default=-math.inf) + self.max_delay + self.config.timeout * every,
@@ -665,10 +665,11 @@ def scenarios(
 ) -> Scenario:
     """2-7 peers (some observers) with random ranks, clock offsets, delays, joins, kills."""
     heartbeat = draw(st.sampled_from([0.25, 0.5, 1.0]))
+    timeout_beats = draw(st.integers(2, 4))
     config = ElectionConfig(
         heartbeat=heartbeat,
-        timeout_beats=draw(st.integers(2, 4)),
-        follower_beats=draw(st.integers(1, 3)),
+        timeout_beats=timeout_beats,
+        follower_beats=draw(st.integers(1, timeout_beats - 1)),
     )
     max_steps = draw(st.integers(0, round(heartbeat / TICK) - 1))  # d < heartbeat
     jitter_steps = draw(st.integers(0, max_steps))
@@ -999,7 +1000,7 @@ def test_followers_beat_every_third_heartbeat_and_count_as_alive_that_much_longe
         events = b.receive(hb("a", term=1, leading=True), t) if k % 2 == 0 else b.tick(t)
         sent += [t for e in events if isinstance(e, SendHeartbeat)]
     assert b.role == "follower"
-    assert sent == [0.0, 1.5, 3.0]  # a follower: every 3 x 0.5 s
+    assert sent == [0.0, 0.5, 1.0, 1.5, 3.0]  # settling (to 1.5 s): every 0.5 s; then 1.5 s
     b.receive(hb("c", term=0, leading=False), 3.0)  # a follower: alive until 3 + 3 x 3 s
     b.receive(hb("a", term=1, leading=True), 3.0)  # the leader: alive until 3 + 3 s
     assert b.alive(8.9) == ("c",)
