@@ -248,14 +248,12 @@ class _Hub:
                 )
             except Exception:  # nothing committed: the full path reports it (or the failure)
                 result = handover.NOT_APPLICABLE
-            if result == handover.HANDED:
+            if result != handover.NOT_APPLICABLE:
                 self.last = None
-                return None
-            if result == handover.WRITTEN:  # committed, but no relay took it
-                round_result = self.pipeline().deliver_spooled(exiting=exiting)
-                self.last = None
-                if round_result is not None and round_result.errors:
-                    self.warn("; ".join(round_result.errors))
+                if result == handover.WRITTEN:  # committed, but no relay took it
+                    round_result = self.pipeline().deliver_spooled(exiting=exiting)
+                    if round_result is not None and round_result.errors:
+                        self.warn("; ".join(round_result.errors))
                 return None
         from node.event import from_exception, process_context
 

@@ -65,7 +65,6 @@ if TYPE_CHECKING:
 
 
 __all__ = [
-    "EVENT_FIELDS",
     "EventContext",
     "exception_event",
     "from_command",
@@ -76,12 +75,6 @@ __all__ = [
     "qualified_name",
     "to_report",
 ]
-
-#: The keys of an exception event, in order.
-EVENT_FIELDS = (
-    "kind", "exc_type", "message", "causes", "frames", "log_tail", "argv", "app",
-    "app_version", "host", "os", "python", "timestamp", "severity", "facts", "fingerprint",
-)  # fmt: skip
 
 _OWN_PACKAGES = ("mesh", "node", "github_sink")
 _MAX_CHAIN = 8
