@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from mesh import wire
 from mesh.aggregate import (
@@ -75,6 +75,12 @@ CREATE TABLE IF NOT EXISTS handover (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     created REAL NOT NULL,
     payload BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS skeleton (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created REAL NOT NULL,
+    pid INTEGER NOT NULL,
+    payload TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS own_counts (sig BLOB PRIMARY KEY, count INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS states (
@@ -239,14 +245,19 @@ class Store:
 
     # -- the spool --------------------------------------------------------
 
-    def spool(self, report: Report, *, now: float | None = None) -> Report:
+    def spool(
+        self, report: Report, *, now: float | None = None, skeleton: int | None = None
+    ) -> Report:
         """Commit ``report`` durably; return it stamped with origin, seq, count.
+
+        ``skeleton``: the id of the row this report replaces (node/skeleton.py),
+        deleted in the same transaction.
 
         Raises ``StoreUnavailable`` on a full or read-only disk (after trying
         once to make room by dropping the oldest pending reports).
         """
         try:
-            return self._spool(report, now)
+            return self._spool(report, now, skeleton)
         except sqlite3.OperationalError as exc:
             if "full" not in str(exc).lower():
                 raise _translate(exc, "cannot spool the report") from exc
@@ -256,13 +267,15 @@ class Store:
                 pending = self._count_pending()
                 drop = max(1, pending // 2)
                 self._drop_oldest(drop)
-            return self._spool(report, now)
+            return self._spool(report, now, skeleton)
         except sqlite3.Error as exc:
             raise _translate(exc, "cannot spool the report (store full)") from exc
 
-    def _spool(self, report: Report, now: float | None) -> Report:
+    def _spool(self, report: Report, now: float | None, skeleton: int | None = None) -> Report:
         conn = self._conn
         with _immediate(conn):
+            if skeleton is not None:
+                conn.execute("DELETE FROM skeleton WHERE id = ?", (skeleton,))
             row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'spool'").fetchone()
             seq = (row[0] if row else 0) + 1
             conn.execute(
@@ -303,27 +316,60 @@ class Store:
         rows are deleted and counted as ``corrupt_rows``. Returns the
         spooled reports (stamped). Raises ``StoreError``; then nothing moved.
         """
+        return self._take(
+            "SELECT id, created, payload FROM handover ORDER BY id LIMIT ?",
+            "handover",
+            lambda row: convert(bytes(row[2])),
+            limit,
+        )
+
+    def take_skeletons(
+        self,
+        convert: Callable[[str], Report],
+        stale: Callable[[int, float], bool],
+        *,
+        limit: int = 1000,
+    ) -> list[Report]:
+        """Spool the skeletons whose writers are gone (node/skeleton.py), in one transaction.
+
+        ``stale(pid, created)`` says whether a row's writer can no longer
+        replace it; the others stay. Otherwise as :meth:`take_handovers`.
+        """
+        return self._take(
+            "SELECT id, created, payload, pid FROM skeleton ORDER BY id LIMIT ?",
+            "skeleton",
+            lambda row: convert(str(row[2])) if stale(int(row[3]), float(row[1])) else None,
+            limit,
+        )
+
+    def _take(
+        self,
+        select: str,
+        table: str,
+        convert: Callable[[tuple[Any, ...]], Report | None],
+        limit: int,
+    ) -> list[Report]:
+        """Rows of ``table`` into the spool; ``convert`` returns None for a row to keep."""
         try:
             # Nearly always empty (a relay drains every second): no write lock then.
-            if self._conn.execute("SELECT 1 FROM handover LIMIT 1").fetchone() is None:
+            if self._conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is None:
                 return []
             with _immediate(self._conn):
-                rows = self._conn.execute(
-                    "SELECT id, created, payload FROM handover ORDER BY id LIMIT ?", (limit,)
-                ).fetchall()
                 spooled, corrupt = [], 0
-                for row_id, created, payload in rows:
+                for row in self._conn.execute(select, (limit,)).fetchall():
                     try:
-                        report = convert(bytes(payload))
+                        report = convert(row)
                     except (ValueError, TypeError, MeshError):
                         corrupt += 1
                     else:
-                        spooled.append(self._spool(report, float(created)))
-                    self._conn.execute("DELETE FROM handover WHERE id = ?", (row_id,))
+                        if report is None:
+                            continue
+                        spooled.append(self._spool(report, float(row[1])))
+                    self._conn.execute(f"DELETE FROM {table} WHERE id = ?", (row[0],))
                 if corrupt:
                     self._bump("corrupt_rows", corrupt)
         except sqlite3.Error as exc:
-            raise _translate(exc, "cannot spool the handed-over reports") from exc
+            raise _translate(exc, f"cannot spool the {table} rows") from exc
         return spooled
 
     def _count_pending(self) -> int:
@@ -589,7 +635,11 @@ class Store:
         try:
             counters = self.counters()
             signatures = int(self._conn.execute("SELECT COUNT(*) FROM states").fetchone()[0])
-            handed = int(self._conn.execute("SELECT COUNT(*) FROM handover").fetchone()[0])
+            handed = int(
+                self._conn.execute(
+                    "SELECT (SELECT COUNT(*) FROM handover) + (SELECT COUNT(*) FROM skeleton)"
+                ).fetchone()[0]
+            )
             pending = self._count_pending() + handed
         except sqlite3.Error as exc:
             raise _translate(exc, "cannot read statistics") from exc

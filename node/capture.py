@@ -231,9 +231,21 @@ class _Hub:
     ) -> Outcome | None:
         now = time.time()
         log_tail = self.ring.lines() if self.ring is not None else ()
+        skeleton = None
         if exiting and self.before_send is None and self.delivery is None:
-            # A relay on this machine: hand the report over without loading
-            # the pipeline (node/handover.py explains the ~50 ms budget).
+            # Commit first, enrich after (node/skeleton.py): the type and call
+            # site are durable before anything slow runs. Then, with a relay
+            # on this machine, hand the report over without loading the
+            # pipeline (node/handover.py explains the ~50 ms budget).
+            from node import skeleton as first
+
+            skeleton = first.record(
+                exc,
+                flags=self.flags,
+                caller_package=self.caller_package,
+                fingerprint=fingerprint,
+                now=now,
+            )
             from node import handover
 
             try:
@@ -245,6 +257,7 @@ class _Hub:
                     default_app=_default_app,
                     fingerprint=fingerprint,
                     now=now,
+                    skeleton=skeleton,
                 )
             except Exception:  # nothing committed: the full path reports it (or the failure)
                 result = handover.NOT_APPLICABLE
@@ -270,7 +283,7 @@ class _Hub:
         raw = from_exception(exc, ctx, now=now)
         if fingerprint is not None:
             raw = raw.replace(fingerprint=tuple(fingerprint))
-        outcome = pipeline.process(raw, exiting=exiting)
+        outcome = pipeline.process(raw, exiting=exiting, skeleton=skeleton)
         self.last = outcome
         if outcome.round is not None and outcome.round.errors:
             self.warn("; ".join(outcome.round.errors))

@@ -40,6 +40,7 @@ import os
 
 from mesh.scrub import process_scrubber
 from node.event import exception_event, process_context
+from node.skeleton import _DB_NAME, DEFAULTS, locate
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -69,23 +70,9 @@ __all__ = [
 VERSION = 1
 #: A bigger event (a giant message or argv) takes the full path, which bounds it.
 MAX_PAYLOAD = 1024 * 1024
-#: Defaults of the settings the hand-over reads (the test pins them to Config's).
-DEFAULTS: dict[str, Any] = {
-    "cluster": "default",
-    "app": "",
-    "app_version": "",
-    "github_token": None,
-    "scrub_patterns": (),
-    "scrub_keys": (),
-    "in_app_include": (),
-    "in_app_exclude": (),
-    "spool_sync": "full",
-    "spool_max_bytes": 64 * 1024 * 1024,
-}
 #: :func:`hand_over`'s results.
 NOT_APPLICABLE, WRITTEN, HANDED = "not-applicable", "written", "handed"
 
-_DB_NAME = "errmesh.sqlite3"  # mesh.store.DB_NAME (pinned by the tests)
 _SOCKET_NAME = "relay.sock"  # node.config.Config.relay_socket
 
 
@@ -151,6 +138,7 @@ def hand_over(
     fingerprint: Sequence[str] | None = None,
     environ: Mapping[str, str] | None = None,
     now: float,
+    skeleton: int | None = None,
 ) -> str:
     """Commit the scrubbed event of ``exc`` for the local relay and nudge it.
 
@@ -158,12 +146,10 @@ def hand_over(
     (committed, no relay took the nudge: deliver the spool) or
     :data:`NOT_APPLICABLE` (nothing written: take the full path). Raises
     ``ConfigError`` for a bad setting, like the full path would.
+    ``skeleton``: the row the committed event replaces, in the same
+    transaction (:func:`commit_skeleton`).
     """
-    from node.settings import load_values
-
-    env = os.environ if environ is None else environ
-    values = {**DEFAULTS, **load_values(flags, env)}
-    directory = os.path.join(values["state_dir"], values["cluster"])
+    env, values, directory = locate(flags, environ)
     sock_path = os.path.join(directory, _SOCKET_NAME)
     if not os.path.exists(sock_path):
         return NOT_APPLICABLE
@@ -185,13 +171,20 @@ def hand_over(
     payload = encode(scrub_event(event, scrubber))
     if len(payload) > MAX_PAYLOAD:
         return NOT_APPLICABLE
-    if not _commit(os.path.join(directory, _DB_NAME), payload, values, now):
+    if not _commit(os.path.join(directory, _DB_NAME), payload, values, now, skeleton):
         return NOT_APPLICABLE
     return HANDED if _nudge(sock_path) else WRITTEN
 
 
-def _commit(path: str, payload: bytes, values: Mapping[str, Any], now: float) -> bool:
-    """One row, committed durably; False when it cannot be (the full path copes)."""
+def _commit(
+    path: str, payload: bytes, values: Mapping[str, Any], now: float, skeleton: int | None
+) -> bool:
+    """One row, committed durably; False when it cannot be (the full path copes).
+
+    With a ``skeleton`` the row replaces it, so the occurrence is counted
+    once whenever the process dies; that skeleton already survives a power
+    loss, so this commit need only survive the process (``NORMAL``).
+    """
     import sqlite3
 
     try:
@@ -199,12 +192,22 @@ def _commit(path: str, payload: bytes, values: Mapping[str, Any], now: float) ->
     except sqlite3.Error:
         return False
     try:
-        conn.execute(
-            f"PRAGMA synchronous = {'FULL' if values['spool_sync'] == 'full' else 'NORMAL'}"
-        )
+        full = values["spool_sync"] == "full" and skeleton is None
+        conn.execute(f"PRAGMA synchronous = {'FULL' if full else 'NORMAL'}")
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         conn.execute(f"PRAGMA max_page_count = {max(16, values['spool_max_bytes'] // page_size)}")
-        conn.execute("INSERT INTO handover (created, payload) VALUES (?, ?)", (now, payload))
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if skeleton is not None:
+                gone = conn.execute("DELETE FROM skeleton WHERE id = ?", (skeleton,)).rowcount
+                if gone == 0:  # taken as stale already: it is counted, keep it so
+                    conn.execute("ROLLBACK")
+                    return True
+            conn.execute("INSERT INTO handover (created, payload) VALUES (?, ?)", (now, payload))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
         return True
     except sqlite3.Error:  # no such table (an older relay), full, read-only: full path
         return False
@@ -232,15 +235,29 @@ def _nudge(path: str) -> bool:
 def take(store: Store, *, limit: int = 1000) -> list[Report]:
     """Move up to ``limit`` hand-over rows into the spool, signed and bounded.
 
-    Returns the spooled reports. Rows that do not decode to a valid event
-    are deleted and counted (``corrupt_rows``). Raises ``StoreError``.
+    Also the skeletons whose writers died before replacing them
+    (node/skeleton.py). Returns the spooled reports. Rows that do not decode
+    to a valid event are deleted and counted (``corrupt_rows``). Raises
+    ``StoreError``.
     """
+    import time
+
     from mesh.signature import report_signature
     from mesh.wire import bound_report
-    from node.event import to_report
+    from node import skeleton
+    from node.event import host_facts, to_report
 
-    def convert(payload: bytes) -> Report:
-        report = to_report(decode(payload))
+    def signed(event: Mapping[str, object]) -> Report:
+        report = to_report(event)
         return bound_report(report.replace(signature=report_signature(report)))
 
-    return store.take_handovers(convert, limit=limit)
+    def from_skeleton(payload: str) -> Report:
+        return signed(skeleton.to_event(payload, facts=facts))
+
+    facts = host_facts()
+
+    now = time.time()
+    taken = store.take_handovers(lambda payload: signed(decode(payload)), limit=limit)
+    return taken + store.take_skeletons(
+        from_skeleton, lambda pid, created: skeleton.stale(pid, created, now), limit=limit
+    )

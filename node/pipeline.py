@@ -28,6 +28,7 @@ from typing import Protocol
 
 from github_sink.sink import Sink
 from mesh.aggregate import BundlePolicy, Limits
+from mesh.errors import StoreError
 from mesh.report import Report
 from mesh.scrub import process_scrubber
 from mesh.signature import report_signature
@@ -129,9 +130,17 @@ def make_github_sink(config: Config, *, environ: Mapping[str, str] | None = None
     return GitHubSink.open(settings, options, outbox_dir)
 
 
-def open_store(config: Config) -> Store:
-    """The cluster's store with the configuration's bounds and policy."""
-    return Store.open(
+def open_store(config: Config, *, take: bool = True) -> Store:
+    """The cluster's store with the configuration's bounds and policy.
+
+    ``take``: first move into the spool what failing processes committed for
+    a relay that never took it, and the skeletons of processes that died
+    while reporting (node/handover.py): every errmesh process that opens the
+    store does, so no committed report waits for one particular process.
+    When that cannot be done (a read-only or full store) the rows stay, and
+    ``Store.statistics`` counts them as pending.
+    """
+    store = Store.open(
         config.cluster_state_dir,
         max_reports=config.spool_max_reports,
         max_bytes=config.spool_max_bytes,
@@ -143,6 +152,12 @@ def open_store(config: Config) -> Store:
         ),
         limits=Limits(max_signatures=config.max_signatures),
     )
+    if take:
+        try:
+            take_handovers(store)
+        except StoreError:
+            pass  # counted as pending; the spool itself may still be usable
+    return store
 
 
 class SoloDelivery:
@@ -232,14 +247,17 @@ class Pipeline:
         report = report.replace(signature=report_signature(report))
         return bound_report(report)
 
-    def process(self, raw: Report, *, exiting: bool) -> Outcome:
-        """All steps. Raises ``StoreError``/``ConfigError``; the caller reports them once."""
+    def process(self, raw: Report, *, exiting: bool, skeleton: int | None = None) -> Outcome:
+        """All steps. Raises ``StoreError``/``ConfigError``; the caller reports them once.
+
+        ``skeleton``: the row committed for this error first (node/skeleton.py);
+        the spool commit replaces it.
+        """
         report = self.prepare(raw)
         if report is None:
             return Outcome(report=None, dropped_by_hook=True)
         with open_store(self.config) as store:
-            take_handovers(store)  # rows a relay that is gone never took (node/handover.py)
-            stored = store.spool(report)
+            stored = store.spool(report, skeleton=skeleton)
             result = self.delivery.deliver(store, [stored], exiting=exiting)
         return Outcome(report=stored, round=result)
 
@@ -251,5 +269,4 @@ class Pipeline:
         report would have been. Raises ``StoreError``/``ConfigError``.
         """
         with open_store(self.config) as store:
-            take_handovers(store)
             return self.delivery.deliver(store, [], exiting=exiting)
