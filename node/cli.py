@@ -137,6 +137,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
             click.echo("rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(rejected.items())))
     click.echo(f"store {stats.path}")
     click.echo(f"spool: {stats.pending} pending, {stats.spool_dropped} dropped")
+    if not rows and stats.pending:
+        click.echo("no errors merged yet: `errmesh drain` (or a running relay) merges the spool")
+        return
     _print_rows(rows)
 
 
