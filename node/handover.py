@@ -156,13 +156,15 @@ def hand_over(
 
     Returns :data:`HANDED` (committed, relay nudged), :data:`WRITTEN`
     (committed, no relay took the nudge: deliver the spool) or
-    :data:`NOT_APPLICABLE` (nothing written: take the full path). Raises
-    ``ConfigError`` for a bad setting, like the full path would.
+    :data:`NOT_APPLICABLE` (nothing written: take the full path). A bad
+    setting falls back to its default, said once on stderr, like the full path.
     """
-    from node.settings import load_values
+    from node.settings import load_values, say_problems
 
     env = os.environ if environ is None else environ
-    values = {**DEFAULTS, **load_values(flags, env)}
+    problems: list[Any] = []  # bad settings fall back to defaults, as in node.config
+    values = {**DEFAULTS, **load_values(flags, env, problems=problems)}
+    say_problems(problems)
     directory = os.path.join(values["state_dir"], values["cluster"])
     sock_path = os.path.join(directory, _SOCKET_NAME)
     if not os.path.exists(sock_path):
