@@ -40,6 +40,8 @@ from typing import Any
 
 import trio
 
+from mesh.errors import ListenError
+
 __all__ = [
     "Gossip",
     "GossipConfig",
@@ -74,6 +76,8 @@ class GossipConfig:
     #: Import only the parts of py-libp2p a TCP host uses (:func:`import_libp2p`):
     #: ~0.3 s less for a failing CLI's embedded node; relays import it all.
     lean_import: bool = False
+    #: Let py-libp2p's own log records reach the root handlers (a relay at debug).
+    library_logs: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,7 +293,10 @@ async def open_gossip(config: GossipConfig, validator: Validator) -> AsyncIterat
     """
     import multiaddr
 
-    listen = [multiaddr.Multiaddr(a) for a in config.listen]
+    try:
+        listen = [multiaddr.Multiaddr(a) for a in config.listen]
+    except ValueError as exc:  # multiaddr's parse errors are ValueErrors
+        raise ListenError(f"cannot listen on {config.listen}: {exc}") from None
     lean = config.lean_import and all(
         {p.name for p in a.protocols()} <= _TCP_PROTOCOLS for a in listen
     )
@@ -302,6 +309,10 @@ async def open_gossip(config: GossipConfig, validator: Validator) -> AsyncIterat
     from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
     from libp2p.security.noise.transport import Transport as NoiseTransport
     from libp2p.tools.anyio_service import background_trio_service
+
+    # After the imports: ``import libp2p`` (a relay's) resets its loggers.
+    route_library_logs(verbose=config.library_logs)
+    _listen_exclusively()
 
     # py-libp2p's yamux answers every read with a WINDOW_UPDATE frame (its
     # PY_YAMUX_RELEASE_ON_READ knob, on by default): one Noise-encrypted write
@@ -366,6 +377,7 @@ async def open_gossip(config: GossipConfig, validator: Validator) -> AsyncIterat
         background_trio_service(gossipsub),
         host.run(listen_addrs=listen),
     ):
+        _check_listening(host, listen)
         await pubsub.wait_until_ready()
         async with trio.open_nursery() as nursery:
             for topic in config.topics:
@@ -380,6 +392,82 @@ async def open_gossip(config: GossipConfig, validator: Validator) -> AsyncIterat
                 yield gossip
             finally:
                 nursery.cancel_scope.cancel()
+
+
+#: The loggers of py-libp2p and the parsers it uses.
+LIBRARY_LOGGERS = ("libp2p", "multiaddr")
+
+
+def route_library_logs(*, verbose: bool) -> None:
+    """Keep py-libp2p's log records off stderr unless ``verbose``.
+
+    Its ``setup_logging`` (run at import) leaves the ``libp2p`` logger with no
+    handler and ``propagate = False``, so Python's last-resort handler prints
+    every WARNING and ERROR on stderr: a failing program with a dead relay
+    address got eight "Failed to open TCP stream" lines. A ``NullHandler``
+    on those loggers silences them without touching the host's root logger;
+    ``verbose`` (or py-libp2p's own ``LIBP2P_DEBUG``) hands them to the root
+    handlers instead. What matters is said by errmesh's own loggers.
+    """
+    libp2p_debug = bool(os.environ.get("LIBP2P_DEBUG"))
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+            logger.addHandler(logging.NullHandler())
+        if not libp2p_debug:
+            logger.propagate = verbose
+
+
+#: Why binding (host, port) failed last, for :func:`_check_listening`'s message.
+_BIND_ERRORS: dict[tuple[str | None, int], OSError] = {}
+
+
+def _listen_exclusively() -> None:
+    """Make py-libp2p's TCP listeners exclusive: no ``SO_REUSEPORT``.
+
+    py-libp2p 0.8 sets ``SO_REUSEPORT`` on its listening sockets (for hole
+    punching, which we do not use), so a second relay on a port another one
+    holds starts and shares it: the kernel then hands each dialer to either
+    process. Its ``_open_reuseport_listeners`` is replaced by
+    :func:`_open_exclusive_listeners`; idempotent.
+    """
+    from libp2p.transport.tcp import tcp
+
+    tcp._open_reuseport_listeners = _open_exclusive_listeners
+
+
+async def _open_exclusive_listeners(host: str | None, port: int) -> list[trio.SocketListener]:
+    """Listen on (host, port) as ``trio.open_tcp_listeners`` does: exclusive.
+
+    Raises the ``OSError`` of the bind (address in use, not on this host);
+    py-libp2p's swarm only logs it, so it is kept for :func:`_check_listening`.
+    """
+    try:
+        return list(await trio.open_tcp_listeners(port, host=host))
+    except OSError as exc:
+        _BIND_ERRORS[(host, port)] = exc
+        raise
+
+
+def _check_listening(host: Any, listen: list[Any]) -> None:
+    """Raise ``ListenError`` naming each listen address the swarm could not serve.
+
+    py-libp2p's ``Swarm.listen`` logs a failed bind and carries on without
+    the listener; a relay nobody can dial must not look healthy.
+    """
+    from libp2p.utils.multiaddr_utils import extract_ip_from_multiaddr
+
+    serving = host.get_network().listeners
+    failed = []
+    for maddr in listen:
+        if str(maddr) in serving:
+            continue
+        port = int(maddr.value_for_protocol("tcp") or 0)
+        reason = _BIND_ERRORS.pop((extract_ip_from_multiaddr(maddr), port), None)
+        why = reason.strerror if reason is not None and reason.strerror else "cannot bind it"
+        failed.append(f"{maddr} ({why})")
+    if failed:
+        raise ListenError(f"cannot listen on {', '.join(failed)}")
 
 
 async def _pump(

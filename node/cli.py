@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from node.config import Config, load_config
-from node.errors import ConfigError
+from node.errors import ConfigError, NodeError
 
 __all__ = ["main"]
 
@@ -62,7 +62,7 @@ def describe_failure(failure: BaseException) -> tuple[int, str]:
         inner = getattr(failure, "exceptions", None)
     if isinstance(failure, ConfigError):
         return 2, str(failure)
-    if isinstance(failure, (MeshError, OSError)):
+    if isinstance(failure, (MeshError, NodeError, OSError)):
         return 1, " ".join(str(failure).split())
     return 1, (
         f"internal error: {type(failure).__name__}: {failure} "
