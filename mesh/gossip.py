@@ -78,6 +78,11 @@ class GossipConfig:
     lean_import: bool = False
     #: Let py-libp2p's own log records reach the root handlers (a relay at debug).
     library_logs: bool = False
+    #: A bootstrap peer that stays unreachable is logged at once, then after
+    #: this many seconds, doubling up to ``unreachable_log_max``; None: never
+    #: (a failing program's embedded node: its stderr is the program's).
+    unreachable_log_first: float | None = 60.0
+    unreachable_log_max: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -552,6 +557,39 @@ async def _drop_stuck_links(gossip: Gossip, stuck_after: float) -> None:
             del stalled[peer]
 
 
+class _Unreachable:
+    """When to say that a bootstrap peer is unreachable, and that it is back.
+
+    Once when it first fails, then after ``first`` seconds, doubling up to
+    ``cap``: a peer down for a day costs a relay's log ~30 lines, not one per
+    redial. Pure: the caller passes ``now``.
+    """
+
+    def __init__(self, first: float | None, cap: float) -> None:
+        self.first, self.cap = first, cap
+        self.since: float | None = None  # failing since; None while reachable
+        self.said = False
+        self.next_at = 0.0
+        self.every = 0.0
+
+    def failed(self, now: float) -> bool:
+        """A dial failed; True when it is time to log it."""
+        if self.since is None:
+            self.since, self.next_at, self.every = now, now, self.first or 0.0
+        if self.first is None or now < self.next_at:
+            return False
+        self.said = True
+        self.next_at = now + self.every
+        self.every = min(self.cap, self.every * 2)
+        return True
+
+    def reached(self, now: float) -> float | None:
+        """Connected: how long it was unreachable, if that was logged."""
+        down = now - self.since if self.since is not None and self.said else None
+        self.since, self.said = None, False
+        return down
+
+
 async def _keep_connected(gossip: Gossip, maddr: str, config: GossipConfig) -> None:
     """Redial a bootstrap peer whenever it is gone, with capped exponential backoff.
 
@@ -559,11 +597,16 @@ async def _keep_connected(gossip: Gossip, maddr: str, config: GossipConfig) -> N
     carries nothing, so after a dial the peer must show up in pubsub within
     a few seconds, or the connection is closed and dialled afresh (else the
     dial "succeeds" at once, over and over: thousands of times per run).
+    An unreachable peer is logged as :class:`_Unreachable` says.
     """
     peer = maddr.rsplit("/p2p/", 1)[-1]
     delay = config.reconnect_min
+    unreachable = _Unreachable(config.unreachable_log_first, config.unreachable_log_max)
     while True:
         if gossip.connected(peer) or peer in gossip._banned:
+            down = unreachable.reached(trio.current_time())
+            if down is not None:
+                log.warning("bootstrap peer %s is reachable again (after %.0f s)", maddr, down)
             delay = config.reconnect_min
             await trio.sleep(0.2)
             continue
@@ -573,6 +616,13 @@ async def _keep_connected(gossip: Gossip, maddr: str, config: GossipConfig) -> N
             delay = config.reconnect_min
         except Exception as exc:  # refused, timed out, unreachable: try again later
             log.debug("cannot reach %s: %s", maddr, exc)
+            if unreachable.failed(trio.current_time()):
+                log.warning(
+                    "cannot reach bootstrap peer %s: %s (retrying; next report in %.0f s)",
+                    maddr,
+                    " ".join(str(exc).split()) or type(exc).__name__,
+                    unreachable.next_at - trio.current_time(),
+                )
             await trio.sleep(delay)
             delay = min(config.reconnect_max, delay * 2)
         await trio.sleep(0.05)
