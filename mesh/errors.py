@@ -4,6 +4,7 @@
 
     MeshError
     ├── LocalError            you misused the library (bad argument, bad config)
+    │   └── ListenError       a listen address cannot be bound (in use, not here)
     ├── RemoteError           a peer or a stored byte string misbehaved
     │   └── WireError         undecodable/oversized/wrongly typed message
     └── StoreError            the spool or its disk failed
@@ -15,6 +16,7 @@ A remote error is never fatal to a node: count it, drop the message, go on.
 from __future__ import annotations
 
 __all__ = [
+    "ListenError",
     "LocalError",
     "MeshError",
     "RemoteError",
@@ -30,6 +32,10 @@ class MeshError(Exception):
 
 class LocalError(MeshError):
     """The caller misused the API; fixing the call fixes it."""
+
+
+class ListenError(LocalError):
+    """A listen address cannot be served; the message names it and says why."""
 
 
 class RemoteError(MeshError):

@@ -40,6 +40,8 @@ from typing import Any
 
 import trio
 
+from mesh.errors import ListenError
+
 __all__ = [
     "Gossip",
     "GossipConfig",
@@ -74,6 +76,13 @@ class GossipConfig:
     #: Import only the parts of py-libp2p a TCP host uses (:func:`import_libp2p`):
     #: ~0.3 s less for a failing CLI's embedded node; relays import it all.
     lean_import: bool = False
+    #: Let py-libp2p's own log records reach the root handlers (a relay at debug).
+    library_logs: bool = False
+    #: A bootstrap peer that stays unreachable is logged at once, then after
+    #: this many seconds, doubling up to ``unreachable_log_max``; None: never
+    #: (a failing program's embedded node: its stderr is the program's).
+    unreachable_log_first: float | None = 60.0
+    unreachable_log_max: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,7 +298,10 @@ async def open_gossip(config: GossipConfig, validator: Validator) -> AsyncIterat
     """
     import multiaddr
 
-    listen = [multiaddr.Multiaddr(a) for a in config.listen]
+    try:
+        listen = [multiaddr.Multiaddr(a) for a in config.listen]
+    except ValueError as exc:  # multiaddr's parse errors are ValueErrors
+        raise ListenError(f"cannot listen on {config.listen}: {exc}") from None
     lean = config.lean_import and all(
         {p.name for p in a.protocols()} <= _TCP_PROTOCOLS for a in listen
     )
@@ -302,6 +314,10 @@ async def open_gossip(config: GossipConfig, validator: Validator) -> AsyncIterat
     from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
     from libp2p.security.noise.transport import Transport as NoiseTransport
     from libp2p.tools.anyio_service import background_trio_service
+
+    # After the imports: ``import libp2p`` (a relay's) resets its loggers.
+    route_library_logs(verbose=config.library_logs)
+    _listen_exclusively()
 
     # py-libp2p's yamux answers every read with a WINDOW_UPDATE frame (its
     # PY_YAMUX_RELEASE_ON_READ knob, on by default): one Noise-encrypted write
@@ -366,6 +382,7 @@ async def open_gossip(config: GossipConfig, validator: Validator) -> AsyncIterat
         background_trio_service(gossipsub),
         host.run(listen_addrs=listen),
     ):
+        _check_listening(host, listen)
         await pubsub.wait_until_ready()
         async with trio.open_nursery() as nursery:
             for topic in config.topics:
@@ -380,6 +397,82 @@ async def open_gossip(config: GossipConfig, validator: Validator) -> AsyncIterat
                 yield gossip
             finally:
                 nursery.cancel_scope.cancel()
+
+
+#: The loggers of py-libp2p and the parsers it uses.
+LIBRARY_LOGGERS = ("libp2p", "multiaddr")
+
+
+def route_library_logs(*, verbose: bool) -> None:
+    """Keep py-libp2p's log records off stderr unless ``verbose``.
+
+    Its ``setup_logging`` (run at import) leaves the ``libp2p`` logger with no
+    handler and ``propagate = False``, so Python's last-resort handler prints
+    every WARNING and ERROR on stderr: a failing program with a dead relay
+    address got eight "Failed to open TCP stream" lines. A ``NullHandler``
+    on those loggers silences them without touching the host's root logger;
+    ``verbose`` (or py-libp2p's own ``LIBP2P_DEBUG``) hands them to the root
+    handlers instead. What matters is said by errmesh's own loggers.
+    """
+    libp2p_debug = bool(os.environ.get("LIBP2P_DEBUG"))
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+            logger.addHandler(logging.NullHandler())
+        if not libp2p_debug:
+            logger.propagate = verbose
+
+
+#: Why binding (host, port) failed last, for :func:`_check_listening`'s message.
+_BIND_ERRORS: dict[tuple[str | None, int], OSError] = {}
+
+
+def _listen_exclusively() -> None:
+    """Make py-libp2p's TCP listeners exclusive: no ``SO_REUSEPORT``.
+
+    py-libp2p 0.8 sets ``SO_REUSEPORT`` on its listening sockets (for hole
+    punching, which we do not use), so a second relay on a port another one
+    holds starts and shares it: the kernel then hands each dialer to either
+    process. Its ``_open_reuseport_listeners`` is replaced by
+    :func:`_open_exclusive_listeners`; idempotent.
+    """
+    from libp2p.transport.tcp import tcp
+
+    tcp._open_reuseport_listeners = _open_exclusive_listeners
+
+
+async def _open_exclusive_listeners(host: str | None, port: int) -> list[trio.SocketListener]:
+    """Listen on (host, port) as ``trio.open_tcp_listeners`` does: exclusive.
+
+    Raises the ``OSError`` of the bind (address in use, not on this host);
+    py-libp2p's swarm only logs it, so it is kept for :func:`_check_listening`.
+    """
+    try:
+        return list(await trio.open_tcp_listeners(port, host=host))
+    except OSError as exc:
+        _BIND_ERRORS[(host, port)] = exc
+        raise
+
+
+def _check_listening(host: Any, listen: list[Any]) -> None:
+    """Raise ``ListenError`` naming each listen address the swarm could not serve.
+
+    py-libp2p's ``Swarm.listen`` logs a failed bind and carries on without
+    the listener; a relay nobody can dial must not look healthy.
+    """
+    from libp2p.utils.multiaddr_utils import extract_ip_from_multiaddr
+
+    serving = host.get_network().listeners
+    failed = []
+    for maddr in listen:
+        if str(maddr) in serving:
+            continue
+        port = int(maddr.value_for_protocol("tcp") or 0)
+        reason = _BIND_ERRORS.pop((extract_ip_from_multiaddr(maddr), port), None)
+        why = reason.strerror if reason is not None and reason.strerror else "cannot bind it"
+        failed.append(f"{maddr} ({why})")
+    if failed:
+        raise ListenError(f"cannot listen on {', '.join(failed)}")
 
 
 async def _pump(
@@ -464,6 +557,39 @@ async def _drop_stuck_links(gossip: Gossip, stuck_after: float) -> None:
             del stalled[peer]
 
 
+class _Unreachable:
+    """When to say that a bootstrap peer is unreachable, and that it is back.
+
+    Once when it first fails, then after ``first`` seconds, doubling up to
+    ``cap``: a peer down for a day costs a relay's log ~30 lines, not one per
+    redial. Pure: the caller passes ``now``.
+    """
+
+    def __init__(self, first: float | None, cap: float) -> None:
+        self.first, self.cap = first, cap
+        self.since: float | None = None  # failing since; None while reachable
+        self.said = False
+        self.next_at = 0.0
+        self.every = 0.0
+
+    def failed(self, now: float) -> bool:
+        """A dial failed; True when it is time to log it."""
+        if self.since is None:
+            self.since, self.next_at, self.every = now, now, self.first or 0.0
+        if self.first is None or now < self.next_at:
+            return False
+        self.said = True
+        self.next_at = now + self.every
+        self.every = min(self.cap, self.every * 2)
+        return True
+
+    def reached(self, now: float) -> float | None:
+        """Connected: how long it was unreachable, if that was logged."""
+        down = now - self.since if self.since is not None and self.said else None
+        self.since, self.said = None, False
+        return down
+
+
 async def _keep_connected(gossip: Gossip, maddr: str, config: GossipConfig) -> None:
     """Redial a bootstrap peer whenever it is gone, with capped exponential backoff.
 
@@ -471,11 +597,16 @@ async def _keep_connected(gossip: Gossip, maddr: str, config: GossipConfig) -> N
     carries nothing, so after a dial the peer must show up in pubsub within
     a few seconds, or the connection is closed and dialled afresh (else the
     dial "succeeds" at once, over and over: thousands of times per run).
+    An unreachable peer is logged as :class:`_Unreachable` says.
     """
     peer = maddr.rsplit("/p2p/", 1)[-1]
     delay = config.reconnect_min
+    unreachable = _Unreachable(config.unreachable_log_first, config.unreachable_log_max)
     while True:
         if gossip.connected(peer) or peer in gossip._banned:
+            down = unreachable.reached(trio.current_time())
+            if down is not None:
+                log.warning("bootstrap peer %s is reachable again (after %.0f s)", maddr, down)
             delay = config.reconnect_min
             await trio.sleep(0.2)
             continue
@@ -485,6 +616,13 @@ async def _keep_connected(gossip: Gossip, maddr: str, config: GossipConfig) -> N
             delay = config.reconnect_min
         except Exception as exc:  # refused, timed out, unreachable: try again later
             log.debug("cannot reach %s: %s", maddr, exc)
+            if unreachable.failed(trio.current_time()):
+                log.warning(
+                    "cannot reach bootstrap peer %s: %s (retrying; next report in %.0f s)",
+                    maddr,
+                    " ".join(str(exc).split()) or type(exc).__name__,
+                    unreachable.next_at - trio.current_time(),
+                )
             await trio.sleep(delay)
             delay = min(config.reconnect_max, delay * 2)
         await trio.sleep(0.05)

@@ -125,11 +125,37 @@ class StoreStatistics:
     corrupt_rows: int
 
 
-def _translate(exc: BaseException, what: str) -> StoreError:
+def _translate(exc: BaseException, what: str, path: Path | None = None) -> StoreError:
     text = str(exc).lower()
     if isinstance(exc, OSError) or any(marker in text for marker in _UNAVAILABLE):
-        return StoreUnavailable(f"{what}: {exc}")
+        cause = _real_cause(path) if path is not None else None
+        return StoreUnavailable(f"{what}: {cause or exc}")
+    if "not a database" in text:
+        return StoreError(f"{what}: {exc} (move the file away; errmesh makes a new one)")
     return StoreError(f"{what}: {exc}")
+
+
+#: Less free space than this where the store lives is a full disk for SQLite.
+_FULL_BELOW = 1024 * 1024
+
+
+def _real_cause(path: Path) -> str | None:
+    """What SQLite's words hide: "disk I/O error" for a full disk, "unable to
+    open database file" for a read-only directory. None when neither holds
+    (e.g. the store hit its own ``max_bytes``: "database or disk is full")."""
+    directory = path.parent
+    while not directory.exists() and directory != directory.parent:
+        directory = directory.parent  # the nearest folder that exists
+    for target in (path, directory):
+        if target.exists() and not os.access(target, os.W_OK):
+            return f"{target} is not writable"
+    try:
+        fs = os.statvfs(directory)
+    except OSError:
+        return None
+    if fs.f_bavail * fs.f_frsize < _FULL_BELOW:
+        return f"disk full at {directory}"
+    return None
 
 
 class Store:
@@ -183,7 +209,7 @@ class Store:
                 path, timeout=busy_timeout, isolation_level=None, check_same_thread=not any_thread
             )
         except (OSError, sqlite3.Error) as exc:
-            raise _translate(exc, f"cannot open {path}") from exc
+            raise _translate(exc, f"cannot open {path}", path) from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -196,7 +222,7 @@ class Store:
                 _create_schema(conn)
         except sqlite3.Error as exc:
             conn.close()
-            raise _translate(exc, f"cannot initialise {path}") from exc
+            raise _translate(exc, f"cannot initialise {path}", path) from exc
         store = cls(
             conn,
             path,
@@ -240,7 +266,7 @@ class Store:
                 )
                 row = self._conn.execute("SELECT value FROM meta WHERE key = 'origin'").fetchone()
         except sqlite3.Error as exc:
-            raise _translate(exc, "cannot read the store's origin") from exc
+            raise _translate(exc, "cannot read the store's origin", self.path) from exc
         return bytes(row[0])
 
     # -- the spool --------------------------------------------------------
@@ -260,7 +286,7 @@ class Store:
             return self._spool(report, now, skeleton)
         except sqlite3.OperationalError as exc:
             if "full" not in str(exc).lower():
-                raise _translate(exc, "cannot spool the report") from exc
+                raise _translate(exc, "cannot spool the report", self.path) from exc
         # Full: make room by dropping the oldest pending half, then retry once.
         try:
             with _immediate(self._conn):
@@ -269,7 +295,7 @@ class Store:
                 self._drop_oldest(drop)
             return self._spool(report, now, skeleton)
         except sqlite3.Error as exc:
-            raise _translate(exc, "cannot spool the report (store full)") from exc
+            raise _translate(exc, "cannot spool the report (store full)", self.path) from exc
 
     def _spool(self, report: Report, now: float | None, skeleton: int | None = None) -> Report:
         conn = self._conn

@@ -18,26 +18,79 @@ from typing import Any
 import click
 
 from node.config import Config, load_config
-from node.errors import ConfigError
+from node.errors import ConfigError, NodeError
 
 __all__ = ["main"]
 
 
-def _config(ctx: click.Context, **extra: Any) -> Config:
-    flags = {**ctx.obj, **{k: v for k, v in extra.items() if v is not None}}
-    try:
-        return load_config(flags)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+def _config(ctx: click.Context, *, strict: bool = True, **extra: Any) -> Config:
+    """The command's configuration; operator commands are strict (a bad setting
+    stops them with one line, exit 2), ``run`` is not (see ``load_config``)."""
+    flags = {**ctx.find_root().obj, **{k: v for k, v in extra.items() if v is not None}}
+    return load_config(flags, strict=strict)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Cli(click.Group):
+    """The root group: a user's mistake is one line on stderr, not a traceback.
+
+    A bad setting (``ConfigError``) exits 2 like any usage error; a path or
+    address that cannot be used (the store, a key file, a listen address)
+    exits 1. Anything else is a bug of ours: one line and the hint to rerun
+    with ``--log-level debug``, which shows every traceback.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as failure:
+            if _debug(ctx):
+                raise
+            code, line = describe_failure(failure)
+            click.echo(f"errmesh: {line}", err=True)
+            ctx.exit(code)
+
+
+def describe_failure(failure: BaseException) -> tuple[int, str]:
+    """The exit status and the one line a failed command prints."""
+    from mesh.errors import MeshError
+
+    inner = getattr(failure, "exceptions", None)  # an exception group (trio nurseries)
+    while isinstance(inner, tuple) and len(inner) == 1 and isinstance(inner[0], BaseException):
+        failure = inner[0]
+        inner = getattr(failure, "exceptions", None)
+    if isinstance(failure, ConfigError):
+        return 2, str(failure)
+    if isinstance(failure, (MeshError, NodeError, OSError)):
+        return 1, " ".join(str(failure).split())
+    return 1, (
+        f"internal error: {type(failure).__name__}: {failure} "
+        "(rerun with --log-level debug for the traceback)"
+    )
+
+
+def _debug(ctx: click.Context) -> bool:
+    from node.settings import load_values
+
+    flags = ctx.find_root().obj or {}
+    if "log_level" in flags:
+        return bool(flags["log_level"] == "debug")
+    return bool(load_values(read_file=False, problems=[]).get("log_level") == "debug")
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--cluster", help="Cluster name (one spool and one issue folder per cluster).")
 @click.option("--state-dir", type=click.Path(path_type=Path), help="Where the spool lives.")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Where the file sink writes.")
 @click.option("--issues-dir", type=click.Path(path_type=Path), help="The file sink's folder.")
 @click.option("--sink", type=click.Choice(["auto", "file", "github", "none"]))
 @click.option("--window", type=float, help="Seconds between updates of one issue.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Relay log level; debug also shows tracebacks of failed commands.",
+)
 @click.version_option(package_name="errmesh")
 @click.pass_context
 def cli(ctx: click.Context, /, **options: Any) -> None:
@@ -57,7 +110,7 @@ def run(ctx: click.Context, app: str | None, command: Sequence[str]) -> None:
     from node.runner import exit_like, run_command
 
     argv = list(command)
-    config = _config(ctx, app=app)
+    config = _config(ctx, strict=False, app=app)
     result = run_command(argv, tail_lines=config.log_lines)
     if result.failed:
         _report_command(config, argv, result)
@@ -200,7 +253,7 @@ def issues_list(ctx: click.Context, as_json: bool) -> None:
     """List the issues in the file sink's folder."""
     from github_sink.file_sink import FileSink
 
-    config = _config(ctx.find_root())
+    config = _config(ctx)
     sink = FileSink(config.resolved_issues_dir)
     index = sink.read_index()
     if as_json:
@@ -222,7 +275,7 @@ def issues_close(ctx: click.Context, signature: str) -> None:
     from github_sink.errors import SinkError
     from github_sink.file_sink import FileSink
 
-    config = _config(ctx.find_root())
+    config = _config(ctx)
     try:
         path = FileSink(config.resolved_issues_dir).close(signature, now=time.time())
     except SinkError as exc:

@@ -33,6 +33,7 @@ from node.settings import (
     load_values,
     parse_bool,
     resolve_values,
+    say_problems,
     validate_flags,
 )
 
@@ -180,13 +181,25 @@ def load_config(
     environ: Mapping[str, str] | None = None,
     *,
     read_file: bool = True,
+    strict: bool = False,
 ) -> Config:
     """Read the environment and the TOML file, then :func:`resolve`.
 
-    Raises ``ConfigError`` for a bad value or an unreadable/invalid file that
-    was named explicitly; a missing default file is simply absent.
+    Lenient by default, because most callers run inside someone's program
+    (capture, ``errmesh run``) and must never stop it for errmesh's own
+    settings: a bad value falls back to the next source or its default, an
+    unreadable or invalid file is ignored, and one stderr line says so
+    (:func:`node.settings.say_problems`). ``strict=True`` (operator commands,
+    a relay) raises ``ConfigError`` for a bad value or for an unreadable,
+    invalid or missing file that was named explicitly; a missing default file
+    is simply absent either way.
     """
-    return _config(load_values(flags, environ, read_file=read_file))
+    if strict:
+        return _config(load_values(flags, environ, read_file=read_file))
+    problems: list[ConfigError] = []
+    values = load_values(flags, environ, read_file=read_file, problems=problems)
+    say_problems(problems)
+    return _config(values)
 
 
 def _config(values: dict[str, object]) -> Config:

@@ -92,6 +92,7 @@ class MeshDelivery:
             topics=(reports_topic, control_topic),
             listen=("/ip4/127.0.0.1/tcp/0",),
             bootstrap=self.config.peers,
+            unreachable_log_first=None,  # the host's stderr is not ours to fill
         )
         with trio.move_on_after(self.config.ack_timeout + 3.0):  # + start-up and flush
             async with open_gossip(

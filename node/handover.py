@@ -144,10 +144,10 @@ def hand_over(
 
     Returns :data:`HANDED` (committed, relay nudged), :data:`WRITTEN`
     (committed, no relay took the nudge: deliver the spool) or
-    :data:`NOT_APPLICABLE` (nothing written: take the full path). Raises
-    ``ConfigError`` for a bad setting, like the full path would.
+    :data:`NOT_APPLICABLE` (nothing written: take the full path). A bad
+    setting falls back to its default, said once on stderr, like the full path.
     ``skeleton``: the row the committed event replaces, in the same
-    transaction (:func:`commit_skeleton`).
+    transaction (node/skeleton.py).
     """
     env, values, directory = locate(flags, environ)
     sock_path = os.path.join(directory, _SOCKET_NAME)

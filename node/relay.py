@@ -15,13 +15,15 @@ import gc
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import trio
 
 from mesh.gossip import Gossip, GossipConfig, open_gossip, topics_for
 from node.config import Config
+from node.errors import RelayRunning
 from node.peer import MeshPeer, PeerOptions, RejectionCounter, make_validator
 from node.pipeline import make_sink, open_store
 
@@ -122,8 +124,42 @@ async def _serve_status_connection(stream: trio.SocketStream, peer: MeshPeer) ->
         await stream.aclose()
 
 
+@contextlib.contextmanager
+def hold_state_dir(directory: Path) -> Iterator[None]:
+    """Be the only relay on ``directory``, for as long as the block runs.
+
+    Two relays on one state directory share its identity (one peer id on
+    two hosts) and its spool, and both lead. ``flock`` on ``relay.lock``
+    (holding our pid, for the other's message) is released by the kernel
+    when the process dies, even by SIGKILL: no stale lock to clean up.
+    Raises ``RelayRunning`` naming the holder's pid, ``OSError`` when the
+    directory is unusable.
+    """
+    import fcntl
+
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(directory / "relay.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            raise RelayRunning(str(directory), holder) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
 async def serve_relay(config: Config, *, announce: Callable[[Gossip, str], None]) -> None:
-    """Run a relay until cancelled. Raises ``ConfigError`` for bad settings."""
+    """Run a relay until cancelled. Raises ``ConfigError`` for bad settings,
+    ``RelayRunning`` beside another relay on the same state directory."""
+    with hold_state_dir(config.cluster_state_dir):
+        await _serve_relay(config, announce=announce)
+
+
+async def _serve_relay(config: Config, *, announce: Callable[[Gossip, str], None]) -> None:
     key = config.cluster_key()
     sink = make_sink(config) if config.eligible else None
     reports_topic, control_topic = topics_for(config.cluster)
@@ -137,6 +173,7 @@ async def serve_relay(config: Config, *, announce: Callable[[Gossip, str], None]
         listen=config.listen,
         bootstrap=config.peers,
         identity_path=config.cluster_state_dir / "identity.key",
+        library_logs=config.log_level == "debug",
     )
     with open_store(config) as store:
         async with open_gossip(gossip_config, validator) as gossip:
@@ -190,8 +227,6 @@ def run_relay(config: Config) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # py-libp2p logs every failed redial at WARNING; our reconnect loop owns those.
-    logging.getLogger("libp2p").setLevel(max(logging.ERROR, logging.getLogger().level))
     try:
         trio.run(lambda: serve_relay(config, announce=announce))
     except KeyboardInterrupt:

@@ -19,6 +19,7 @@ order of ``errmesh config`` output, its parsers validate every source alike.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Mapping
 
 from node.errors import ConfigError
@@ -35,6 +36,7 @@ __all__ = [
     "load_values",
     "parse_bool",
     "resolve_values",
+    "say_problems",
     "validate_flags",
 ]
 
@@ -92,6 +94,14 @@ def _positive_float(value: object) -> float:
     return number
 
 
+def _positive_seconds(value: object) -> float:
+    """A duration that must pass: a zero heartbeat or timeout would spin or never wait."""
+    number = _positive_float(value)
+    if number == 0:
+        raise ValueError(f"{value!r} must be more than 0 seconds")
+    return number
+
+
 def _int(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ValueError(f"{value!r} is not an integer")
@@ -105,6 +115,13 @@ def _positive_int(value: object) -> int:
     number = _int(value)
     if number <= 0:
         raise ValueError(f"{value!r} is not a positive integer")
+    return number
+
+
+def _port(value: object) -> int:
+    number = _int(value)
+    if not 0 <= number <= 65535:
+        raise ValueError(f"{value!r} is not a TCP port (0..65535; 0 picks a free one)")
     return number
 
 
@@ -131,6 +148,64 @@ def _tuple(value: object) -> tuple[str, ...]:
     else:
         raise ValueError("expected a comma-separated string or a list of strings")
     return tuple(p for p in parts if p)
+
+
+def _patterns(value: object) -> tuple[str, ...]:
+    """Regular expressions, compiled here so a typo names itself before any report."""
+    import re
+
+    patterns = _tuple(value)
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
+    return patterns
+
+
+def _multiaddr(text: str, *, peer: bool) -> str:
+    """A TCP multiaddr checked by shape (importing ``multiaddr`` costs ~50 ms)."""
+    import ipaddress
+
+    example = "/ip4/127.0.0.1/tcp/4001" + ("/p2p/12D3KooW..." if peer else "")
+    parts = text.split("/")
+    ok = len(parts) >= 5 and parts[0] == "" and parts[3] == "tcp" and parts[4].isdigit()
+    if ok:
+        try:
+            if parts[1] in ("ip4", "ip6"):
+                address = ipaddress.ip_address(parts[2])
+                ok = address.version == int(parts[1][-1])
+            else:
+                ok = parts[1] in ("dns", "dns4", "dns6") and bool(parts[2])
+        except ValueError:
+            ok = False
+        ok = ok and 0 <= int(parts[4]) <= 65535
+    rest = parts[5:] if ok else []
+    if ok and peer:
+        ok = len(rest) == 2 and rest[0] == "p2p" and _is_peer_id(rest[1])
+    elif ok:
+        ok = not rest or (len(rest) == 2 and rest[0] == "p2p" and _is_peer_id(rest[1]))
+    if not ok:
+        raise ValueError(f"{text!r} is not a TCP multiaddr like {example}")
+    return text
+
+
+_BASE58 = frozenset("123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz")
+
+
+def _is_peer_id(text: str) -> bool:
+    return 32 <= len(text) <= 128 and set(text) <= _BASE58
+
+
+def _peers(value: object) -> tuple[str, ...]:
+    return tuple(_multiaddr(a, peer=True) for a in _tuple(value))
+
+
+def _listen(value: object) -> tuple[str, ...]:
+    addrs = tuple(_multiaddr(a, peer=False) for a in _tuple(value))
+    if not addrs:
+        raise ValueError("no address to listen on")
+    return addrs
 
 
 def _command(value: object) -> tuple[str, ...]:
@@ -205,12 +280,12 @@ SETTINGS: tuple[Setting, ...] = (
     _s("github_token", _optional_str, "GITHUB_TOKEN", "GH_TOKEN"),
     _s("github_api_url", _url),
     _s("github_dry_run", _bool),
-    _s("github_timeout", _positive_float),
+    _s("github_timeout", _positive_seconds),
     _s("github_per_minute", _positive_int),
     _s("github_per_hour", _positive_int),
     _s("github_min_interval", _positive_float),
     _s("fixer", _command),
-    _s("fixer_timeout", _positive_float),
+    _s("fixer_timeout", _positive_seconds),
     _s("window", _positive_float),
     _s("settle", _positive_float),
     _s("reopen_on_regression", _bool),
@@ -219,19 +294,19 @@ SETTINGS: tuple[Setting, ...] = (
     _s("spool_max_bytes", _positive_int),
     _s("spool_sync", _choice("full", "normal")),
     _s("max_signatures", _positive_int),
-    _s("scrub_patterns", _tuple),
+    _s("scrub_patterns", _patterns),
     _s("scrub_keys", _tuple),
     _s("in_app_include", _tuple),
     _s("in_app_exclude", _tuple),
     _s("capture_keyboard_interrupt", _bool),
-    _s("peers", _tuple),
+    _s("peers", _peers),
     _s("key_file", _optional_path),
-    _s("listen", _tuple),
+    _s("listen", _listen),
     _s("eligible", _bool),
     _s("priority", _int),
-    _s("heartbeat", _positive_float),
-    _s("ack_timeout", _positive_float),
-    _s("status_port", _int),
+    _s("heartbeat", _positive_seconds),
+    _s("ack_timeout", _positive_seconds),
+    _s("status_port", _port),
     _s("log_level", _choice("debug", "info", "warning", "error")),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -241,26 +316,50 @@ _BY_NAME = {s.name: s for s in SETTINGS}
 PATH_SETTINGS = frozenset({"state_dir", "data_dir", "issues_dir", "key_file"})
 
 
-def validate_flags(flags: Mapping[str, object]) -> dict[str, Any]:
+def validate_flags(
+    flags: Mapping[str, object], problems: list[ConfigError] | None = None
+) -> dict[str, Any]:
     """Parse explicit options (``install(**options)``, CLI flags) eagerly.
 
     Raises ``ConfigError`` for an unknown option or a bad value, so that a
-    programmer's mistake shows at ``install()`` rather than at the first crash.
-    ``None`` values mean "not given".
+    programmer's mistake shows at ``install()`` rather than at the first crash;
+    with ``problems`` given, appends the error there and leaves the option out
+    instead. ``None`` values mean "not given".
     """
     out: dict[str, Any] = {}
     for key, value in flags.items():
-        if value is None:
-            continue
-        setting = _BY_NAME.get(key)
-        if setting is None:
-            known = ", ".join(sorted(_BY_NAME))
-            raise ConfigError(key, f"unknown option (known: {known})")
-        try:
-            out[key] = setting.parse(value)
-        except ValueError as exc:
-            raise ConfigError(key, str(exc)) from None
+        if value is not None:
+            _take(out, key, key, value, problems)
     return out
+
+
+def _take(
+    out: dict[str, Any],
+    key: str,
+    where: str,
+    raw: object,
+    problems: list[ConfigError] | None,
+    unknown: str = "",
+) -> None:
+    """Parse one source's value of ``key`` into ``out``; raise or record a bad one.
+
+    ``where`` names the setting as its source spells it; a recorded problem
+    leaves ``out`` as it was, so the next source down (or the default) holds.
+    """
+    setting = _BY_NAME.get(key)
+    try:
+        if setting is None:
+            raise ConfigError(
+                where, unknown or f"unknown option (known: {', '.join(sorted(_BY_NAME))})"
+            )
+        try:
+            out[key] = setting.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(where, str(exc)) from None
+    except ConfigError as exc:
+        if problems is None:
+            raise
+        problems.append(exc)
 
 
 def _xdg(environ: Mapping[str, str], var: str, fallback: str) -> str:
@@ -285,11 +384,14 @@ def resolve_values(
     environ: Mapping[str, str] | None = None,
     file_values: Mapping[str, object] | None = None,
     file_name: str = "config.toml",
+    problems: list[ConfigError] | None = None,
 ) -> dict[str, Any]:
     """The validated values of the three sources (defaults left out); pure.
 
     Raises ``ConfigError`` naming the offending setting as written in its
-    source (flag name, environment variable, or ``file:key``).
+    source (flag name, environment variable, or ``file:key``). With
+    ``problems`` given, every bad value is appended there instead and the
+    setting falls back to the next source down, then to its default.
     """
     env = environ or {}
     values: dict[str, Any] = {
@@ -297,24 +399,12 @@ def resolve_values(
         "data_dir": os.path.join(_xdg(env, "XDG_DATA_HOME", ".local/share"), "errmesh"),
     }
     for key, raw in (file_values or {}).items():
-        setting = _BY_NAME.get(key)
-        if setting is None:
-            raise ConfigError(f"{file_name}: {key}", "unknown setting")
-        try:
-            values[key] = setting.parse(raw)
-        except ValueError as exc:
-            raise ConfigError(f"{file_name}: {key}", str(exc)) from None
+        _take(values, key, f"{file_name}: {key}", raw, problems, unknown="unknown setting")
     for setting in SETTINGS:
-        for var in setting.env:
-            raw_env = env.get(var)
-            if raw_env is None:
-                continue
-            try:
-                values[setting.name] = setting.parse(raw_env)
-            except ValueError as exc:
-                raise ConfigError(var, str(exc)) from None
-            break
-    values.update(validate_flags(flags or {}))
+        var = next((v for v in setting.env if v in env), None)
+        if var is not None:
+            _take(values, setting.name, var, env[var], problems)
+    values.update(validate_flags(flags or {}, problems))
     return values
 
 
@@ -342,11 +432,49 @@ def load_values(
     environ: Mapping[str, str] | None = None,
     *,
     read_file: bool = True,
+    problems: list[ConfigError] | None = None,
 ) -> dict[str, Any]:
-    """Read the environment and the TOML file, then :func:`resolve_values`."""
+    """Read the environment and the TOML file, then :func:`resolve_values`.
+
+    With ``problems`` given nothing raises: an unreadable or invalid file is
+    recorded there and ignored, a bad value falls back (see ``resolve_values``).
+    """
     env = dict(os.environ if environ is None else environ)
-    file_values, path = read_config_file(env) if read_file else ({}, "config.toml")
-    return resolve_values(flags=flags, environ=env, file_values=file_values, file_name=path)
+    file_values: dict[str, object] = {}
+    path = "config.toml"
+    if read_file:
+        try:
+            file_values, path = read_config_file(env)
+        except ConfigError as exc:
+            if problems is None:
+                raise
+            problems.append(ConfigError(exc.setting, f"{exc.message}; file ignored"))
+    return resolve_values(
+        flags=flags, environ=env, file_values=file_values, file_name=path, problems=problems
+    )
+
+
+#: What :func:`say_problems` already said in this process (it says each once).
+_SAID: set[str] = set()
+
+
+def say_problems(problems: list[ConfigError]) -> None:
+    """Tell the user once, on one stderr line, which settings errmesh is ignoring.
+
+    The lenient paths (a host program's capture, ``errmesh run``) must not
+    stop the program for errmesh's own settings; silently using defaults
+    would hide why reports go elsewhere. Never raises.
+    """
+    text = "; ".join(" ".join(str(p).split()) for p in problems)
+    if not problems or text in _SAID:
+        return
+    _SAID.add(text)
+    line = f"errmesh: ignoring bad settings (defaults used): {text}\n"
+    try:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    except Exception:  # a closed or broken stderr: nothing else to tell
+        pass
 
 
 def _parse_toml(data: bytes, path: str) -> dict[str, object]:

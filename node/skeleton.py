@@ -271,11 +271,17 @@ def commit(path: str, payload: str, *, now: float, values: Mapping[str, Any]) ->
 def locate(
     flags: Mapping[str, object], environ: Mapping[str, str] | None
 ) -> tuple[Mapping[str, str], dict[str, Any], str]:
-    """The environment, the settings a dying process reads, and the cluster's state folder."""
-    from node.settings import load_values
+    """The environment, the settings a dying process reads, and the cluster's state folder.
+
+    A bad setting falls back to its default, said once on stderr: errmesh's
+    own settings never stop the host program (DECISIONS 32).
+    """
+    from node.settings import load_values, say_problems
 
     env = os.environ if environ is None else environ
-    values = {**DEFAULTS, **load_values(flags, env)}
+    problems: list[Any] = []
+    values = {**DEFAULTS, **load_values(flags, env, problems=problems)}
+    say_problems(problems)
     return env, values, os.path.join(values["state_dir"], values["cluster"])
 
 

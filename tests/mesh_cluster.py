@@ -154,10 +154,11 @@ class Relay:
     peer_id: str = ""
     maddr: str = ""
     listening_at: float = 0.0  # time.monotonic() when it printed its address
+    state: Path | None = None  # another relay's state directory (default: its own)
 
     @property
     def state_dir(self) -> Path:
-        return self.root / "state"
+        return self.state or self.root / "state"
 
     @property
     def status_path(self) -> Path:
@@ -295,11 +296,13 @@ class Cluster:
         extra: Sequence[str] = (),
         window: float = 0.0,
         env: Mapping[str, str] | None = None,
+        refused: bool = False,
     ) -> Relay:
         """Launch (or relaunch, on its last port) ``relay``; wait for its address.
 
         ``env`` adds ``ERRMESH_*`` settings (a GitHub sink, its budget) to the
         relay's environment; ``window`` is the bundle window in seconds.
+        ``refused``: the relay must exit at start-up instead (within STARTUP).
         """
         args = [
             sys.executable,
@@ -332,6 +335,12 @@ class Cluster:
                 env={**self.env, "ERRMESH_SETTLE": "0.5", **(env or {})},
             )
         self.procs.append(relay.proc)
+        if refused:
+            try:
+                relay.proc.wait(STARTUP)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"{relay.name} started instead of exiting\n{relay.story()}")
+            return relay
 
         def listening() -> list[str]:
             if relay.proc is not None and relay.proc.poll() is not None:

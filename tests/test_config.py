@@ -8,6 +8,7 @@ import pytest
 
 from node.config import Config, load_config, parse_bool, resolve, validate_flags
 from node.errors import ConfigError
+from node.settings import resolve_values
 
 HOME = {"HOME": "/home/alice"}
 
@@ -122,16 +123,16 @@ def test_bad_toml_names_the_file_and_key(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text("window = 'later'\n")
     with pytest.raises(ConfigError, match="window") as info:
-        load_config(environ={**HOME, "ERRMESH_CONFIG": str(path)})
+        load_config(strict=True, environ={**HOME, "ERRMESH_CONFIG": str(path)})
     assert str(path) in info.value.setting
     path.write_text("window = = 1\n")
     with pytest.raises(ConfigError, match="invalid TOML"):
-        load_config(environ={**HOME, "ERRMESH_CONFIG": str(path)})
+        load_config(strict=True, environ={**HOME, "ERRMESH_CONFIG": str(path)})
 
 
 def test_missing_explicit_config_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
-        load_config(environ={**HOME, "ERRMESH_CONFIG": str(tmp_path / "nope.toml")})
+        load_config(strict=True, environ={**HOME, "ERRMESH_CONFIG": str(tmp_path / "nope.toml")})
 
 
 def test_missing_default_config_file_is_fine(tmp_path: Path) -> None:
@@ -145,3 +146,58 @@ def test_config_is_frozen() -> None:
     config = resolve(environ=HOME)
     with pytest.raises(AttributeError):
         config.window = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        (
+            "ERRMESH_PEERS",
+            "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWQnwEGNqcM2nAcPtRR9rAX8Hrg4k9kJLCHoZG5m8gQcPb",
+        ),
+        (
+            "ERRMESH_PEERS",
+            "/dns4/relay.example/tcp/4001/p2p/QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N",
+        ),
+        ("ERRMESH_LISTEN", "/ip6/::/tcp/4001,/ip4/0.0.0.0/tcp/0"),
+        ("ERRMESH_STATUS_PORT", "65535"),
+        ("ERRMESH_SCRUB_PATTERNS", r"token=\w+,sk-[a-z]+"),
+    ],
+)
+def test_valid_addresses_ports_and_patterns_pass(name: str, value: str) -> None:
+    resolve(environ={**HOME, name: value})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ERRMESH_PEERS", "/ip4/127.0.0.1/tcp/4001"),  # no peer id: acks cannot be trusted
+        (
+            "ERRMESH_PEERS",
+            "/ip4/300.0.0.1/tcp/4001/p2p/QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N",
+        ),
+        ("ERRMESH_LISTEN", "127.0.0.1:4603"),
+        ("ERRMESH_LISTEN", "/ip4/127.0.0.1/tcp/99999"),
+        ("ERRMESH_STATUS_PORT", "-1"),
+        ("ERRMESH_HEARTBEAT", "0"),
+        ("ERRMESH_ACK_TIMEOUT", "0"),
+        ("ERRMESH_SCRUB_PATTERNS", "ok,(unclosed"),
+    ],
+)
+def test_invalid_addresses_ports_durations_and_patterns_are_named(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve(environ={**HOME, name: value})
+    assert info.value.setting == name
+
+
+def test_lenient_resolution_falls_back_per_setting_and_lists_the_problems() -> None:
+    problems: list[ConfigError] = []
+    values = resolve_values(
+        environ={**HOME, "ERRMESH_HEARTBEAT": "abc", "ERRMESH_PRIORITY": "7"},
+        file_values={"heartbeat": 2.0, "window": "later", "bogus": 1},
+        file_name="c.toml",
+        problems=problems,
+    )
+    assert values["heartbeat"] == 2.0  # the file's value under the bad environment one
+    assert values["priority"] == 7 and "window" not in values
+    assert [p.setting for p in problems] == ["c.toml: window", "c.toml: bogus", "ERRMESH_HEARTBEAT"]
