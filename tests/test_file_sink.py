@@ -107,7 +107,7 @@ def test_update_rewrites_counts_and_adds_a_comment(tmp_path: Path) -> None:
 def test_closed_issue_is_observed_and_reopened_as_regression(tmp_path: Path) -> None:
     sink = FileSink(tmp_path)
     link = sink.open_issue(state(), now=1.0, term=0)
-    assert sink.observe([SIG]) == {SIG: "open"}
+    assert sink.observe([SIG]) == {}  # nobody changed it
     sink.close(SIG.hex()[:6], now=2.0)
     assert sink.observe([SIG, b"\0" * 16]) == {SIG: "closed"}
     reopened = sink.reopen_issue(state(total=2), link, now=3.0, term=0)
@@ -163,3 +163,56 @@ def test_update_or_reopen_of_a_wiped_folder_opens_again(tmp_path: Path) -> None:
     closed = dataclasses.replace(first, state="closed")
     reopened = FileSink(tmp_path / "newer").reopen_issue(state(total=3), closed, now=3.0, term=0)
     assert reopened.state == "open"
+
+
+# -- every relay's copy (DECISIONS 31)
+
+
+def test_a_folder_that_never_held_the_issue_updates_it_under_its_number(tmp_path: Path) -> None:
+    """A new leader's folder lacks issue #3 of an earlier leader: it keeps #3, not #1."""
+    first = FileSink(tmp_path / "old").open_issue(state(), now=1.0, term=1)
+    third = dataclasses.replace(first, number=3)
+    sink = FileSink(tmp_path / "new")
+    assert sink.update_issue(state(total=2), third, now=2.0, term=2).number == 3
+    closed = dataclasses.replace(third, state="closed")
+    other = FileSink(tmp_path / "newer")
+    assert other.reopen_issue(state(total=3), closed, now=3.0, term=2).number == 3
+    assert "#3" in (tmp_path / "newer" / f"{SIG.hex()[:12]}.md").read_text()
+
+
+def test_a_copy_shows_the_leaders_issues_and_never_an_older_link(tmp_path: Path) -> None:
+    leader, copy = FileSink(tmp_path / "leader"), FileSink(tmp_path / "copy")
+    link = leader.open_issue(state(), now=1.0, term=1)
+    assert copy.mirror([dataclasses.replace(state(), link=link)], now=1.5) == 1
+    entry = copy.read_index()["issues"][SIG.hex()]
+    assert (entry["number"], entry["state"], entry["total"]) == (1, "open", 1)
+    newer = leader.update_issue(state(total=6), link, now=2.0, term=1)
+    assert copy.mirror([dataclasses.replace(state(total=6), link=newer)], now=2.5) == 1
+    assert copy.mirror([dataclasses.replace(state(total=6), link=link)], now=3.0) == 0  # late
+    entry = copy.read_index()["issues"][SIG.hex()]
+    assert entry["total"] == 6
+    assert "**+5** new occurrences" in (tmp_path / "copy" / entry["file"]).read_text()
+    reopened = dataclasses.replace(newer, state="closed", synced_at=3.0)
+    copy.mirror([dataclasses.replace(state(total=6), link=reopened)], now=3.5)
+    assert copy.read_index()["issues"][SIG.hex()]["state"] == "closed"
+    again = dataclasses.replace(reopened, state="open", synced_total=7, synced_at=4.0)
+    copy.mirror([dataclasses.replace(state(total=7), link=again)], now=4.5)
+    entry = copy.read_index()["issues"][SIG.hex()]
+    assert entry["state"] == "open" and "regression" in entry["labels"]
+
+
+def test_a_close_in_a_copy_is_a_change_until_a_link_shows_it(tmp_path: Path) -> None:
+    leader, copy = FileSink(tmp_path / "leader"), FileSink(tmp_path / "copy")
+    link = leader.open_issue(state(), now=1.0, term=1)
+    copy.mirror([dataclasses.replace(state(), link=link)], now=1.5)
+    assert copy.changes() == {}
+    copy.close(SIG.hex()[:6], now=2.0)
+    assert copy.changes() == {SIG: "closed"}
+    # A newer link that does not show the close yet keeps the close pending.
+    newer = leader.update_issue(state(total=2), link, now=2.5, term=1)
+    copy.mirror([dataclasses.replace(state(total=2), link=newer)], now=2.6)
+    assert copy.changes() == {SIG: "closed"}
+    closed = dataclasses.replace(newer, state="closed", synced_at=3.0)
+    copy.mirror([dataclasses.replace(state(total=2), link=closed)], now=3.5)
+    assert copy.changes() == {}
+    assert copy.read_index()["issues"][SIG.hex()]["state"] == "closed"
