@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 from github_sink.errors import SinkRejected
 from github_sink.file_sink import FileSink
 from github_sink.render import MAX_BODY, marker, render_body, render_title
@@ -216,3 +220,37 @@ def test_a_close_in_a_copy_is_a_change_until_a_link_shows_it(tmp_path: Path) -> 
     copy.mirror([dataclasses.replace(state(total=2), link=closed)], now=3.5)
     assert copy.changes() == {}
     assert copy.read_index()["issues"][SIG.hex()]["state"] == "closed"
+
+
+def test_a_close_on_a_mesh_machine_without_a_relay_says_where_to_run_it(tmp_path: Path) -> None:
+    """Its folder is not the mesh's copy and nobody would send the close: the real CLI says so."""
+    folder = tmp_path / "data" / "c" / "issues"
+    FileSink(folder).open_issue(state(), now=1.0, term=0)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ERRMESH_", "XDG_"))}
+    env.update(
+        HOME=str(tmp_path),
+        PYTHONPATH=str(ROOT),
+        ERRMESH_PEERS="/ip4/127.0.0.1/tcp/4001/p2p/QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N",
+    )
+
+    def close(prefix: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                *(sys.executable, "-m", "node", "--cluster", "c"),
+                *("--state-dir", str(tmp_path / "s"), "--data-dir", str(tmp_path / "data")),
+                *("issues", "close", prefix),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    missing = close("ffff")
+    assert missing.returncode == 1
+    assert "0 issues match" in missing.stderr and "on a relay's machine" in missing.stderr
+    done = close(SIG.hex()[:6])
+    assert done.returncode == 0, done.stderr
+    assert "here only" in done.stderr and "on a relay's machine" in done.stderr
+    assert FileSink(folder).read_index()["issues"][SIG.hex()]["state"] == "closed"
