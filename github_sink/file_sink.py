@@ -205,6 +205,10 @@ class FileSink:
             for s in states
             if s.link is not None and s.link.number is not None and s.link.ref.startswith("file:")
         ]
+        # Anti-entropy brings the same links again and again: look before
+        # taking the lock, which rewrites (and fsyncs) the index.
+        issues = self.read_index()["issues"]
+        wanted = [s for s in wanted if _newer(s, issues.get(s.signature.hex()))]
         if not wanted:
             return 0
         changed = 0
@@ -213,9 +217,9 @@ class FileSink:
                 link = state.link
                 assert link is not None and link.number is not None
                 entry = index["issues"].get(state.signature.hex())
-                shown = None if entry is None else _link_of(entry)
-                if shown is not None and link_order(shown) >= link_order(link):
+                if not _newer(state, entry):
                     continue
+                shown = None if entry is None else _link_of(entry)
                 if entry is None:
                     entry = self._new_entry(index, state, link.number, now)
                 elif shown is not None:
@@ -438,3 +442,9 @@ def _link_of(entry: dict[str, Any]) -> IssueLink | None:
         )
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def _newer(state: SigState, entry: dict[str, Any] | None) -> bool:
+    """Whether ``state``'s link is later than the one ``entry`` shows."""
+    shown = None if entry is None else _link_of(entry)
+    return state.link is not None and (shown is None or link_order(state.link) > link_order(shown))

@@ -192,7 +192,11 @@ def test_a_copy_shows_the_leaders_issues_and_never_an_older_link(tmp_path: Path)
     assert (entry["number"], entry["state"], entry["total"]) == (1, "open", 1)
     newer = leader.update_issue(state(total=6), link, now=2.0, term=1)
     assert copy.mirror([dataclasses.replace(state(total=6), link=newer)], now=2.5) == 1
+    index_file = tmp_path / "copy" / "index.json"
+    written = index_file.stat().st_mtime_ns
     assert copy.mirror([dataclasses.replace(state(total=6), link=link)], now=3.0) == 0  # late
+    assert copy.mirror([dataclasses.replace(state(total=6), link=newer)], now=3.0) == 0  # again
+    assert index_file.stat().st_mtime_ns == written  # not even rewritten
     entry = copy.read_index()["issues"][SIG.hex()]
     assert entry["total"] == 6
     assert "**+5** new occurrences" in (tmp_path / "copy" / entry["file"]).read_text()
