@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     )
     from github_sink.retry import RetryLimits
     from github_sink.settings import GitHubSettings, find_token
-    from github_sink.sink import FollowUps, IssueState, Sink, execute
+    from github_sink.sink import FollowUps, IssueState, Numbering, Replica, Sink, execute
 
 _EXPORTS: dict[str, str] = {
     "BadCredentials": "errors",
@@ -64,10 +64,12 @@ _EXPORTS: dict[str, str] = {
     "IssueState": "sink",
     "IssuesDisabled": "errors",
     "NotFound": "errors",
+    "Numbering": "sink",
     "Outbox": "outbox",
     "PatchError": "errors",
     "PermissionDenied": "errors",
     "RateLimited": "errors",
+    "Replica": "sink",
     "RetryLimits": "retry",
     "Sink": "sink",
     "SinkError": "errors",
@@ -102,10 +104,12 @@ __all__ = [
     "IssueState",
     "IssuesDisabled",
     "NotFound",
+    "Numbering",
     "Outbox",
     "PatchError",
     "PermissionDenied",
     "RateLimited",
+    "Replica",
     "RetryLimits",
     "Sink",
     "SinkError",

@@ -15,6 +15,16 @@ People close an issue with ``errmesh issues close SIG`` (or by setting
 ``"state": "closed"`` in the index); :meth:`FileSink.observe` reports it and
 the next occurrence reopens it labelled ``regression``.
 
+In a mesh every relay keeps its own folder: the leader writes through the
+sink, every other relay copies the replicated links into its folder
+(:meth:`FileSink.mirror`), so ``errmesh issues list`` shows every issue on
+every machine. Each entry records the link it shows (``"link"``): a copy
+applies a link only when it is later in the links' last-writer-wins order,
+and an entry whose ``state`` differs from its link's is a change people made
+here (:meth:`FileSink.changes`), which the relay sends into the mesh. Issue
+numbers are allocated above the highest number in the replicated links, so a
+new leader continues the numbering (DECISIONS 36).
+
 Writes are atomic (temporary file + rename) and the index is updated under an
 advisory lock, so concurrent processes never corrupt it.
 """
@@ -27,13 +37,14 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from github_sink.errors import SinkRejected, SinkUnavailable
 from github_sink.render import render_body, render_comment, render_title
 from github_sink.sink import IssueState
-from mesh.aggregate import IssueLink, SigState, effective_severity
+from mesh.aggregate import IssueLink, SigState, effective_severity, link_order
 from mesh.report import sig_hex
+from mesh.severity import Severity
 
 __all__ = ["FileSink"]
 
@@ -49,6 +60,8 @@ class FileSink:
     def __init__(self, directory: Path, *, reopen_label: str = "regression") -> None:
         self.directory = directory
         self.reopen_label = reopen_label
+        self._floor = 0
+        self._index_seen: tuple[int, int] | None = None  # (mtime_ns, size) without changes
 
     # -- Sink protocol ----------------------------------------------------
 
@@ -58,27 +71,53 @@ class FileSink:
 
     def _open(self, index: dict[str, Any], state: SigState, *, now: float, term: int) -> IssueLink:
         """Open (or find) under the index lock the caller holds."""
-        key = state.signature.hex()
-        entry = index["issues"].get(key)
+        entry = index["issues"].get(state.signature.hex())
         if entry is None:
-            number = int(index.get("next_number", 1))
-            index["next_number"] = number + 1
-            entry = {
-                "number": number,
-                "file": f"{sig_hex(state.signature)}.md",
-                "state": "open",
-                "created_at": now,
-                "comments": [],
-                "labels": [],
-            }
-            index["issues"][key] = entry
+            entry = self._new_entry(index, state, self._allocate(index), now)
         self._refresh(entry, state, now)
         return self._write(entry, state, term=term, now=now)
 
+    def _new_entry(
+        self, index: dict[str, Any], state: SigState, number: int, now: float
+    ) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "number": number,
+            "file": f"{sig_hex(state.signature)}.md",
+            "state": "open",
+            "created_at": now,
+            "comments": [],
+            "labels": [],
+        }
+        index["issues"][state.signature.hex()] = entry
+        return entry
+
+    def _allocate(self, index: dict[str, Any]) -> int:
+        """The next number: above the replicated links' and this folder's highest."""
+        highest = max(
+            [self._floor, int(index.get("next_number", 1)) - 1]
+            + [int(e.get("number", 0)) for e in index["issues"].values()]
+        )
+        index["next_number"] = highest + 2
+        return highest + 1
+
+    def _linked(
+        self, index: dict[str, Any], state: SigState, link: IssueLink, now: float
+    ) -> dict[str, Any] | None:
+        """The entry of a linked issue; one made from the link when this folder lacks it.
+
+        The link's number is kept: this folder may be a new leader's that
+        never held the issue, and the issue must stay the one people know.
+        """
+        entry: dict[str, Any] | None = index["issues"].get(state.signature.hex())
+        if entry is None and link.number is not None:
+            entry = self._new_entry(index, state, link.number, now)
+            entry["state"] = link.state
+        return entry
+
     def update_issue(self, state: SigState, link: IssueLink, *, now: float, term: int) -> IssueLink:
         with self._index() as index:
-            entry = index["issues"].get(state.signature.hex())
-            if entry is None:  # the folder was wiped: start again, idempotently
+            entry = self._linked(index, state, link, now)
+            if entry is None:  # the folder was wiped and the link has no number
                 return self._open(index, state, now=now, term=term)
             if state.total > link.synced_total:
                 self._comment(entry, render_comment(state, previous_total=link.synced_total), now)
@@ -87,28 +126,133 @@ class FileSink:
 
     def reopen_issue(self, state: SigState, link: IssueLink, *, now: float, term: int) -> IssueLink:
         with self._index() as index:
-            entry = index["issues"].get(state.signature.hex())
+            entry = self._linked(index, state, link, now)
             if entry is None:
                 return self._open(index, state, now=now, term=term)
             entry["state"] = "open"
             entry["reopened_at"] = now
-            if self.reopen_label not in entry["labels"]:
-                entry["labels"].append(self.reopen_label)
-            self._comment(
-                entry,
-                render_comment(state, previous_total=link.synced_total, regression=True),
-                now,
-            )
+            self._regression(entry, state, link.synced_total, now)
             self._refresh(entry, state, now)
             return self._write(entry, state, term=term, now=now)
 
+    def _regression(
+        self, entry: dict[str, Any], state: SigState, previous: int, now: float
+    ) -> None:
+        if self.reopen_label not in entry["labels"]:
+            entry["labels"].append(self.reopen_label)
+        self._comment(entry, render_comment(state, previous_total=previous, regression=True), now)
+
     def observe(self, signatures: Iterable[bytes]) -> dict[bytes, IssueState]:
+        """What people changed: an entry showing its last link's state says nothing.
+
+        Reporting such an entry's state would undo a newer link that this
+        folder has not shown yet (a reopen by another leader, say).
+        """
         index = self.read_index()
         out: dict[bytes, IssueState] = {}
         for sig in signatures:
             entry = index["issues"].get(sig.hex())
-            if entry is not None:
-                out[sig] = "closed" if entry.get("state") == "closed" else "open"
+            if entry is None:
+                continue
+            shown = _state_of(entry)
+            link = entry.get("link")
+            if not isinstance(link, dict) or link.get("state") != shown:
+                out[sig] = shown
+        return out
+
+    # -- Numbering --------------------------------------------------------
+
+    def number_above(self, floor: int) -> None:
+        self._floor = max(self._floor, floor)
+
+    def collisions(self) -> list[tuple[bytes, int]]:
+        """Losers of shared numbers: the claim of the higher link term keeps the
+        number, then the lower signature (DECISIONS 36)."""
+        claims: dict[int, list[tuple[int, str]]] = {}
+        for key, entry in self.read_index()["issues"].items():
+            link = entry.get("link")
+            term = int(link.get("term", 0)) if isinstance(link, dict) else 0
+            claims.setdefault(int(entry["number"]), []).append((-term, key))
+        losers = [
+            (bytes.fromhex(key), number)
+            for number, claimants in claims.items()
+            for _, key in sorted(claimants)[1:]
+        ]
+        return sorted(losers)
+
+    def renumber(self, state: SigState, link: IssueLink, *, now: float, term: int) -> IssueLink:
+        with self._index() as index:
+            entry = self._linked(index, state, link, now)
+            if entry is None:
+                return self._open(index, state, now=now, term=term)
+            old = entry["number"]
+            entry["number"] = self._allocate(index)
+            self._comment(
+                entry,
+                f"errmesh: renumbered #{old} -> #{entry['number']}: another issue was given "
+                f"#{old} by a leader that could not see this one (a partition).",
+                now,
+            )
+            self._refresh(entry, state, now, total=link.synced_total)
+            return self._write(entry, state, term=term, now=now, synced_total=link.synced_total)
+
+    # -- Replica ----------------------------------------------------------
+
+    def mirror(self, states: Iterable[SigState], *, now: float) -> int:
+        """Show links later than the ones shown; the files read as the leader's do."""
+        wanted = [
+            s
+            for s in states
+            if s.link is not None and s.link.number is not None and s.link.ref.startswith("file:")
+        ]
+        # Anti-entropy brings the same links again and again: look before
+        # taking the lock, which rewrites (and fsyncs) the index.
+        issues = self.read_index()["issues"]
+        wanted = [s for s in wanted if _newer(s, issues.get(s.signature.hex()))]
+        if not wanted:
+            return 0
+        changed = 0
+        with self._index() as index:
+            for state in wanted:
+                link = state.link
+                assert link is not None and link.number is not None
+                entry = index["issues"].get(state.signature.hex())
+                if not _newer(state, entry):
+                    continue
+                shown = None if entry is None else _link_of(entry)
+                if entry is None:
+                    entry = self._new_entry(index, state, link.number, now)
+                elif shown is not None:
+                    if shown.state == "closed" and link.state == "open":
+                        self._regression(entry, state, shown.synced_total, now)
+                    elif link.synced_total > shown.synced_total:
+                        comment = render_comment(state, previous_total=shown.synced_total)
+                        self._comment(entry, comment, now)
+                entry["number"] = link.number
+                if shown is None or _state_of(entry) == shown.state:
+                    entry["state"] = link.state  # else people changed it here: keep theirs
+                self._refresh(entry, state, now, total=link.synced_total, severity=link.severity)
+                self._render(entry, state, now=now, durable=False)
+                entry["link"] = _link_data(link)
+                changed += 1
+        return changed
+
+    def changes(self) -> dict[bytes, IssueState]:
+        """Entries whose state people changed since their link (cheap when nothing did)."""
+        try:
+            st = (self.directory / _INDEX).stat()
+        except OSError:
+            return {}
+        seen = (st.st_mtime_ns, st.st_size)
+        if seen == self._index_seen:
+            return {}
+        out: dict[bytes, IssueState] = {}
+        for key, entry in self.read_index()["issues"].items():
+            link = entry.get("link")
+            if isinstance(link, dict) and link.get("state") != _state_of(entry):
+                out[bytes.fromhex(key)] = _state_of(entry)
+        if not out:
+            self._index_seen = seen
         return out
 
     # -- for people (CLI) -------------------------------------------------
@@ -174,8 +318,17 @@ class FileSink:
         finally:
             os.close(fd)
 
-    def _refresh(self, entry: dict[str, Any], state: SigState, now: float) -> None:
-        severity = effective_severity(state)
+    def _refresh(
+        self,
+        entry: dict[str, Any],
+        state: SigState,
+        now: float,
+        *,
+        total: int | None = None,
+        severity: Severity | None = None,
+    ) -> None:
+        """Title, labels and counts; a copy shows the link's (what the issue showed)."""
+        severity = effective_severity(state) if severity is None else severity
         labels = [x for x in entry.get("labels", []) if not str(x).startswith("severity:")]
         for label in ("errmesh", "bug"):
             if label not in labels:
@@ -185,7 +338,7 @@ class FileSink:
             title=render_title(state),
             labels=labels,
             severity=severity.name.lower(),
-            total=state.total,
+            total=state.total if total is None else total,
             hosts=list(state.hosts),
             first_seen=state.first_seen,
             last_seen=state.last_seen,
@@ -197,7 +350,30 @@ class FileSink:
         comments.append({"at": now, "body": text})
         del comments[:-_MAX_COMMENTS]
 
-    def _write(self, entry: dict[str, Any], state: SigState, *, term: int, now: float) -> IssueLink:
+    def _write(
+        self,
+        entry: dict[str, Any],
+        state: SigState,
+        *,
+        term: int,
+        now: float,
+        synced_total: int | None = None,
+    ) -> IssueLink:
+        path = self._render(entry, state, now=now, durable=True)
+        link = IssueLink(
+            ref=f"file:{path}",
+            number=int(entry["number"]),
+            url=path.resolve().as_uri(),
+            state=_state_of(entry),
+            term=term,
+            synced_total=state.total if synced_total is None else synced_total,
+            synced_at=now,
+            severity=effective_severity(state),
+        )
+        entry["link"] = _link_data(link)
+        return link
+
+    def _render(self, entry: dict[str, Any], state: SigState, *, now: float, durable: bool) -> Path:
         path = self.directory / str(entry["file"])
         parts = [
             f"# {entry['title']}",
@@ -209,26 +385,19 @@ class FileSink:
         ]
         for comment in entry.get("comments", []):
             parts += ["", "---", "", str(comment["body"])]
-        self._atomic_write(path, "\n".join(parts) + "\n")
-        return IssueLink(
-            ref=f"file:{path}",
-            number=int(entry["number"]),
-            url=path.resolve().as_uri(),
-            state="closed" if entry["state"] == "closed" else "open",
-            term=term,
-            synced_total=state.total,
-            synced_at=now,
-            severity=effective_severity(state),
-        )
+        self._atomic_write(path, "\n".join(parts) + "\n", durable=durable)
+        return path
 
-    def _atomic_write(self, path: Path, text: str) -> None:
+    def _atomic_write(self, path: Path, text: str, *, durable: bool = True) -> None:
+        """``durable=False`` skips the fsync: a copy's file can be written again."""
         try:
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as handle:
                     handle.write(text)
                     handle.flush()
-                    os.fsync(handle.fileno())
+                    if durable:
+                        os.fsync(handle.fileno())
                 os.replace(tmp, path)
             except BaseException:
                 with contextlib.suppress(OSError):
@@ -236,3 +405,46 @@ class FileSink:
                 raise
         except OSError as exc:
             raise SinkUnavailable(f"cannot write {path}: {exc}") from exc
+
+
+def _state_of(entry: dict[str, Any]) -> Literal["open", "closed"]:
+    return "closed" if entry.get("state") == "closed" else "open"
+
+
+def _link_data(link: IssueLink) -> dict[str, Any]:
+    return {
+        "ref": link.ref,
+        "number": link.number,
+        "url": link.url,
+        "state": link.state,
+        "term": link.term,
+        "synced_total": link.synced_total,
+        "synced_at": link.synced_at,
+        "severity": int(link.severity),
+    }
+
+
+def _link_of(entry: dict[str, Any]) -> IssueLink | None:
+    """The link an entry shows; None for an entry written before links were kept."""
+    data = entry.get("link")
+    if not isinstance(data, dict):
+        return None
+    try:
+        return IssueLink(
+            ref=str(data["ref"]),
+            number=None if data["number"] is None else int(data["number"]),
+            url=str(data["url"]),
+            state="closed" if data["state"] == "closed" else "open",
+            term=int(data["term"]),
+            synced_total=int(data["synced_total"]),
+            synced_at=float(data["synced_at"]),
+            severity=Severity(int(data["severity"])),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _newer(state: SigState, entry: dict[str, Any] | None) -> bool:
+    """Whether ``state``'s link is later than the one ``entry`` shows."""
+    shown = None if entry is None else _link_of(entry)
+    return state.link is not None and (shown is None or link_order(state.link) > link_order(shown))

@@ -18,7 +18,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 from mesh.aggregate import Action, IssueLink, OpenIssue, ReopenIssue, SigState, UpdateIssue
 
-__all__ = ["FollowUps", "IssueState", "Sink", "execute"]
+__all__ = ["FollowUps", "IssueState", "Numbering", "Replica", "Sink", "execute"]
 
 IssueState = Literal["open", "closed"]
 
@@ -51,6 +51,48 @@ class FollowUps(Protocol):
 
     def follow_up(self, *, now: float, term: int, load: Callable[[bytes], SigState | None]) -> int:
         """Advance due follow-up jobs; returns how many steps ran."""
+        ...
+
+
+@runtime_checkable
+class Numbering(Protocol):
+    """A sink that numbers its issues itself (files); GitHub numbers its own.
+
+    In a mesh every leader must continue one numbering: a leader allocates
+    above the highest number in the replicated links (``number_above``), and
+    when two signatures claim one number (two leaders in a partition, an old
+    leader's late write) the leader gives the losers new numbers
+    (``collisions`` then ``renumber``; the rule is DECISIONS 36).
+    """
+
+    def number_above(self, floor: int) -> None:
+        """Allocate new numbers above ``floor`` (the replicated links' highest)."""
+        ...
+
+    def collisions(self) -> list[tuple[bytes, int]]:
+        """Signatures whose issue number (given) belongs to another signature."""
+        ...
+
+    def renumber(self, state: SigState, link: IssueLink, *, now: float, term: int) -> IssueLink:
+        """Give ``state``'s issue a fresh number."""
+        ...
+
+
+@runtime_checkable
+class Replica(Protocol):
+    """A relay's own copy of the sink's issues, kept from the replicated links.
+
+    Every relay shows every issue (``errmesh issues list`` on any machine),
+    and what people change in their copy (closing an issue) goes back into
+    the mesh as a link.
+    """
+
+    def mirror(self, states: Iterable[SigState], *, now: float) -> int:
+        """Show these states' links; returns how many issues changed."""
+        ...
+
+    def changes(self) -> dict[bytes, IssueState]:
+        """Issues whose state people changed here since their last link."""
         ...
 
 

@@ -108,6 +108,7 @@ __all__ = [
     "UpdateIssue",
     "effective_severity",
     "empty_state",
+    "link_order",
     "merge_states",
     "next_due",
     "per_hour",
@@ -307,6 +308,16 @@ def _link_key(link: IssueLink) -> tuple[int, float, int, str, str, int, int, str
         link.url,
         int(link.severity),
     )
+
+
+def link_order(link: IssueLink) -> tuple[int, float, int, str, str, int, int, str, int]:
+    """The last-writer-wins order of links, for copies kept outside the aggregate.
+
+    A relay's copy of the file sink's issues applies a link only when it is
+    later in this order than the one it shows, so a late or replayed link
+    never undoes a newer one (the same rule as :func:`merge_states`).
+    """
+    return _link_key(link)
 
 
 def _join_link(a: IssueLink | None, b: IssueLink | None) -> IssueLink | None:

@@ -529,6 +529,33 @@ class Store:
         except sqlite3.Error as exc:
             raise _translate(exc, "cannot read the aggregate") from exc
 
+    def max_link_number(self) -> int:
+        """The highest issue number among the recorded links (0 if none).
+
+        A sink that numbers its own issues (files) allocates above it, so a
+        new leader continues the numbering of every leader before it instead
+        of its own folder's. A running maximum like ``max_link_term``; a store
+        written before it existed is scanned once.
+        """
+        try:
+            known = self.counters().get("max_link_number")
+            if known is not None:
+                return known
+            highest = 0
+            for batch in self.iter_states():
+                for state in batch:
+                    if state.link is not None and state.link.number is not None:
+                        highest = max(highest, state.link.number)
+            with _immediate(self._conn):
+                self._conn.execute(
+                    "INSERT INTO counters (name, value) VALUES ('max_link_number', ?) "
+                    "ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
+                    (highest,),
+                )
+            return highest
+        except sqlite3.Error as exc:
+            raise _translate(exc, "cannot read the aggregate") from exc
+
     def load_state(self, signature: bytes) -> SigState | None:
         try:
             return self._load(signature)
@@ -586,10 +613,13 @@ class Store:
 
     def _save(self, state: SigState) -> None:
         if state.link is not None:
-            self._conn.execute(
-                "INSERT INTO counters (name, value) VALUES ('max_link_term', ?) "
+            self._conn.executemany(
+                "INSERT INTO counters (name, value) VALUES (?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
-                (state.link.term,),
+                [
+                    ("max_link_term", state.link.term),
+                    ("max_link_number", state.link.number or 0),
+                ],
             )
         self._conn.execute(
             "INSERT INTO states (sig, state, last_seen, next_due) VALUES (?, ?, ?, ?) "

@@ -271,15 +271,31 @@ def issues_list(ctx: click.Context, as_json: bool) -> None:
 @click.argument("signature")
 @click.pass_context
 def issues_close(ctx: click.Context, signature: str) -> None:
-    """Close the issue of SIGNATURE (a prefix is enough); new occurrences reopen it."""
+    """Close the issue of SIGNATURE (a prefix is enough); new occurrences reopen it.
+
+    In a mesh this machine's relay sends the close to the others (its folder
+    is its copy of the mesh's issues); without a relay here nobody would.
+    """
     from github_sink.errors import SinkError
     from github_sink.file_sink import FileSink
+    from node.embedded import nudge_relay
 
     config = _config(ctx)
+    elsewhere = (
+        "no errmesh relay runs on this machine, so the mesh would not hear of it: "
+        "run `errmesh issues close` on a relay's machine (any relay: its folder "
+        "holds every issue)"
+    )
     try:
         path = FileSink(config.resolved_issues_dir).close(signature, now=time.time())
     except SinkError as exc:
+        if config.peers and not nudge_relay(config.relay_socket):
+            raise click.ClickException(f"{exc}; {elsewhere}") from None
         raise click.ClickException(str(exc)) from None
+    # The relay would see the change within a second anyway; the nudge makes it now.
+    if not nudge_relay(config.relay_socket) and config.peers:
+        click.echo(f"closed {path} here only: {elsewhere}", err=True)
+        return
     click.echo(f"closed {path}")
 
 

@@ -14,12 +14,13 @@ signature at once. A sink that is down leaves the action due: the next round
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from github_sink.errors import SinkError, SinkRejected
-from github_sink.sink import FollowUps, Sink, execute
+from github_sink.sink import FollowUps, Numbering, Replica, Sink, execute
 from mesh.aggregate import OpenIssue, ReopenIssue, SigState, plan
 from mesh.store import Store
 
@@ -34,9 +35,12 @@ class RoundResult:
     updated: int = 0
     reopened: int = 0
     failed: int = 0
+    renumbered: int = 0
     follow_ups: int = 0
     skipped: bool = False
     errors: tuple[str, ...] = ()
+    #: Every state whose link this round changed, for the leader to announce.
+    links: tuple[SigState, ...] = ()
 
 
 def act(
@@ -72,8 +76,11 @@ def act(
             state = store.load_state(sig)
             if state is not None:
                 candidates[sig] = state
-        candidates = _observe(store, sink, candidates, now)
-        counts = {"opened": 0, "updated": 0, "reopened": 0, "failed": 0}
+        written: dict[bytes, SigState] = {}
+        if isinstance(sink, Numbering):  # continue the mesh's numbering, not this folder's
+            sink.number_above(store.max_link_number())
+        candidates = _observe(store, sink, candidates, now, written)
+        counts = {"opened": 0, "updated": 0, "reopened": 0, "failed": 0, "renumbered": 0}
         errors: list[str] = []
         done = 0
         for sig in sorted(candidates):
@@ -93,13 +100,15 @@ def act(
                 kind = "rejected" if isinstance(exc, SinkRejected) else "unavailable"
                 errors.append(f"{sink.name} sink {kind}: {exc}")
                 continue
-            store.set_link(sig, link)
+            written[sig] = store.set_link(sig, link)
             if isinstance(action, OpenIssue):
                 counts["opened"] += 1
             elif isinstance(action, ReopenIssue):
                 counts["reopened"] += 1
             else:
                 counts["updated"] += 1
+        if isinstance(sink, Numbering) and keep_going():
+            _renumber(store, sink, now, term, counts, errors, written)
         follow_ups = 0
         if isinstance(sink, FollowUps) and keep_going():
             try:
@@ -112,12 +121,51 @@ def act(
             updated=counts["updated"],
             reopened=counts["reopened"],
             failed=counts["failed"],
+            renumbered=counts["renumbered"],
             errors=tuple(errors),
+            links=tuple(written.values()),
         )
 
 
+def _renumber(
+    store: Store,
+    sink: Numbering,
+    now: float,
+    term: int,
+    counts: dict[str, int],
+    errors: list[str],
+    written: dict[bytes, SigState],
+) -> None:
+    """Give a fresh number to every issue whose number another signature owns.
+
+    Two leaders of a partition (or an old leader's late write) may have given
+    one number to two signatures; every relay shows both until the leader
+    renumbers the losers, in its own term, so the new links win everywhere.
+    """
+    try:
+        losers = sink.collisions()
+    except SinkError as exc:
+        errors.append(f"file sink numbering: {exc}")
+        return
+    for sig, number in losers:
+        state = store.load_state(sig)
+        if state is None or state.link is None or state.link.number != number:
+            continue  # the folder has not shown this signature's newer link yet
+        try:
+            link = sink.renumber(state, state.link, now=now, term=term)
+        except SinkError as exc:
+            errors.append(f"file sink renumbering: {exc}")
+            continue
+        written[sig] = store.set_link(sig, link)
+        counts["renumbered"] += 1
+
+
 def _observe(
-    store: Store, sink: Sink, candidates: dict[bytes, SigState], now: float
+    store: Store,
+    sink: Sink,
+    candidates: dict[bytes, SigState],
+    now: float,
+    written: dict[bytes, SigState],
 ) -> dict[bytes, SigState]:
     """Learn which issues people closed, so that the plan can reopen them."""
     linked = [sig for sig, state in candidates.items() if state.link is not None]
@@ -132,5 +180,10 @@ def _observe(
         link = candidates[sig].link
         if link is not None and link.state != issue_state:
             seen = dataclasses.replace(link, state=issue_state, synced_at=max(link.synced_at, now))
-            out[sig] = store.set_link(sig, seen)
+            out[sig] = written[sig] = store.set_link(sig, seen)
+    if isinstance(sink, Replica) and observed:
+        # The folder now shows the link it asked for; else the change it
+        # reported would stay "new" and later undo a newer link.
+        with contextlib.suppress(SinkError):
+            sink.mirror([out[sig] for sig in observed], now=now)
     return out

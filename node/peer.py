@@ -41,7 +41,8 @@ from typing import Any
 import trio
 import trio.lowlevel
 
-from github_sink.sink import Sink
+from github_sink.errors import SinkError
+from github_sink.sink import Replica, Sink
 from mesh import wire
 from mesh.aggregate import OriginCount, SigState, state_fingerprint
 from mesh.election import (
@@ -202,8 +203,10 @@ class MeshPeer:
         sink: Sink | None,
         rejections: RejectionCounter,
         clock: Callable[[], float] = time.time,
+        replica: Replica | None = None,
     ) -> None:
         self.store = store
+        self.replica = replica  # this machine's copy of the file sink's issues
         self.gossip = gossip
         self.options = options
         self.sink = sink if options.eligible else None
@@ -406,8 +409,10 @@ class MeshPeer:
                 await self._publish(self.options.control_topic, ack)
         if states:
             # Not waiting for the disk: any peer can send these again.
-            self._note(*self.store.merge_states(states, durable=False))
+            merged = self.store.merge_states(states, durable=False)
+            self._note(*merged)
             self.stats["states_merged"] += len(states)
+            await self._mirror([s for s in merged if s.link is not None])
         if acked:
             self.store.ack(acked)
 
@@ -421,6 +426,7 @@ class MeshPeer:
         reports is a few messages and never overflows libp2p's 32-slot queues.
         """
         take_handovers(self.store)  # reports failing processes here handed over
+        await self._observe_replica()
         pending = self.store.pending(limit=5000)
         if not pending:
             return 0
@@ -467,6 +473,51 @@ class MeshPeer:
         self.stats["drained"] += len(pending)
         return len(pending)
 
+    async def _mirror(self, states: list[SigState]) -> None:
+        """Show replicated links in this machine's issue folder, off the loop."""
+        if self.replica is None or not states:
+            return
+        try:
+            await trio.to_thread.run_sync(
+                functools.partial(self.replica.mirror, states, now=self.clock())
+            )
+        except SinkError as exc:  # the copy is shown again from the store later
+            log.warning("cannot copy issues into this machine's folder: %s", exc)
+
+    async def _observe_replica(self) -> None:
+        """Send what people changed in this machine's folder (``errmesh issues close``).
+
+        Recorded as the leader's ``_observe`` records what it sees, in the
+        link's term, but a hair later than the link rather than at our clock:
+        a clock ahead of the leader's would make our link outlast the
+        leader's next writes in that term.
+        """
+        if self.replica is None:
+            return
+        try:
+            changes = await trio.to_thread.run_sync(self.replica.changes)
+        except SinkError as exc:
+            log.warning("cannot read this machine's issue folder: %s", exc)
+            return
+        states = []
+        for sig, shown in sorted(changes.items()):
+            state = self.store.load_state(sig)
+            if state is None or state.link is None:
+                continue
+            if state.link.state != shown:
+                seen = dataclasses.replace(
+                    state.link,
+                    state=shown,
+                    synced_at=math.nextafter(state.link.synced_at, math.inf),
+                )
+                state = self.store.set_link(sig, seen)
+                self._note(state)
+            states.append(state)
+        await self._mirror(states)  # the folder now shows the link it asked for
+        links = tuple((s.signature, s.link) for s in states if s.link is not None)
+        if links:
+            await self._publish(self.options.control_topic, wire.IssueMsg(links=links))
+
     def _note(self, *states: SigState) -> None:
         now = trio.current_time()
         for state in states:
@@ -483,6 +534,7 @@ class MeshPeer:
         for batch in self.store.iter_states():
             for state in batch:
                 entries[state.signature] = _digest_entry(state)
+            await self._mirror([s for s in batch if s.link is not None])
             await trio.lowlevel.checkpoint()
         self._entries = entries
         self._entries_built_at = self.clock()
@@ -716,7 +768,6 @@ class MeshPeer:
         self, store: Store, now: float, term: int
     ) -> tuple[RoundResult, list[tuple[bytes, SigState]]]:
         assert self.sink is not None
-        before = {s.signature: s.link for s in store.due_states(now, limit=LEAD_BATCH * 4)}
         result = act(
             store,
             self.sink,
@@ -726,12 +777,7 @@ class MeshPeer:
             max_actions=LEAD_BATCH,
             keep_going=lambda: self.election.role == "leader" and self.election.term == term,
         )
-        changed = []
-        for signature, old_link in before.items():
-            state = store.load_state(signature)
-            if state is not None and state.link is not None and state.link != old_link:
-                changed.append((signature, state))
-        return result, changed
+        return result, [(state.signature, state) for state in result.links]
 
     async def _publish(self, topic: str, msg: wire.Message, *, bulk: bool = False) -> None:
         """``bulk``: yield to heartbeats, acks and links (see ``Gossip.publish``)."""

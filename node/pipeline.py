@@ -26,7 +26,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-from github_sink.sink import Sink
+from github_sink.sink import Replica, Sink
 from mesh.aggregate import BundlePolicy, Limits
 from mesh.errors import StoreError
 from mesh.report import Report
@@ -46,6 +46,7 @@ __all__ = [
     "Pipeline",
     "SoloDelivery",
     "make_github_sink",
+    "make_replica",
     "make_sink",
     "open_store",
 ]
@@ -83,6 +84,19 @@ def make_sink(config: Config) -> Sink | None:
 
         return FileSink(config.resolved_issues_dir)
     return make_github_sink(config)
+
+
+def make_replica(config: Config) -> Replica | None:
+    """A relay's copy of the file sink's issues, whether or not it may lead.
+
+    With files every machine must show every issue, as GitHub would; a
+    GitHub sink needs no copy.
+    """
+    if config.sink_name != "file":
+        return None
+    from github_sink.file_sink import FileSink
+
+    return FileSink(config.resolved_issues_dir)
 
 
 def make_github_sink(config: Config, *, environ: Mapping[str, str] | None = None) -> Sink:

@@ -21,11 +21,12 @@ from typing import Any
 
 import trio
 
+from github_sink.sink import Replica
 from mesh.gossip import Gossip, GossipConfig, open_gossip, topics_for
 from node.config import Config
 from node.errors import RelayRunning
 from node.peer import MeshPeer, PeerOptions, RejectionCounter, make_validator
-from node.pipeline import make_sink, open_store
+from node.pipeline import make_replica, make_sink, open_store
 
 __all__ = ["run_relay", "serve_relay"]
 
@@ -162,6 +163,7 @@ async def serve_relay(config: Config, *, announce: Callable[[Gossip, str], None]
 async def _serve_relay(config: Config, *, announce: Callable[[Gossip, str], None]) -> None:
     key = config.cluster_key()
     sink = make_sink(config) if config.eligible else None
+    replica = sink if isinstance(sink, Replica) else make_replica(config)
     reports_topic, control_topic = topics_for(config.cluster)
     rejections = RejectionCounter()
     handle: list[Gossip] = []
@@ -182,6 +184,7 @@ async def _serve_relay(config: Config, *, announce: Callable[[Gossip, str], None
                 store=store,
                 gossip=gossip,
                 sink=sink,
+                replica=replica,
                 rejections=rejections,
                 options=PeerOptions(
                     reports_topic=reports_topic,

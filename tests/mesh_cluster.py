@@ -155,10 +155,20 @@ class Relay:
     maddr: str = ""
     listening_at: float = 0.0  # time.monotonic() when it printed its address
     state: Path | None = None  # another relay's state directory (default: its own)
+    own_issues: bool = False  # its own issues folder (the default), not the cluster's shared one
 
     @property
     def state_dir(self) -> Path:
         return self.state or self.root / "state"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def own_issues_dir(self) -> Path:
+        """The file sink's folder when none is configured: ``<data_dir>/<cluster>/issues``."""
+        return self.data_dir / CLUSTER / "issues"
 
     @property
     def status_path(self) -> Path:
@@ -313,9 +323,8 @@ class Cluster:
             "--state-dir",
             str(relay.state_dir),
             "--data-dir",
-            str(relay.root / "data"),
-            "--issues-dir",
-            str(self.issues_dir),
+            str(relay.data_dir),
+            *([] if relay.own_issues else ["--issues-dir", str(self.issues_dir)]),
             "--window",
             f"{window:g}",
             "relay",
@@ -367,9 +376,9 @@ class Cluster:
         )
         return relay
 
-    def status_json(self, relay: Relay) -> dict[str, int]:
-        """``errmesh status --json`` of a relay's store: exception type -> occurrences."""
-        done = subprocess.run(
+    def errmesh(self, relay: Relay, *args: str) -> subprocess.CompletedProcess[str]:
+        """The real ``errmesh`` CLI on ``relay``'s machine (its state and data folders)."""
+        return subprocess.run(
             [
                 sys.executable,
                 "-m",
@@ -378,8 +387,10 @@ class Cluster:
                 CLUSTER,
                 "--state-dir",
                 str(relay.state_dir),
-                "status",
-                "--json",
+                "--data-dir",
+                str(relay.data_dir),
+                *([] if relay.own_issues else ["--issues-dir", str(self.issues_dir)]),
+                *args,
             ],
             env=self.env,
             capture_output=True,
@@ -387,8 +398,17 @@ class Cluster:
             timeout=60,
             check=False,
         )
+
+    def status_rows(self, relay: Relay) -> list[dict[str, Any]]:
+        """``errmesh status --json`` of a relay's machine: its store's signature rows."""
+        done = self.errmesh(relay, "status", "--json")
         assert done.returncode == 0, done.stderr
-        rows = json.loads(done.stdout)["signatures"]
+        rows: list[dict[str, Any]] = json.loads(done.stdout)["signatures"]
+        return rows
+
+    def status_json(self, relay: Relay) -> dict[str, int]:
+        """``errmesh status --json`` of a relay's store: exception type -> occurrences."""
+        rows = self.status_rows(relay)
         out = {title_kind(row["title"]): row["occurrences"] for row in rows}
         assert len(out) == len(rows), rows
         return out
@@ -453,10 +473,10 @@ class Cluster:
 
     # -- the shared issues folder ------------------------------------------
 
-    def issues(self) -> dict[str, dict[str, Any]]:
-        """Issue entries of the file sink's index, by exception type (one each)."""
+    def issues(self, folder: Path | None = None) -> dict[str, dict[str, Any]]:
+        """Issue entries of a file sink's index (the shared one by default), by exception type."""
         try:
-            index = json.loads((self.issues_dir / "index.json").read_text())
+            index = json.loads(((folder or self.issues_dir) / "index.json").read_text())
         except (OSError, ValueError):
             return {}
         entries = list(index["issues"].values())

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 from github_sink.errors import SinkRejected
 from github_sink.file_sink import FileSink
 from github_sink.render import MAX_BODY, marker, render_body, render_title
@@ -107,7 +111,7 @@ def test_update_rewrites_counts_and_adds_a_comment(tmp_path: Path) -> None:
 def test_closed_issue_is_observed_and_reopened_as_regression(tmp_path: Path) -> None:
     sink = FileSink(tmp_path)
     link = sink.open_issue(state(), now=1.0, term=0)
-    assert sink.observe([SIG]) == {SIG: "open"}
+    assert sink.observe([SIG]) == {}  # nobody changed it
     sink.close(SIG.hex()[:6], now=2.0)
     assert sink.observe([SIG, b"\0" * 16]) == {SIG: "closed"}
     reopened = sink.reopen_issue(state(total=2), link, now=3.0, term=0)
@@ -163,3 +167,94 @@ def test_update_or_reopen_of_a_wiped_folder_opens_again(tmp_path: Path) -> None:
     closed = dataclasses.replace(first, state="closed")
     reopened = FileSink(tmp_path / "newer").reopen_issue(state(total=3), closed, now=3.0, term=0)
     assert reopened.state == "open"
+
+
+# -- every relay's copy (DECISIONS 36)
+
+
+def test_a_folder_that_never_held_the_issue_updates_it_under_its_number(tmp_path: Path) -> None:
+    """A new leader's folder lacks issue #3 of an earlier leader: it keeps #3, not #1."""
+    first = FileSink(tmp_path / "old").open_issue(state(), now=1.0, term=1)
+    third = dataclasses.replace(first, number=3)
+    sink = FileSink(tmp_path / "new")
+    assert sink.update_issue(state(total=2), third, now=2.0, term=2).number == 3
+    closed = dataclasses.replace(third, state="closed")
+    other = FileSink(tmp_path / "newer")
+    assert other.reopen_issue(state(total=3), closed, now=3.0, term=2).number == 3
+    assert "#3" in (tmp_path / "newer" / f"{SIG.hex()[:12]}.md").read_text()
+
+
+def test_a_copy_shows_the_leaders_issues_and_never_an_older_link(tmp_path: Path) -> None:
+    leader, copy = FileSink(tmp_path / "leader"), FileSink(tmp_path / "copy")
+    link = leader.open_issue(state(), now=1.0, term=1)
+    assert copy.mirror([dataclasses.replace(state(), link=link)], now=1.5) == 1
+    entry = copy.read_index()["issues"][SIG.hex()]
+    assert (entry["number"], entry["state"], entry["total"]) == (1, "open", 1)
+    newer = leader.update_issue(state(total=6), link, now=2.0, term=1)
+    assert copy.mirror([dataclasses.replace(state(total=6), link=newer)], now=2.5) == 1
+    index_file = tmp_path / "copy" / "index.json"
+    written = index_file.stat().st_mtime_ns
+    assert copy.mirror([dataclasses.replace(state(total=6), link=link)], now=3.0) == 0  # late
+    assert copy.mirror([dataclasses.replace(state(total=6), link=newer)], now=3.0) == 0  # again
+    assert index_file.stat().st_mtime_ns == written  # not even rewritten
+    entry = copy.read_index()["issues"][SIG.hex()]
+    assert entry["total"] == 6
+    assert "**+5** new occurrences" in (tmp_path / "copy" / entry["file"]).read_text()
+    reopened = dataclasses.replace(newer, state="closed", synced_at=3.0)
+    copy.mirror([dataclasses.replace(state(total=6), link=reopened)], now=3.5)
+    assert copy.read_index()["issues"][SIG.hex()]["state"] == "closed"
+    again = dataclasses.replace(reopened, state="open", synced_total=7, synced_at=4.0)
+    copy.mirror([dataclasses.replace(state(total=7), link=again)], now=4.5)
+    entry = copy.read_index()["issues"][SIG.hex()]
+    assert entry["state"] == "open" and "regression" in entry["labels"]
+
+
+def test_a_close_in_a_copy_is_a_change_until_a_link_shows_it(tmp_path: Path) -> None:
+    leader, copy = FileSink(tmp_path / "leader"), FileSink(tmp_path / "copy")
+    link = leader.open_issue(state(), now=1.0, term=1)
+    copy.mirror([dataclasses.replace(state(), link=link)], now=1.5)
+    assert copy.changes() == {}
+    copy.close(SIG.hex()[:6], now=2.0)
+    assert copy.changes() == {SIG: "closed"}
+    # A newer link that does not show the close yet keeps the close pending.
+    newer = leader.update_issue(state(total=2), link, now=2.5, term=1)
+    copy.mirror([dataclasses.replace(state(total=2), link=newer)], now=2.6)
+    assert copy.changes() == {SIG: "closed"}
+    closed = dataclasses.replace(newer, state="closed", synced_at=3.0)
+    copy.mirror([dataclasses.replace(state(total=2), link=closed)], now=3.5)
+    assert copy.changes() == {}
+    assert copy.read_index()["issues"][SIG.hex()]["state"] == "closed"
+
+
+def test_a_close_on_a_mesh_machine_without_a_relay_says_where_to_run_it(tmp_path: Path) -> None:
+    """Its folder is not the mesh's copy and nobody would send the close: the real CLI says so."""
+    folder = tmp_path / "data" / "c" / "issues"
+    FileSink(folder).open_issue(state(), now=1.0, term=0)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ERRMESH_", "XDG_"))}
+    env.update(
+        HOME=str(tmp_path),
+        PYTHONPATH=str(ROOT),
+        ERRMESH_PEERS="/ip4/127.0.0.1/tcp/4001/p2p/QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N",
+    )
+
+    def close(prefix: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                *(sys.executable, "-m", "node", "--cluster", "c"),
+                *("--state-dir", str(tmp_path / "s"), "--data-dir", str(tmp_path / "data")),
+                *("issues", "close", prefix),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    missing = close("ffff")
+    assert missing.returncode == 1
+    assert "0 issues match" in missing.stderr and "on a relay's machine" in missing.stderr
+    done = close(SIG.hex()[:6])
+    assert done.returncode == 0, done.stderr
+    assert "here only" in done.stderr and "on a relay's machine" in done.stderr
+    assert FileSink(folder).read_index()["issues"][SIG.hex()]["state"] == "closed"
