@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 
 from mesh.aggregate import SigState, effective_severity
-from mesh.report import Report, sig_hex
+from mesh.report import Frame, Report, sig_hex
 from mesh.signature import normalise_message
 
 __all__ = [
@@ -64,6 +64,19 @@ def render_title(state: SigState) -> str:
     return title
 
 
+def _frame_lines(frames: Sequence[Frame]) -> list[str]:
+    """Traceback lines; a cut marker (no file, line 0) is shown as it is."""
+    lines: list[str] = []
+    for frame in frames:
+        if not frame.filename and frame.lineno == 0:
+            lines.append(f"  {frame.function}")
+            continue
+        lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.function}')
+        if frame.line:
+            lines.append(f"    {frame.line}")
+    return lines
+
+
 def render_trace(report: Report) -> str:
     """A Python-style traceback rebuilt from the (scrubbed) frames."""
     lines: list[str] = []
@@ -78,10 +91,7 @@ def render_trace(report: Report) -> str:
         lines.append("")
     if report.frames:
         lines.append("Traceback (most recent call last):")
-        for frame in report.frames:
-            lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.function}')
-            if frame.line:
-                lines.append(f"    {frame.line}")
+        lines.extend(_frame_lines(report.frames))
     lines.append(f"{report.exc_type}: {report.message}" if report.message else report.exc_type)
     return "\n".join(lines)
 

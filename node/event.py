@@ -78,7 +78,10 @@ __all__ = [
 
 _OWN_PACKAGES = ("mesh", "node", "github_sink")
 _MAX_CHAIN = 8
-_MAX_WALK = 256  # frames walked per traceback; wire keeps the innermost 64
+#: A trace keeps its outermost OUTER_FRAMES and innermost INNER_FRAMES frames;
+#: with the cut marker between them that is the wire's 64 (mesh.wire.MAX_FRAMES).
+OUTER_FRAMES = 5
+INNER_FRAMES = 58
 
 
 class EventContext:
@@ -288,27 +291,63 @@ class _PathFacts:
 _PATHS = _PathFacts()
 
 
-def _frames(tb: TracebackType | None, ctx: EventContext) -> tuple[FrameData, ...]:
-    frames: list[FrameData] = []
-    while tb is not None and len(frames) < _MAX_WALK:
-        frame = tb.tb_frame
-        code = frame.f_code
-        path = code.co_filename
-        module = str(frame.f_globals.get("__name__", "") or "")
-        function = getattr(code, "co_qualname", code.co_name)
-        lineno = tb.tb_lineno or 0
-        is_library, relative = _PATHS.get(path, ctx.cwd)
-        frames.append(
-            (
-                module,
-                function,
-                relative,
-                lineno,
-                _in_app(module, path, is_library, ctx),
-                linecache.getline(path, lineno, frame.f_globals).strip(),
-            )
-        )
+def _frame(tb: TracebackType, ctx: EventContext) -> FrameData:
+    frame = tb.tb_frame
+    code = frame.f_code
+    path = code.co_filename
+    module = str(frame.f_globals.get("__name__", "") or "")
+    lineno = tb.tb_lineno or 0
+    is_library, relative = _PATHS.get(path, ctx.cwd)
+    line = linecache.getline(path, lineno, frame.f_globals).strip()
+    return (
+        module,
+        getattr(code, "co_qualname", code.co_name),
+        relative,
+        lineno,
+        _in_app(module, path, is_library, ctx),
+        line,
+    )
+
+
+def cut_marker(omitted: int) -> FrameData:
+    """The frame that stands for ``omitted`` frames left out of the middle of a trace."""
+    return ("", f"…[cut {omitted} frames]", "", 0, False, "")
+
+
+def _frames(
+    tb: TracebackType | None,
+    ctx: EventContext,
+    *,
+    outer: int = OUTER_FRAMES,
+    inner: int = INNER_FRAMES,
+) -> tuple[FrameData, ...]:
+    """The outermost ``outer`` and innermost ``inner`` frames of ``tb``, and a marker.
+
+    The bug is where it raised, so the innermost frames are the ones kept (the
+    signature hashes them); the outermost few say how the program got there.
+    One pass over the traceback's linked list counts it and keeps references
+    in a ring of ``inner`` slots, so a trace 100,000 frames deep costs a
+    pointer walk and ``outer + inner`` frames' worth of work and memory; the
+    marker says exactly how many frames were left out.
+    """
+    head: list[TracebackType] = []
+    ring: list[TracebackType] = []
+    total = 0
+    while tb is not None:
+        if total < outer:
+            head.append(tb)
+        elif len(ring) < inner:
+            ring.append(tb)
+        else:
+            ring[(total - outer) % inner] = tb
+        total += 1
         tb = tb.tb_next
+    start = (total - outer) % inner if total - outer > inner else 0
+    tail = ring[start:] + ring[:start]
+    frames = [_frame(t, ctx) for t in head]
+    if total > len(head) + len(tail):
+        frames.append(cut_marker(total - len(head) - len(tail)))
+    frames.extend(_frame(t, ctx) for t in tail)
     return tuple(frames)
 
 

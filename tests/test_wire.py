@@ -47,6 +47,8 @@ from mesh.wire import (
     encode_report,
     encode_state,
 )
+from mesh.wire import bound as wire_bound
+from node import event
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
@@ -890,10 +892,27 @@ def test_bound_report_keeps_the_innermost_frames_and_the_newest_lines() -> None:
     argv = tuple(f"arg{i}" for i in range(70))
     bounded = bound_report(realistic_report(frames=frames, log_tail=log_tail, argv=argv))
     assert len(bounded.frames) == wire.MAX_FRAMES
-    assert bounded.frames[0].function == "…[cut 37 outer frames]"
-    assert bounded.frames[1:] == frames[-63:]
+    assert bounded.frames[:5] == frames[:5]
+    assert bounded.frames[5].function == "…[cut 37 frames]"
+    assert bounded.frames[6:] == frames[-58:]
     assert bounded.log_tail == ("…[cut 31 older lines]", *log_tail[-49:])
     assert bounded.argv == (*argv[:63], "…[cut 7 arguments]")
+
+
+def test_bound_report_counts_frames_a_capture_marker_stood_for() -> None:
+    frames = tuple(
+        Frame(module="m", function=f"f{i}", filename="m.py", lineno=i + 1, in_app=True)
+        for i in range(100)
+    )
+    marker = Frame(module="", function="…[cut 900 frames]", filename="", lineno=0, in_app=False)
+    bounded = bound_report(realistic_report(frames=(*frames[:10], marker, *frames[10:])))
+    assert bounded.frames[5].function == "…[cut 937 frames]"  # 36 frames and the 900
+    assert bound_report(bounded) == bounded
+
+
+def test_the_capture_walk_has_the_wires_shape() -> None:
+    assert event.OUTER_FRAMES == wire_bound.OUTER_FRAMES
+    assert event.OUTER_FRAMES + 1 + event.INNER_FRAMES == wire.MAX_FRAMES
 
 
 def test_bound_report_cuts_strings_with_a_visible_marker() -> None:

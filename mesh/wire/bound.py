@@ -7,6 +7,7 @@ visible markers, until its encoding fits one frame uncompressed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Final, NamedTuple
 
@@ -35,6 +36,10 @@ from mesh.wire.schema import _REPORT
 #: Bytes the packed report map may take: a frame holds it uncompressed with
 #: the envelope, a sender id of MAX_NAME bytes and a MAC.
 _REPORT_ROOM: Final = MAX_MESSAGE - MAC_BYTES - 256
+#: Frames kept at the outer end of a cut trace (the innermost fill the rest).
+OUTER_FRAMES: Final = 5
+#: The function name of the frame that stands for frames cut from a trace.
+_FRAMES_CUT: Final = re.compile(r"…\[cut (\d+) frames\]")
 #: No cap shrinks below this (a cut marker needs about 20 bytes).
 _FLOOR: Final = 32
 
@@ -91,12 +96,28 @@ def _cut_frame(frame: Frame, caps: _Caps) -> Frame:
     )
 
 
+def _cut_frames(frames: tuple[Frame, ...]) -> tuple[Frame, ...]:
+    """The outermost :data:`OUTER_FRAMES`, a marker, and the innermost frames.
+
+    The same shape as the capture side's walk (``node.event``); the marker's
+    count is exact even when the frames cut already held a marker.
+    """
+    if len(frames) <= MAX_FRAMES:
+        return frames
+    inner = MAX_FRAMES - OUTER_FRAMES - 1
+    middle = frames[OUTER_FRAMES:-inner]
+    omitted = 0
+    for frame in middle:
+        found = _FRAMES_CUT.fullmatch(frame.function) if frame.lineno == 0 else None
+        omitted += int(found.group(1)) if found else 1
+    marker = Frame(
+        module="", function=f"…[cut {omitted} frames]", filename="", lineno=0, in_app=False
+    )
+    return (*frames[:OUTER_FRAMES], marker, *frames[-inner:])
+
+
 def _bounded(report: Report, caps: _Caps) -> Report:
-    frames = report.frames
-    if len(frames) > MAX_FRAMES:
-        kept = frames[len(frames) - MAX_FRAMES + 1 :]
-        marker = f"…[cut {len(frames) - len(kept)} outer frames]"
-        frames = (Frame(module="", function=marker, filename="", lineno=0, in_app=False), *kept)
+    frames = _cut_frames(report.frames)
     log_tail = report.log_tail
     if len(log_tail) > MAX_LOG_LINES:
         kept_lines = log_tail[len(log_tail) - MAX_LOG_LINES + 1 :]
@@ -133,7 +154,9 @@ def _bounded(report: Report, caps: _Caps) -> Report:
 def bound_report(report: Report) -> Report:
     """A copy of ``report`` cut to the wire's bounds; call it before spooling.
 
-    Keeps the innermost :data:`MAX_FRAMES` frames, the newest
+    Keeps the outermost :data:`OUTER_FRAMES` and the innermost frames of a
+    trace longer than :data:`MAX_FRAMES` (a marker frame, ``…[cut N frames]``,
+    between them), the newest
     :data:`MAX_LOG_LINES` log lines and the first arguments (each with a
     marker saying how many were cut), cuts every string to its limit with a
     ``…[cut N bytes]`` marker and replaces lone surrogates with ``?``. If the

@@ -1,0 +1,141 @@
+"""Reports stay true at the extremes: deep traces, huge messages, exception groups.
+
+Each case runs a real host program (node.install, the file sink, the SQLite
+spool) and reads the issue errmesh wrote, as a user would.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import textwrap
+
+from conftest import Sandbox
+from node.event import EventContext, exception_event
+
+INSTALL = "import node; node.install(app='hostapp')\n"
+
+#: A host that recurses ``argv[1]`` frames deep, then runs bug ``argv[2]``.
+DEEP = INSTALL + textwrap.dedent(
+    """
+    import sys
+    sys.setrecursionlimit(100_000)
+    def bug_a():
+        raise ValueError("boom")
+    def bug_b():
+        raise ValueError("boom")
+    def recurse(n, bug):
+        if n == 0:
+            bug()
+        return recurse(n - 1, bug)
+    recurse(int(sys.argv[1]), {"a": bug_a, "b": bug_b}[sys.argv[2]])
+    """
+)
+
+_CUT = re.compile(r"…\[cut (\d+) frames\]")
+
+
+def issue_text(sandbox: Sandbox, number: int = 0) -> str:
+    issue = sandbox.issues()[number]
+    return (sandbox.issues_dir / issue["file"]).read_text()
+
+
+def trace_of(text: str) -> str:
+    """The fenced stack trace of an issue body."""
+    return text.split("## Stack trace\n```python\n", 1)[1].split("\n```", 1)[0]
+
+
+def rendered_frames(trace: str) -> int:
+    return sum(1 for line in trace.splitlines() if line.startswith('  File "'))
+
+
+def test_two_bugs_under_deep_recursion_get_two_issues(sandbox: Sandbox) -> None:
+    assert sandbox.python(DEEP, "1000", "a").returncode == 1
+    assert sandbox.python(DEEP, "5000", "b").returncode == 1
+    assert len(sandbox.issues()) == 2
+
+
+def test_one_bug_at_two_recursion_depths_is_one_issue(sandbox: Sandbox) -> None:
+    assert sandbox.python(DEEP, "1000", "a", ERRMESH_WINDOW="0").returncode == 1
+    assert sandbox.python(DEEP, "5000", "a", ERRMESH_WINDOW="0").returncode == 1
+    (issue,) = sandbox.issues()
+    assert issue["total"] == 2
+
+
+def test_a_deep_trace_keeps_the_raising_frame_and_says_exactly_what_it_cut(
+    sandbox: Sandbox,
+) -> None:
+    depth = 5000
+    assert sandbox.python(DEEP, str(depth), "b").returncode == 1
+    trace = trace_of(issue_text(sandbox))
+    total = 1 + (depth + 1) + 1  # <module>, recurse(depth..0), bug_b
+    (cut,) = (int(n) for n in _CUT.findall(trace))
+    assert cut == total - rendered_frames(trace)
+    lines = trace.splitlines()
+    assert lines[-2].endswith("line 8, in bug_b")  # the raising frame (no source under -c)
+    assert "in <module>" in lines[1]  # the outermost frames are kept too
+
+
+#: Counts the frames of the unhandled exception, then lets errmesh (chained after it) see it.
+COUNTING_HOOK = """
+import sys
+def counting_hook(exc_type, exc, tb):
+    n = 0
+    while tb is not None:
+        n, tb = n + 1, tb.tb_next
+    print("frames", n)
+    sys.__excepthook__(exc_type, exc, exc.__traceback__)
+sys.excepthook = counting_hook
+"""
+
+
+def test_recursion_error_gives_a_sane_report(sandbox: Sandbox) -> None:
+    done = sandbox.python(
+        COUNTING_HOOK + INSTALL + "def down(n):\n    return down(n + 1)\ndown(0)\n"
+    )
+    assert done.returncode == 1
+    total = int(done.stdout.split()[-1])
+    assert total > 900  # the default recursion limit of 1000
+    (issue,) = sandbox.issues()
+    assert issue["title"] == "[errmesh] RecursionError: maximum recursion depth exceeded"
+    trace = trace_of(issue_text(sandbox))
+    (cut,) = (int(n) for n in _CUT.findall(trace))
+    assert cut == total - rendered_frames(trace)
+    assert rendered_frames(trace) <= 64
+    assert trace.splitlines()[-2].endswith("in down")
+
+
+def _deep_event(depth: int) -> tuple[int, dict[str, object]]:
+    """The event of an exception raised ``depth`` frames deep, in this process."""
+
+    def recurse(n: int) -> None:
+        if n == 0:
+            raise KeyError("deep")
+        recurse(n - 1)
+
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(depth + 1000)
+    try:
+        recurse(depth)
+    except KeyError as exc:
+        walked = 0
+        tb = exc.__traceback__
+        while tb is not None:
+            walked += 1
+            tb = tb.tb_next
+        return walked, dict(exception_event(exc, EventContext(), now=0.0))
+    finally:
+        sys.setrecursionlimit(old)
+    raise AssertionError("not raised")
+
+
+def test_the_walk_keeps_both_ends_and_counts_the_middle_exactly() -> None:
+    total, event = _deep_event(20_000)
+    frames = event["frames"]
+    assert isinstance(frames, tuple)
+    markers = [f for f in frames if _CUT.fullmatch(f[1])]
+    assert len(markers) == 1
+    assert int(_CUT.fullmatch(markers[0][1]).group(1)) == total - (len(frames) - 1)  # type: ignore[union-attr]
+    assert len(frames) <= 64
+    assert frames[-1][5] == 'raise KeyError("deep")'
+    assert frames[0][1].endswith("_deep_event")
