@@ -33,7 +33,8 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable
+import types
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ from mesh.election import (
     SendHeartbeat,
     SteppedDown,
 )
+from mesh.errors import StoreUnavailable
 from mesh.gossip import Gossip, Validator
 from mesh.report import Occurrence, Report
 from mesh.store import Store
@@ -85,6 +87,8 @@ ANSWER_DEFER_MAX = 5.0
 #: Up to this long (random) before answering, so that the answer of one relay
 #: can reach the others and spare theirs (scalable reliable multicast's trick).
 ANSWER_JITTER = 0.2
+#: A loop's repeated failure (or the store's) is logged at most once per this many seconds.
+FAULT_LOG_EVERY = 60.0
 #: Entries per digest message.
 DIGEST_BATCH = 512
 #: Seconds between rebuilds of the digest cache from the store.
@@ -230,6 +234,11 @@ class MeshPeer:
         if callable(gate):  # the GitHub sink checks before every write that we still lead
             gate(lambda: self.election.role == "leader")
         self.stats: collections.Counter[str] = collections.Counter()
+        #: Exceptions each loop survived (by loop), and when each was last logged.
+        self.faults: collections.Counter[str] = collections.Counter()
+        self._fault_logged: dict[str, float] = {}
+        #: None while the store takes writes; else what failed and since when.
+        self.store_error: dict[str, Any] | None = None
         self.status_url = ""
         # One digest entry per signature, kept current by every write this
         # peer makes; rebuilt from the store (in batches) now and then, so a
@@ -267,6 +276,48 @@ class MeshPeer:
                 nursery.start_soon(self._connect_candidates)
             task_status.started()
 
+    async def _guarded(self, loop: str, step: Callable[[], Awaitable[object]]) -> bool:
+        """Run one step of ``loop``; an exception is counted and logged, never fatal.
+
+        One message, one signature or a full disk must not stop a relay: the
+        step's work is lost (reports are not acked, so their senders keep
+        them; states come again by anti-entropy), the loop goes on. The
+        store's failure is kept for /status until a write succeeds again.
+        Cancellation (a BaseException) passes. Returns whether it succeeded.
+        """
+        try:
+            await step()
+        except StoreUnavailable as exc:
+            self.faults[loop] += 1
+            if self.store_error is None:
+                self.store_error = {"ok": False, "error": str(exc), "since": self.clock()}
+            self.store_error["error"] = str(exc)
+            self._log_fault("store", "store unavailable, not acking reports: %s", exc)
+            return False
+        except Exception as exc:
+            self.faults[loop] += 1
+            self._log_fault(loop, f"{loop} loop: %s (survived)", exc, trace=True)
+            return False
+        return True
+
+    def _store_wrote(self) -> None:
+        """A write committed: a store that was failing has recovered."""
+        if self.store_error is not None:
+            log.warning(
+                "store recovered after %.0f s: %s",
+                self.clock() - self.store_error["since"],
+                self.store_error["error"],
+            )
+            self.store_error = None
+            self._fault_logged.pop("store", None)
+
+    def _log_fault(self, key: str, fmt: str, exc: BaseException, *, trace: bool = False) -> None:
+        now = trio.current_time()
+        if now - self._fault_logged.get(key, -math.inf) < FAULT_LOG_EVERY:
+            return
+        self._fault_logged[key] = now
+        log.error(fmt, exc, exc_info=exc if trace else None)
+
     async def _receive_loop(self) -> None:
         """Sort what arrives so that nothing time-critical waits behind bulk work.
 
@@ -285,9 +336,12 @@ class MeshPeer:
                 self.accept(decoded, received.sender, lag)
                 if isinstance(decoded, wire.HeartbeatMsg):
                     await self.handle(decoded, received.sender)
-            except Exception:  # one bad message must not stop the peer
-                log.exception("handling %s from %s failed", type(decoded).__name__, received.sender)
+            except Exception as exc:  # one bad message must not stop the peer
+                self.faults["receive"] += 1
                 self.stats["handler_errors"] += 1
+                self._log_fault(
+                    "receive", "handling a message failed (survived): %s", exc, trace=True
+                )
 
     def accept(self, msg: wire.Message, sender: str, lag: float = 0.0) -> None:
         """Route one decoded message; ``lag``: seconds it waited in our channel."""
@@ -318,7 +372,8 @@ class MeshPeer:
             self._apply_wanted = trio.Event()
             while self._backlog:
                 n = min(APPLY_BATCH, len(self._backlog))
-                await self.apply([self._backlog.popleft() for _ in range(n)])
+                batch = [self._backlog.popleft() for _ in range(n)]
+                await self._guarded("apply", functools.partial(self.apply, batch))
                 await trio.lowlevel.checkpoint()
 
     async def _answer_loop(self) -> None:
@@ -331,23 +386,29 @@ class MeshPeer:
                 msg = self._digests.pop(key)
                 try:
                     await self._answer_digest(msg)
-                except Exception:
-                    log.exception("answering a digest from %s failed", key[0])
+                except Exception as exc:
+                    self.faults["answer"] += 1
                     self.stats["handler_errors"] += 1
+                    self._log_fault(
+                        "answer", "answering a digest failed (survived): %s", exc, trace=True
+                    )
 
     async def _tick_loop(self) -> None:
         while True:
             now = self.clock()
-            await self._apply_election(self.election.tick(now))
-            if self.election.role == "leader":
-                self._lead_wanted.set()
-            self._write_status()
+            await self._guarded("tick", functools.partial(self._tick, now))
             deadline = self.election.next_deadline()
             await trio.sleep(max(0.01, min(self.options.heartbeat, deadline - self.clock())))
 
+    async def _tick(self, now: float) -> None:
+        await self._apply_election(self.election.tick(now))
+        if self.election.role == "leader":
+            self._lead_wanted.set()
+        self._write_status()
+
     async def _drain_loop(self) -> None:
         while True:
-            await self.drain()
+            await self._guarded("drain", self.drain)
             with trio.move_on_after(1.0):
                 await self.nudged.wait()
             self.nudged = trio.Event()
@@ -356,7 +417,7 @@ class MeshPeer:
         """A digest every ``digest_every`` seconds and whenever the peer set changes."""
         while True:
             self._peers_changed = trio.Event()
-            await self.send_digest()
+            await self._guarded("digest", self.send_digest)
             with trio.move_on_after(self.options.digest_every):
                 await self._peers_changed.wait()
 
@@ -394,6 +455,7 @@ class MeshPeer:
                 acked.extend(msg.ids)
         if reports:
             self._note(*self.store.merge_reports([m.report for m, _ in reports]))
+            self._store_wrote()
             self.stats["reports"] += len(reports)
             # Only the reporter's direct peers ack: its configured relays are
             # among them, and it trusts no other acker (DECISIONS 12). Acks
@@ -440,6 +502,7 @@ class MeshPeer:
             if (state := self.store.load_state(sig)) is not None and state.detail is not None
         }
         self._note(*self.store.merge_reports(pending))
+        self._store_wrote()
         first: dict[bytes, Report] = {}
         latest: dict[tuple[bytes, bytes], Occurrence] = {}
         for report in pending:
@@ -725,7 +788,7 @@ class MeshPeer:
                 await self._lead_wanted.wait()
                 self._lead_wanted = trio.Event()
                 if self.election.role == "leader":
-                    await self._lead(self.clock())
+                    await self._guarded("lead", functools.partial(self._lead, self.clock()))
         finally:
             # Not while an abandoned round may still be using it in its thread.
             if self._worker_store is not None and not self._in_round:
@@ -786,8 +849,15 @@ class MeshPeer:
     # -- status -----------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        stats = self.store.statistics()
+        try:
+            stats: Any = self.store.statistics()
+        except StoreUnavailable as exc:
+            stats = types.SimpleNamespace(pending=None, signatures=None)
+            if self.store_error is None:
+                self.store_error = {"ok": False, "error": str(exc), "since": self.clock()}
         return {
+            "store": self.store_error or {"ok": True},
+            "faults": dict(self.faults),
             "peer_id": self.gossip.peer_id,
             "status_url": self.status_url,
             "addrs": self.gossip.addrs,
