@@ -47,9 +47,9 @@ numbers" is ordered:
 ``<n>``     integers, decimals, negatives, exponents (a unit may follow)
 =========  ===========================================================
 
-Before that, ANSI escapes are removed and whitespace runs collapse to one
-space; after it, a result longer than :data:`MAX_MESSAGE_CHARS` is cut and
-marked with :data:`TRUNCATION_MARK`.
+Input beyond :data:`MAX_INPUT_CHARS` is ignored. Then ANSI escapes are
+removed and whitespace runs collapse to one space; after it, a result longer
+than :data:`MAX_MESSAGE_CHARS` is cut and marked with :data:`TRUNCATION_MARK`.
 
 Why it is idempotent (``normalise(normalise(x)) == normalise(x)``): every rule
 refuses to start right after a letter, a digit, ``<`` or ``>``, and refuses to
@@ -185,8 +185,13 @@ def _placeholder(match: re.Match[str]) -> str:
     return _PLACEHOLDER_BY_GROUP.get(match.lastgroup or "", "")
 
 
+#: Longer input is cut to this many characters first: a normalised message
+#: keeps at most MAX_MESSAGE_CHARS, and the scan is not free (~0.5 s per MB).
+MAX_INPUT_CHARS: Final = 64 * 1024
+
+
 def _normalise_once(text: str) -> str:
-    text = _ANSI.sub("", text)
+    text = _ANSI.sub("", text[:MAX_INPUT_CHARS])
     text = _WHITESPACE.sub(" ", text).strip()
     text = _VARIABLE_PARTS.sub(_placeholder, text)
     if len(text) > MAX_MESSAGE_CHARS:

@@ -84,6 +84,8 @@ class _LogRing:
             logging.Logger.callHandlers = self._original  # type: ignore[method-assign,assignment]
 
     def lines(self) -> tuple[str, ...]:
+        from node.event import LOG_LINE_CHARS, LOG_RECORD_CHARS, cut_text, last_lines
+
         out: list[str] = []
         for record in list(self.records):
             try:  # the host's records are not modified (no .message/.asctime set)
@@ -93,8 +95,12 @@ class _LogRing:
                     f"{record.getMessage()}"
                 )
             except Exception:  # a record whose args cannot be formatted
-                text = f"{record.levelname} {record.name}: {record.msg!r}"
-            out.extend(text.splitlines() or [""])
+                msg = cut_text(repr(record.msg), LOG_RECORD_CHARS)
+                text = f"{record.levelname} {record.name}: {msg}"
+            if len(text) <= LOG_RECORD_CHARS:
+                out.extend(text.splitlines() or [""])
+            else:  # only its last lines can be kept: never split (or copy) all of it
+                out.extend(last_lines(text, self.capacity, LOG_LINE_CHARS))
         return tuple(out[-self.capacity :])
 
 

@@ -78,6 +78,22 @@ __all__ = [
 
 _OWN_PACKAGES = ("mesh", "node", "github_sink")
 _MAX_CHAIN = 8
+#: Free text is cut to these many characters *before* anything reads it
+#: (normalising, scrubbing, signing): the wire's byte bounds (mesh.wire.limits),
+#: so that what is cut here the wire would have cut anyway.
+MESSAGE_CHARS = 8192
+CAUSE_CHARS = 1024
+FRAME_LINE_CHARS = 300
+LOG_LINE_CHARS = 500
+ARGV_ITEM_CHARS = 500
+MAX_ARGV = 64
+#: A log record, before it is split into lines (each then cut to LOG_LINE_CHARS).
+LOG_RECORD_CHARS = 64 * 1024
+#: A command's stderr lines are its signature: cut more generously.
+STDERR_LINE_CHARS = 2000
+#: How far back from a cut :func:`cut_text` looks for the start of the word it split.
+CUT_EDGE = 256
+
 #: A trace keeps its outermost OUTER_FRAMES and innermost INNER_FRAMES frames;
 #: with the cut marker between them that is the wire's 64 (mesh.wire.MAX_FRAMES).
 OUTER_FRAMES = 5
@@ -305,7 +321,7 @@ def _frame(tb: TracebackType, ctx: EventContext) -> FrameData:
         relative,
         lineno,
         _in_app(module, path, is_library, ctx),
-        line,
+        cut_text(line, FRAME_LINE_CHARS),
     )
 
 
@@ -351,13 +367,70 @@ def _frames(
     return tuple(frames)
 
 
+def cut_text(text: str, limit: int) -> str:
+    """``text`` cut to fewer than ``limit`` characters, marked, if it is longer.
+
+    Why here: normalising and scrubbing are linear but not cheap (a 10 MB
+    message cost ~5 s), and nothing past the bound is ever kept. So the text
+    is cut first and only its head is scrubbed; the part left out is never
+    emitted. The head ends before the word the cut fell in (looking back at
+    most :data:`CUT_EDGE` characters), so the head of a secret that
+    straddles the cut (a token, ``password=...``) goes with it, where the
+    scrubber could no longer recognise it. An eighth of ``limit`` is left
+    free, in UTF-8 bytes, for the marker ``…[cut N of M chars]`` and for
+    what scrubbing adds, so the wire's byte bound does not cut the marker off.
+    """
+    if len(text) <= limit:
+        return text
+    room = limit - limit // 8 - 40
+    head = text[:room]
+    data = head.encode("utf-8", "surrogatepass")
+    if len(data) > room:
+        head = data[:room].decode("utf-8", "ignore")
+    if head and not head[-1].isspace() and not text[len(head)].isspace():
+        stop = max(0, len(head) - CUT_EDGE)
+        end = len(head)
+        while end > stop and not head[end - 1].isspace():
+            end -= 1
+        head = head[:end]
+    return f"{head}…[cut {len(text) - len(head)} of {len(text)} chars]"
+
+
+def cut_argv(argv: Sequence[str]) -> tuple[str, ...]:
+    """The first :data:`MAX_ARGV` arguments (a marker last), each cut like text."""
+    kept = [
+        cut_text(arg, ARGV_ITEM_CHARS)
+        for arg in argv[: MAX_ARGV if len(argv) <= MAX_ARGV else MAX_ARGV - 1]
+    ]
+    if len(argv) > MAX_ARGV:
+        kept.append(f"…[cut {len(argv) - len(kept)} arguments]")
+    return tuple(kept)
+
+
+def last_lines(text: str, count: int, limit: int) -> list[str]:
+    """The last ``count`` lines of ``text``, each cut by :func:`cut_text`.
+
+    For a huge log record: it looks only at the end of ``text`` (lines end
+    at ``\n``), so a 10 MB record costs what its last lines cost, and each
+    line's marker counts its own full length.
+    """
+    out: list[str] = []
+    end = len(text) - 1 if text.endswith("\n") else len(text)
+    while len(out) < count and end >= 0:
+        start = text.rfind("\n", 0, end) + 1
+        out.append(cut_text(text[start:end].rstrip("\r"), limit))
+        end = start - 1
+    out.reverse()
+    return out
+
+
 def _message(exc: BaseException) -> str:
     try:
         text = str(exc)
-    except Exception:  # a broken __str__ must not break capture
+        if isinstance(exc, KeyError) and len(exc.args) == 1:
+            text = repr(exc.args[0])
+    except Exception:  # a broken __str__ (or __repr__) must not break capture
         text = "<unprintable exception>"
-    if isinstance(exc, KeyError) and len(exc.args) == 1:
-        text = repr(exc.args[0])
     return text
 
 
@@ -375,7 +448,7 @@ def _causes(exc: BaseException) -> tuple[CauseData, ...]:
         if id(nxt) in seen:
             break
         seen.add(id(nxt))
-        out.append((qualified_name(type(nxt)), _message(nxt), relation))
+        out.append((qualified_name(type(nxt)), cut_text(_message(nxt), CAUSE_CHARS), relation))
         current = nxt
     return tuple(out)
 
@@ -387,17 +460,22 @@ def exception_event(
     now: float,
     fingerprint: Sequence[str] | None = None,
 ) -> Event:
-    """The unscrubbed event of ``exc``, in plain values (see :data:`Event`)."""
+    """The unscrubbed event of ``exc``, in plain values (see :data:`Event`).
+
+    Every free text is already cut to its bound (:func:`cut_text`), and a
+    trace to its ends (:func:`_frames`), so what follows costs the same for
+    any exception.
+    """
     cls = type(exc)
     mro = [qualified_name(c) for c in cls.__mro__]
     return {
         "kind": "exception",
         "exc_type": qualified_name(cls),
-        "message": _message(exc),
+        "message": cut_text(_message(exc), MESSAGE_CHARS),
         "causes": _causes(exc),
         "frames": _frames(exc.__traceback__, ctx),
-        "log_tail": ctx.log_tail,
-        "argv": ctx.argv,
+        "log_tail": tuple(cut_text(line, LOG_LINE_CHARS) for line in ctx.log_tail),
+        "argv": cut_argv(ctx.argv),
         "app": ctx.app,
         "app_version": ctx.app_version,
         "host": ctx.host,
@@ -534,6 +612,7 @@ def from_command(
     else:
         exc_type = f"{program} exited {exit_code}"
         severity = Severity.MEDIUM
+    stderr_tail = [cut_text(line, STDERR_LINE_CHARS) for line in stderr_tail]
     raw = [line for line in stderr_tail if line.strip()]
     lines = error_lines(raw, limit=1)
     message = _last_matching_raw(raw, lines[0]) if lines else ""
@@ -546,7 +625,7 @@ def from_command(
         exc_type=exc_type,
         message=message,
         log_tail=tuple(stderr_tail),
-        argv=tuple(argv),
+        argv=cut_argv(argv),
         app=ctx.app or program,
         app_version=ctx.app_version,
         host=ctx.host,

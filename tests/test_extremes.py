@@ -11,7 +11,8 @@ import sys
 import textwrap
 
 from conftest import Sandbox
-from node.event import EventContext, exception_event
+from mesh.scrub import Scrubber
+from node.event import MESSAGE_CHARS, EventContext, cut_text, exception_event
 
 INSTALL = "import node; node.install(app='hostapp')\n"
 
@@ -139,3 +140,89 @@ def test_the_walk_keeps_both_ends_and_counts_the_middle_exactly() -> None:
     assert len(frames) <= 64
     assert frames[-1][5] == 'raise KeyError("deep")'
     assert frames[0][1].endswith("_deep_event")
+
+
+#: Times one small and one huge capture in the same (warm) process and prints
+#: both; ``HUGE()`` is replaced by an expression for the exception to capture.
+TIMED = """
+import json, logging, sys, time
+import node
+node.install(app="hostapp")
+logging.basicConfig(level=logging.CRITICAL)
+
+def timed(exc):
+    start = time.perf_counter()
+    node.capture_exception(exc)
+    return time.perf_counter() - start
+
+def small():
+    return ValueError("small message")
+
+timed(small())  # warm: imports, the store, the sink
+small_s = timed(small())
+huge_s = timed(HUGE())
+print(json.dumps({"small": small_s, "huge": huge_s}))
+"""
+
+TOKEN = "ghp_" + "A1b2C3d4E5f6G7h8I9j0" * 2  # a GitHub token's shape (40 chars after ghp_)
+
+
+def timed_capture(sandbox: Sandbox, huge: str, *args: str) -> dict[str, float]:
+    done = sandbox.python(TIMED.replace("HUGE()", huge), *args, ERRMESH_WINDOW="0")
+    assert done.returncode == 0, done.stderr[-2000:]
+    import json
+
+    times: dict[str, float] = json.loads(done.stdout.splitlines()[-1])
+    return times
+
+
+def test_a_10_mb_message_costs_little_and_is_cut_with_a_marker(sandbox: Sandbox) -> None:
+    # Tokens back to back: wherever the cut falls, it falls inside one.
+    count = 10_000_000 // (len(TOKEN) + 1)
+    huge = "RuntimeError(' '.join([sys.argv[1]] * int(sys.argv[2])))"
+    times = timed_capture(sandbox, huge, TOKEN, str(count))
+    assert times["huge"] - times["small"] < 1.0, times
+    (issue,) = [i for i in sandbox.issues() if i["title"].startswith("[errmesh] RuntimeError")]
+    text = (sandbox.issues_dir / issue["file"]).read_text()
+    cut = re.search(r"…\[cut (\d+) of (\d+) chars\]", text)
+    assert cut is not None and int(cut.group(2)) == count * (len(TOKEN) + 1) - 1
+    written = sandbox.all_bytes()
+    assert b"ghp_" not in written  # not even a token's head at the cut
+    assert b"[REDACTED]" in written
+
+
+def test_huge_log_records_and_arguments_cost_little_and_are_cut(sandbox: Sandbox) -> None:
+    huge = (
+        "(logging.getLogger('hostapp').critical(' '.join([sys.argv[1]] * 250_000)),"
+        " sys.argv.extend(['pos'] + ['--api-key', 'k' * 1_000_000] * 50_000), OSError('disk'))[-1]"
+    )
+    times = timed_capture(sandbox, huge, TOKEN)
+    assert times["huge"] - times["small"] < 1.0, times
+    (issue,) = [i for i in sandbox.issues() if i["title"].startswith("[errmesh] OSError")]
+    text = (sandbox.issues_dir / issue["file"]).read_text()
+    cut = re.search(r"CRITICAL hostapp: .*…\[cut \d+ of (\d+) chars\]", text)
+    assert cut is not None and int(cut.group(1)) > 250_000 * (len(TOKEN) + 1)  # and its prefix
+    assert "…[cut 99940 arguments]" in text  # 63 kept, then the marker
+    assert len(text) < 65_536
+    assert b"ghp_" not in sandbox.all_bytes()
+
+
+def test_a_secret_straddling_the_cut_never_shows_its_head() -> None:
+    scrubber = Scrubber()
+    room = MESSAGE_CHARS - MESSAGE_CHARS // 8 - 40  # where the cut falls
+    secrets = ((TOKEN, "ghp_"), ("password=hunter2hunter2", "hunt"), ("sk-" + "a1" * 20, "sk-a"))
+    for secret, tell in secrets:
+        for start in range(room - len(secret) - 2, room + 2):
+            text = "w" * (start - 1) + " " + secret + " tail" * 2000
+            cut = cut_text(text, MESSAGE_CHARS)
+            scrubbed = scrubber.text(cut)
+            assert tell not in scrubbed, (secret, start)
+            omitted, total = map(int, re.findall(r"cut (\d+) of (\d+) chars", cut)[0])
+            assert total == len(text) and omitted == len(text) - cut.index("…[cut")
+            assert len(scrubbed.encode()) <= MESSAGE_CHARS
+            assert cut_text(cut, MESSAGE_CHARS) == cut
+
+
+def test_short_texts_are_left_alone() -> None:
+    text = "x" * MESSAGE_CHARS
+    assert cut_text(text, MESSAGE_CHARS) is text
