@@ -13,6 +13,7 @@ success_path        start-up cost of ``import node; node.install``  <= 5 ms
 capture_spool       exception -> report committed to the spool      p50 <= 0.5 ms
 report_bytes        first report / repeat occurrence, with MAC      <= 4 KB / 128 B
 aggregate_merge     ``Aggregate.add_occurrence`` on one core        >= 100k/s
+capture_extremes    capture of a 10 MB message, a 100k-frame trace  <= +50 ms
 ==================  ==============================================  =========
 
 The mesh (issue 3, ``--mesh``), real relays and libp2p peers on loopback,
@@ -47,7 +48,13 @@ from typing import Any
 
 from _common import parser, table
 
-BENCHMARKS = ("success_path", "report_bytes", "aggregate_merge", "capture_spool")
+BENCHMARKS = (
+    "success_path",
+    "report_bytes",
+    "aggregate_merge",
+    "capture_spool",
+    "capture_extremes",
+)
 MESH_BENCHMARKS = (
     "cli_to_acked",
     "propagation",
