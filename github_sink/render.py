@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from mesh.aggregate import SigState, effective_severity
 from mesh.report import Frame, Report, sig_hex
-from mesh.signature import normalise_message
+from mesh.signature import normalise_message, signature_leaf
 
 __all__ = [
     "MARKER_RE",
@@ -54,10 +54,14 @@ def render_title(state: SigState) -> str:
     if detail is None:
         title = f"[errmesh] error {sig_hex(state.signature)}"
     else:
-        message = normalise_message(detail.message) if detail.message else ""
-        title = (
-            f"[errmesh] {detail.exc_type}: {message}" if message else f"[errmesh] {detail.exc_type}"
+        leaf = signature_leaf(detail)  # a group is named by the bug it holds
+        exc_type, text = (
+            (detail.exc_type, detail.message) if leaf is None else (leaf.type, leaf.message)
         )
+        message = normalise_message(text) if text else ""
+        title = f"[errmesh] {exc_type}: {message}" if message else f"[errmesh] {exc_type}"
+        if leaf is not None:
+            title += f" (in {detail.exc_type})"
     title = " ".join(title.split())
     if len(title) > MAX_TITLE:
         title = title[: MAX_TITLE - 1] + "…"
@@ -78,7 +82,11 @@ def _frame_lines(frames: Sequence[Frame]) -> list[str]:
 
 
 def render_trace(report: Report) -> str:
-    """A Python-style traceback rebuilt from the (scrubbed) frames."""
+    """A Python-style traceback rebuilt from the (scrubbed) frames.
+
+    An exception group's leaves follow it, each with its own trace, and a
+    marker counts the leaves the report did not keep.
+    """
     lines: list[str] = []
     for cause in reversed(report.causes):
         lines.append(f"{cause.type}: {cause.message}")
@@ -93,6 +101,15 @@ def render_trace(report: Report) -> str:
         lines.append("Traceback (most recent call last):")
         lines.extend(_frame_lines(report.frames))
     lines.append(f"{report.exc_type}: {report.message}" if report.message else report.exc_type)
+    total = len(report.leaves) + report.leaves_cut
+    for number, leaf in enumerate(report.leaves, 1):
+        lines += ["", f"--- exception {number} of {total} in the group ---"]
+        if leaf.frames:
+            lines.append("Traceback (most recent call last):")
+            lines.extend(_frame_lines(leaf.frames))
+        lines.append(f"{leaf.type}: {leaf.message}" if leaf.message else leaf.type)
+    if report.leaves_cut:
+        lines += ["", f"…[{report.leaves_cut} more exceptions]"]
     return "\n".join(lines)
 
 

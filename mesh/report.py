@@ -26,6 +26,7 @@ __all__ = [
     "Cause",
     "Frame",
     "Kind",
+    "Leaf",
     "Occurrence",
     "Report",
     "sig_hex",
@@ -69,6 +70,21 @@ class Cause:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Leaf:
+    """One leaf exception of an exception group (a failed task of a nursery).
+
+    A group's own type and message say only that tasks failed ("Exceptions
+    from Trio nursery"); its leaves are the bugs. Nested groups are
+    flattened; ``frames`` are the leaf's own traceback (where the task ran),
+    outermost first.
+    """
+
+    type: str
+    message: str
+    frames: tuple[Frame, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Report:
     """The full, scrubbed detail of one occurrence of an error.
 
@@ -76,6 +92,9 @@ class Report:
     a program run by ``errmesh run`` that exited non-zero or by a signal (then
     ``exit_code`` or ``signal`` is set, ``frames`` is empty and ``log_tail``
     holds the program's stderr tail).
+
+    For an exception group, ``leaves`` holds its first leaf exceptions
+    (depth-first) and ``leaves_cut`` how many more it had.
     """
 
     origin: bytes
@@ -100,6 +119,8 @@ class Report:
     signal: int | None = None
     facts: tuple[tuple[str, str], ...] = ()
     fingerprint: tuple[str, ...] | None = None
+    leaves: tuple[Leaf, ...] = ()
+    leaves_cut: int = 0
 
     def replace(self, **changes: object) -> Report:
         """A copy with some fields changed (the dataclass is frozen)."""

@@ -67,7 +67,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # the hand-over path imports this module: no typing, no dataclasses
     from typing import Final
 
-    from mesh.report import Report
+    from mesh.report import Frame, Report
 
 __all__ = [
     "REDACTED",
@@ -649,7 +649,7 @@ class Scrubber:
         """A copy of ``r`` with every free-text field scrubbed.
 
         Scrubs the message, the causes' messages, the frames' source lines
-        and file names, the log tail, argv and facts. Types, module and
+        and file names (a group's leaves' too), the log tail, argv and facts. Types, module and
         function names, host facts and the fingerprint are kept (the
         signature relies on them). Never raises: on an internal failure the
         scrubbed fields are all redacted.
@@ -662,25 +662,47 @@ class Scrubber:
                 causes=tuple(
                     dataclasses.replace(c, message=self.text(c.message)) for c in r.causes
                 ),
-                frames=tuple(
-                    dataclasses.replace(f, line=self.text(f.line), filename=self.text(f.filename))
-                    for f in r.frames
-                ),
+                frames=_frames(r.frames, self.text),
                 log_tail=self.lines(r.log_tail),
                 argv=self.argv(r.argv),
                 facts=self.pairs(r.facts),
+                leaves=tuple(
+                    dataclasses.replace(
+                        leaf,
+                        message=self.text(leaf.message),
+                        frames=_frames(leaf.frames, self.text),
+                    )
+                    for leaf in r.leaves
+                ),
             )
         except Exception:
             return r.replace(
                 message=REDACTED,
                 causes=tuple(dataclasses.replace(c, message=REDACTED) for c in r.causes),
-                frames=tuple(
-                    dataclasses.replace(f, line=REDACTED, filename=REDACTED) for f in r.frames
-                ),
+                frames=_frames(r.frames, _redacted),
                 log_tail=tuple(REDACTED for _ in r.log_tail),
                 argv=tuple(REDACTED for _ in r.argv),
                 facts=tuple((k, REDACTED) for k, _ in r.facts),
+                leaves=tuple(
+                    dataclasses.replace(
+                        leaf, message=REDACTED, frames=_frames(leaf.frames, _redacted)
+                    )
+                    for leaf in r.leaves
+                ),
             )
+
+
+def _redacted(_: str) -> str:
+    return REDACTED
+
+
+def _frames(frames: Sequence[Frame], text: Callable[[str], str]) -> tuple[Frame, ...]:
+    """Frames with their source lines and file names passed through ``text``."""
+    import dataclasses
+
+    return tuple(
+        dataclasses.replace(f, line=text(f.line), filename=text(f.filename)) for f in frames
+    )
 
 
 def process_scrubber(

@@ -74,7 +74,7 @@ import re
 from collections.abc import Sequence
 from typing import Final
 
-from mesh.report import SIGNATURE_BYTES, Frame, Report
+from mesh.report import SIGNATURE_BYTES, Frame, Leaf, Report
 
 __all__ = [
     "DEFAULT_FINGERPRINT",
@@ -88,6 +88,7 @@ __all__ = [
     "exception_signature",
     "normalise_message",
     "report_signature",
+    "signature_leaf",
 ]
 
 #: The fingerprint item that stands for the default signature (Sentry's syntax).
@@ -325,8 +326,9 @@ def report_signature(report: Report) -> bytes:
     """The signature of a (scrubbed) report, honouring ``report.fingerprint``.
 
     ``"command"`` reports hash ``argv[0]`` (or ``exc_type`` without argv),
-    the exit status and ``log_tail`` as stderr; everything else is hashed as
-    an exception with the types of ``report.causes``. Never raises.
+    the exit status and ``log_tail`` as stderr; an exception group is hashed
+    as its :func:`signature_leaf` (behind the group's frames); everything
+    else as an exception with the types of ``report.causes``. Never raises.
     """
     if report.kind == "command":
         return command_signature(
@@ -336,6 +338,14 @@ def report_signature(report: Report) -> bytes:
             stderr_lines=report.log_tail,
             fingerprint=report.fingerprint,
         )
+    leaf = signature_leaf(report)
+    if leaf is not None:
+        return exception_signature(
+            exc_type=leaf.type,
+            message=leaf.message,
+            frames=(*report.frames, *leaf.frames),
+            fingerprint=report.fingerprint,
+        )
     return exception_signature(
         exc_type=report.exc_type,
         message=report.message,
@@ -343,3 +353,24 @@ def report_signature(report: Report) -> bytes:
         cause_types=[cause.type for cause in report.causes],
         fingerprint=report.fingerprint,
     )
+
+
+def _leaf_key(leaf: Leaf) -> bytes:
+    return exception_signature(exc_type=leaf.type, message=leaf.message, frames=leaf.frames)
+
+
+def signature_leaf(report: Report) -> Leaf | None:
+    """The leaf exception that names an exception group's bug, or None for no group.
+
+    A group's own type and message ("Exceptions from Trio nursery") are the
+    same for every failing nursery, so the signature is its leaf's: the
+    innermost code is where the bug is, as Sentry groups. Of the in-app leaves
+    (those with an in-app frame; all leaves when none is) it is the one whose
+    own signature sorts first, not the first in order: trio runs ready tasks
+    in a random order, so the order of a group's leaves changes from run to
+    run and the same two bugs would otherwise flip between two issues.
+    """
+    if not report.leaves:
+        return None
+    in_app = [leaf for leaf in report.leaves if any(f.in_app for f in leaf.frames)]
+    return min(in_app or report.leaves, key=_leaf_key)

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     FrameData = tuple[str, str, str, int, bool, str]
     #: (type, message, relation), as in mesh.report.Cause.
     CauseData = tuple[str, str, str]
+    #: (type, message, frames), as in mesh.report.Leaf.
+    LeafData = tuple[str, str, tuple[FrameData, ...]]
 
     class Event(TypedDict):
         """A Report before scrubbing and signing, in plain values (see the module)."""
@@ -62,6 +64,8 @@ if TYPE_CHECKING:
         severity: int
         facts: tuple[tuple[str, str], ...]
         fingerprint: tuple[str, ...] | None
+        leaves: tuple[LeafData, ...]
+        leaves_cut: int
 
 
 __all__ = [
@@ -93,6 +97,12 @@ LOG_RECORD_CHARS = 64 * 1024
 STDERR_LINE_CHARS = 2000
 #: How far back from a cut :func:`cut_text` looks for the start of the word it split.
 CUT_EDGE = 256
+
+#: Leaves of an exception group kept (the wire's MAX_LEAVES), and the ends of
+#: each leaf's trace (with the marker, the wire's MAX_LEAF_FRAMES).
+MAX_LEAVES = 10
+LEAF_OUTER_FRAMES = 2
+LEAF_INNER_FRAMES = 13
 
 #: A trace keeps its outermost OUTER_FRAMES and innermost INNER_FRAMES frames;
 #: with the cut marker between them that is the wire's 64 (mesh.wire.MAX_FRAMES).
@@ -453,6 +463,52 @@ def _causes(exc: BaseException) -> tuple[CauseData, ...]:
     return tuple(out)
 
 
+def _group_types() -> tuple[type[BaseException], ...]:
+    """``BaseExceptionGroup``: builtin on 3.11+, else the backport if it is loaded."""
+    import builtins
+
+    builtin = getattr(builtins, "BaseExceptionGroup", None)
+    if builtin is not None:
+        return (builtin,)
+    backport = sys.modules.get("exceptiongroup")
+    group = getattr(backport, "BaseExceptionGroup", None)
+    return (group,) if isinstance(group, type) else ()
+
+
+def _leaves(exc: BaseException, ctx: EventContext) -> tuple[list[LeafData], int, list[int]]:
+    """The first :data:`MAX_LEAVES` leaves of a group (depth-first), the rest's count.
+
+    Nested groups are flattened (an explicit stack: no recursion limit, each
+    group walked once). Also returns the kept leaves' severities: a group
+    is as severe as its worst leaf.
+    """
+    groups = _group_types()
+    if not groups or not isinstance(exc, groups):
+        return [], 0, []
+    kept: list[LeafData] = []
+    severities: list[int] = []
+    more = 0
+    seen = {id(exc)}
+    stack: list[BaseException] = list(reversed(getattr(exc, "exceptions", ())))
+    while stack:
+        sub = stack.pop()
+        if id(sub) in seen:
+            continue
+        seen.add(id(sub))
+        if isinstance(sub, groups):
+            stack.extend(reversed(getattr(sub, "exceptions", ())))
+        elif len(kept) < MAX_LEAVES:
+            frames = _frames(
+                sub.__traceback__, ctx, outer=LEAF_OUTER_FRAMES, inner=LEAF_INNER_FRAMES
+            )
+            kept.append((qualified_name(type(sub)), cut_text(_message(sub), CAUSE_CHARS), frames))
+            mro = [qualified_name(c) for c in type(sub).__mro__]
+            severities.append(int(severity_for_types(mro)))
+        else:
+            more += 1
+    return kept, more, severities
+
+
 def exception_event(
     exc: BaseException,
     ctx: EventContext,
@@ -468,6 +524,8 @@ def exception_event(
     """
     cls = type(exc)
     mro = [qualified_name(c) for c in cls.__mro__]
+    leaves, leaves_cut, severities = _leaves(exc, ctx)
+    severity = max([int(severity_for_types(mro)), *severities])
     return {
         "kind": "exception",
         "exc_type": qualified_name(cls),
@@ -482,9 +540,11 @@ def exception_event(
         "os": ctx.os,
         "python": ctx.python,
         "timestamp": now,
-        "severity": int(severity_for_types(mro)),
+        "severity": severity,
         "facts": ctx.facts,
         "fingerprint": None if fingerprint is None else tuple(fingerprint),
+        "leaves": tuple(leaves),
+        "leaves_cut": leaves_cut,
     }
 
 
@@ -505,7 +565,7 @@ def to_report(event: Mapping[str, object]) -> Report:
     Validates every field, since an event may come from another process's
     hand-over row: raises ``ValueError`` naming the first bad field.
     """
-    from mesh.report import Cause, Frame, Report
+    from mesh.report import Cause, Frame, Leaf, Report
 
     def text(name: str) -> str:
         value = event.get(name)
@@ -513,24 +573,45 @@ def to_report(event: Mapping[str, object]) -> Report:
             raise ValueError(f"event field {name!r}: expected a string")
         return value
 
+    def frames_of(raw_frames: object, name: str) -> tuple[Frame, ...]:
+        if not isinstance(raw_frames, (list, tuple)):
+            raise ValueError(f"event field {name!r}: expected a list")
+        frames: list[Frame] = []
+        for f in raw_frames:
+            if not (
+                isinstance(f, (list, tuple))
+                and len(f) == 6
+                and all(isinstance(f[i], str) for i in (0, 1, 2, 5))
+                and type(f[3]) is int
+                and isinstance(f[4], bool)
+            ):
+                raise ValueError(f"event field {name!r}: bad frame")
+            frames.append(
+                Frame(
+                    module=f[0], function=f[1], filename=f[2], lineno=f[3], in_app=f[4], line=f[5]
+                )
+            )
+        return tuple(frames)
+
     if event.get("kind") != "exception":
         raise ValueError("event field 'kind': expected 'exception'")
-    frames: list[Frame] = []
-    raw_frames = event.get("frames")
-    if not isinstance(raw_frames, (list, tuple)):
-        raise ValueError("event field 'frames': expected a list")
-    for f in raw_frames:
+    frames = frames_of(event.get("frames"), "frames")
+    leaves: list[Leaf] = []
+    raw_leaves = event.get("leaves", ())  # absent from older hand-over rows
+    if not isinstance(raw_leaves, (list, tuple)):
+        raise ValueError("event field 'leaves': expected a list")
+    for leaf in raw_leaves:
         if not (
-            isinstance(f, (list, tuple))
-            and len(f) == 6
-            and all(isinstance(f[i], str) for i in (0, 1, 2, 5))
-            and type(f[3]) is int
-            and isinstance(f[4], bool)
+            isinstance(leaf, (list, tuple))
+            and len(leaf) == 3
+            and isinstance(leaf[0], str)
+            and isinstance(leaf[1], str)
         ):
-            raise ValueError("event field 'frames': bad frame")
-        frames.append(
-            Frame(module=f[0], function=f[1], filename=f[2], lineno=f[3], in_app=f[4], line=f[5])
-        )
+            raise ValueError("event field 'leaves': bad leaf")
+        leaves.append(Leaf(type=leaf[0], message=leaf[1], frames=frames_of(leaf[2], "leaves")))
+    leaves_cut = event.get("leaves_cut", 0)
+    if type(leaves_cut) is not int or leaves_cut < 0:
+        raise ValueError("event field 'leaves_cut': expected a count")
     causes: list[Cause] = []
     raw_causes = event.get("causes")
     if not isinstance(raw_causes, (list, tuple)):
@@ -566,7 +647,7 @@ def to_report(event: Mapping[str, object]) -> Report:
         exc_type=text("exc_type"),
         message=text("message"),
         causes=tuple(causes),
-        frames=tuple(frames),
+        frames=frames,
         log_tail=_strs(event.get("log_tail"), "log_tail"),
         argv=_strs(event.get("argv"), "argv"),
         app=text("app"),
@@ -578,6 +659,8 @@ def to_report(event: Mapping[str, object]) -> Report:
         severity=Severity(severity),
         facts=tuple((k, v) for k, v in facts),
         fingerprint=None if fingerprint is None else _strs(fingerprint, "fingerprint"),
+        leaves=tuple(leaves),
+        leaves_cut=leaves_cut,
     )
 
 

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from mesh.report import Report
     from mesh.scrub import Scrubber
     from mesh.store import Store
-    from node.event import Event
+    from node.event import Event, FrameData
 
 __all__ = [
     "DEFAULTS",
@@ -76,6 +76,14 @@ NOT_APPLICABLE, WRITTEN, HANDED = "not-applicable", "written", "handed"
 _SOCKET_NAME = "relay.sock"  # node.config.Config.relay_socket
 
 
+def _scrub_frames(frames: Sequence[FrameData], text: Callable[[str], str]) -> tuple[FrameData, ...]:
+    """Frames with their file names and source lines passed through ``text``."""
+    return tuple(
+        (mod, fn, text(filename), lineno, in_app, text(line))
+        for mod, fn, filename, lineno, in_app, line in frames
+    )
+
+
 def scrub_event(event: Event, scrubber: Scrubber) -> Event:
     """``event`` with the fields :meth:`mesh.scrub.Scrubber.report` scrubs, scrubbed.
 
@@ -87,24 +95,24 @@ def scrub_event(event: Event, scrubber: Scrubber) -> Event:
     try:
         scrubbed["message"] = scrubber.text(event["message"])
         scrubbed["causes"] = tuple((t, scrubber.text(m), r) for t, m, r in event["causes"])
-        scrubbed["frames"] = tuple(
-            (mod, fn, scrubber.text(filename), lineno, in_app, scrubber.text(line))
-            for mod, fn, filename, lineno, in_app, line in event["frames"]
-        )
+        scrubbed["frames"] = _scrub_frames(event["frames"], scrubber.text)
         scrubbed["log_tail"] = scrubber.lines(event["log_tail"])
         scrubbed["argv"] = scrubber.argv(event["argv"])
         scrubbed["facts"] = scrubber.pairs(event["facts"])
+        scrubbed["leaves"] = tuple(
+            (t, scrubber.text(m), _scrub_frames(f, scrubber.text)) for t, m, f in event["leaves"]
+        )
     except Exception:
         redacted = "[REDACTED]"
         scrubbed["message"] = redacted
         scrubbed["causes"] = tuple((t, redacted, r) for t, _, r in event["causes"])
-        scrubbed["frames"] = tuple(
-            (mod, fn, redacted, lineno, in_app, redacted)
-            for mod, fn, _, lineno, in_app, _ in event["frames"]
-        )
+        scrubbed["frames"] = _scrub_frames(event["frames"], lambda _: redacted)
         scrubbed["log_tail"] = tuple(redacted for _ in event["log_tail"])
         scrubbed["argv"] = tuple(redacted for _ in event["argv"])
         scrubbed["facts"] = tuple((k, redacted) for k, _ in event["facts"])
+        scrubbed["leaves"] = tuple(
+            (t, redacted, _scrub_frames(f, lambda _: redacted)) for t, _, f in event["leaves"]
+        )
     return scrubbed  # type: ignore[return-value]
 
 

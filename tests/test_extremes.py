@@ -6,9 +6,13 @@ spool) and reads the issue errmesh wrote, as a user would.
 
 from __future__ import annotations
 
+import builtins
 import re
 import sys
 import textwrap
+from typing import Any
+
+import pytest
 
 from conftest import Sandbox
 from mesh.scrub import Scrubber
@@ -226,3 +230,125 @@ def test_a_secret_straddling_the_cut_never_shows_its_head() -> None:
 def test_short_texts_are_left_alone() -> None:
     text = "x" * MESSAGE_CHARS
     assert cut_text(text, MESSAGE_CHARS) is text
+
+
+#: A trio program whose nursery has two failing tasks, bugs ``argv[1]`` and ``argv[2]``.
+NURSERY = INSTALL + textwrap.dedent(
+    """
+    import sys, trio
+    def parse(raw):
+        return int(raw)
+    def lookup(key):
+        return {}[key]
+    def explode():
+        raise RuntimeError("engine stalled")
+    def unpack():
+        raise TypeError("cannot unpack")
+    BUGS = {"parse": lambda: parse("x9"), "lookup": lambda: lookup("user"),
+            "explode": explode, "unpack": unpack}
+    async def task(name):  # no checkpoint: every task fails before any is cancelled
+        BUGS[name]()
+    async def main():
+        async with trio.open_nursery() as nursery:
+            for name in sys.argv[1:]:
+                nursery.start_soon(task, name)
+    trio.run(main)
+    """
+)
+
+TASK_GROUP = NURSERY.replace("import sys, trio", "import sys, asyncio").replace(
+    """    async with trio.open_nursery() as nursery:
+        for name in sys.argv[1:]:
+            nursery.start_soon(task, name)
+trio.run(main)""",
+    """    async with asyncio.TaskGroup() as group:
+        for name in sys.argv[1:]:
+            group.create_task(task(name))
+asyncio.run(main())""",
+)
+assert "trio" not in TASK_GROUP
+
+
+def test_trio_nurseries_with_different_bugs_get_different_issues(sandbox: Sandbox) -> None:
+    for _ in range(3):  # trio runs ready tasks in a random order: one issue all the same
+        assert sandbox.python(NURSERY, "parse", "lookup", ERRMESH_WINDOW="0").returncode == 1
+    assert sandbox.python(NURSERY, "explode", "unpack").returncode == 1
+    first, second = sandbox.issues()
+    assert first["total"] == 3 and second["total"] == 1
+    assert "Trio nursery" not in first["title"].split(" (in ")[0]
+    assert first["title"].endswith("(in ExceptionGroup)")
+    text = issue_text(sandbox)
+    trace = trace_of(text)
+    assert "ExceptionGroup: Exceptions from Trio nursery (2 sub-exceptions)" in trace
+    assert "ValueError: invalid literal for int() with base 10: 'x9'" in trace
+    assert "KeyError: 'user'" in trace
+    assert "in parse" in trace and "in lookup" in trace  # each leaf's own trace
+    assert trace.count("Traceback (most recent call last):") == 3
+
+
+def test_asyncio_task_groups_are_signed_by_their_leaves(sandbox: Sandbox) -> None:
+    assert sandbox.python(TASK_GROUP, "parse", "lookup").returncode == 1
+    assert sandbox.python(TASK_GROUP, "explode", "unpack").returncode == 1
+    assert sandbox.python(TASK_GROUP, "explode").returncode == 1
+    issues = sandbox.issues()
+    assert len(issues) == 3
+    titles = sorted(i["title"] for i in issues)
+    assert all("unhandled errors in a TaskGroup" not in t.split(" (in ")[0] for t in titles)
+    trace = trace_of(issue_text(sandbox))
+    assert "in parse" in trace and "in lookup" in trace
+
+
+def _group_event() -> dict[str, object]:
+    group_type: Any = getattr(builtins, "ExceptionGroup", None)
+    if group_type is None:
+        pytest.skip("ExceptionGroup is builtin from Python 3.11")
+
+    def fail(i: int) -> None:
+        raise ValueError(f"leaf {i}")
+
+    def caught(i: int) -> BaseException:
+        try:
+            fail(i)
+        except ValueError as exc:
+            return exc
+        raise AssertionError
+
+    inner = group_type("inner", [caught(i) for i in range(3, 15)])
+    group = group_type("outer", [caught(1), caught(2), inner])
+    try:
+        raise group
+    except group_type as exc:
+        return dict(exception_event(exc, EventContext(), now=0.0))
+
+
+def test_a_big_nested_group_keeps_ten_leaves_and_counts_the_rest() -> None:
+    from github_sink.render import render_trace
+    from node.event import to_report
+
+    report = to_report(_group_event())
+    assert [leaf.message for leaf in report.leaves] == [f"leaf {i}" for i in range(1, 11)]
+    assert report.leaves_cut == 4
+    assert report.leaves[0].frames[-1].function.endswith("fail")
+    trace = render_trace(report)
+    assert "…[4 more exceptions]" in trace
+    assert "--- exception 10 of 14 in the group ---" in trace
+
+
+def test_both_error_paths_scrub_a_groups_leaves() -> None:
+    from node.event import to_report
+    from node.handover import scrub_event
+
+    def leak() -> None:
+        raise ValueError(f"token {TOKEN}")
+
+    try:
+        try:
+            leak()
+        except ValueError as exc:
+            raise builtins.ExceptionGroup("tasks", [exc]) from None
+    except Exception as group:
+        event = exception_event(group, EventContext(), now=0.0)
+    scrubber = Scrubber()
+    for report in (to_report(scrub_event(event, scrubber)), scrubber.report(to_report(event))):
+        assert report.leaves[0].message == "token [REDACTED]"
+        assert report.leaves[0].frames[-1].function.endswith("leak")

@@ -24,7 +24,7 @@ from mesh import wire
 from mesh.aggregate import IssueLink, Limits, OriginCount, SigState
 from mesh.election import Heartbeat
 from mesh.errors import LocalError, WireError
-from mesh.report import Cause, Frame, Occurrence, Report
+from mesh.report import Cause, Frame, Leaf, Occurrence, Report
 from mesh.severity import Severity
 from mesh.wire import (
     MAC_BYTES,
@@ -59,6 +59,7 @@ RECORD_TABLES = [
     wire._REPORT,
     wire._FRAME,
     wire._CAUSE,
+    wire._LEAF,
     wire._OCCURRENCE,
     wire._ORIGIN_COUNT,
     wire._ISSUE_LINK,
@@ -1072,3 +1073,20 @@ def test_the_protocol_documents_test_vectors_are_what_encode_writes() -> None:
     )
     for msg in (hb, OccMsg(occurrences=(occ,))):
         assert encode(msg, KEY).hex() in PROTOCOL
+
+
+def test_a_groups_leaves_round_trip_and_a_report_without_them_is_unchanged() -> None:
+    leaf_frames = tuple(
+        Frame(module="m", function=f"f{i}", filename="m.py", lineno=i + 1, in_app=True)
+        for i in range(40)
+    )
+    leaves = tuple(
+        Leaf(type="ValueError", message=f"leaf {i}", frames=leaf_frames) for i in range(12)
+    )
+    plain = realistic_report()
+    assert b"lv" not in encode_report(plain) and b"lc" not in encode_report(plain)
+    bounded = bound_report(plain.replace(leaves=leaves, leaves_cut=3))
+    assert len(bounded.leaves) == wire.MAX_LEAVES and bounded.leaves_cut == 5
+    assert len(bounded.leaves[0].frames) == wire.MAX_LEAF_FRAMES
+    assert bounded.leaves[0].frames[2].function == "…[cut 25 frames]"
+    assert decode_report(encode_report(bounded)) == bounded

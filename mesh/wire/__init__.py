@@ -82,6 +82,8 @@ from mesh.wire.limits import (
     MAX_FRAME_LINE,
     MAX_FRAMES,
     MAX_INFLATED,
+    MAX_LEAF_FRAMES,
+    MAX_LEAVES,
     MAX_LOG_LINE,
     MAX_LOG_LINES,
     MAX_MAP_KEYS,
@@ -111,6 +113,7 @@ from mesh.wire.schema import _DIGEST_ENTRY as _DIGEST_ENTRY
 from mesh.wire.schema import _FRAME as _FRAME
 from mesh.wire.schema import _HEARTBEAT as _HEARTBEAT
 from mesh.wire.schema import _ISSUE_LINK as _ISSUE_LINK
+from mesh.wire.schema import _LEAF as _LEAF
 from mesh.wire.schema import _OCCURRENCE as _OCCURRENCE
 from mesh.wire.schema import _ORIGIN_COUNT as _ORIGIN_COUNT
 from mesh.wire.schema import _REPORT as _REPORT
@@ -135,6 +138,8 @@ __all__ = [
     "MAX_FRAMES",
     "MAX_FRAME_LINE",
     "MAX_INFLATED",
+    "MAX_LEAF_FRAMES",
+    "MAX_LEAVES",
     "MAX_LOG_LINE",
     "MAX_LOG_LINES",
     "MAX_MAP_KEYS",

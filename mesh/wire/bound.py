@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Final, NamedTuple
 
 from mesh.errors import LocalError
-from mesh.report import Cause, Frame, Report
+from mesh.report import Cause, Frame, Leaf, Report
 from mesh.wire.limits import (
     MAC_BYTES,
     MAX_ARGV,
@@ -24,6 +24,8 @@ from mesh.wire.limits import (
     MAX_FINGERPRINT,
     MAX_FRAME_LINE,
     MAX_FRAMES,
+    MAX_LEAF_FRAMES,
+    MAX_LEAVES,
     MAX_LOG_LINE,
     MAX_LOG_LINES,
     MAX_MESSAGE,
@@ -38,6 +40,8 @@ from mesh.wire.schema import _REPORT
 _REPORT_ROOM: Final = MAX_MESSAGE - MAC_BYTES - 256
 #: Frames kept at the outer end of a cut trace (the innermost fill the rest).
 OUTER_FRAMES: Final = 5
+#: The same for a leaf exception's frames (MAX_LEAF_FRAMES in all).
+LEAF_OUTER_FRAMES: Final = 2
 #: The function name of the frame that stands for frames cut from a trace.
 _FRAMES_CUT: Final = re.compile(r"…\[cut (\d+) frames\]")
 #: No cap shrinks below this (a cut marker needs about 20 bytes).
@@ -96,16 +100,18 @@ def _cut_frame(frame: Frame, caps: _Caps) -> Frame:
     )
 
 
-def _cut_frames(frames: tuple[Frame, ...]) -> tuple[Frame, ...]:
-    """The outermost :data:`OUTER_FRAMES`, a marker, and the innermost frames.
+def _cut_frames(
+    frames: tuple[Frame, ...], limit: int = MAX_FRAMES, outer: int = OUTER_FRAMES
+) -> tuple[Frame, ...]:
+    """The outermost ``outer`` frames, a marker, and the innermost, ``limit`` in all.
 
     The same shape as the capture side's walk (``node.event``); the marker's
     count is exact even when the frames cut already held a marker.
     """
-    if len(frames) <= MAX_FRAMES:
+    if len(frames) <= limit:
         return frames
-    inner = MAX_FRAMES - OUTER_FRAMES - 1
-    middle = frames[OUTER_FRAMES:-inner]
+    inner = limit - outer - 1
+    middle = frames[outer:-inner]
     omitted = 0
     for frame in middle:
         found = _FRAMES_CUT.fullmatch(frame.function) if frame.lineno == 0 else None
@@ -113,7 +119,7 @@ def _cut_frames(frames: tuple[Frame, ...]) -> tuple[Frame, ...]:
     marker = Frame(
         module="", function=f"…[cut {omitted} frames]", filename="", lineno=0, in_app=False
     )
-    return (*frames[:OUTER_FRAMES], marker, *frames[-inner:])
+    return (*frames[:outer], marker, *frames[-inner:])
 
 
 def _bounded(report: Report, caps: _Caps) -> Report:
@@ -148,6 +154,18 @@ def _bounded(report: Report, caps: _Caps) -> Report:
         fingerprint=None
         if report.fingerprint is None
         else tuple(name(part) for part in report.fingerprint[:MAX_FINGERPRINT]),
+        leaves=tuple(
+            Leaf(
+                type=name(leaf.type),
+                message=_cut(leaf.message, caps.cause),
+                frames=tuple(
+                    _cut_frame(f, caps)
+                    for f in _cut_frames(leaf.frames, MAX_LEAF_FRAMES, LEAF_OUTER_FRAMES)
+                ),
+            )
+            for leaf in report.leaves[:MAX_LEAVES]
+        ),
+        leaves_cut=report.leaves_cut + max(0, len(report.leaves) - MAX_LEAVES),
     )
 
 
@@ -156,7 +174,9 @@ def bound_report(report: Report) -> Report:
 
     Keeps the outermost :data:`OUTER_FRAMES` and the innermost frames of a
     trace longer than :data:`MAX_FRAMES` (a marker frame, ``…[cut N frames]``,
-    between them), the newest
+    between them; a leaf exception's frames likewise, to
+    :data:`MAX_LEAF_FRAMES`; the first :data:`MAX_LEAVES` leaves, the rest
+    counted in ``leaves_cut``), the newest
     :data:`MAX_LOG_LINES` log lines and the first arguments (each with a
     marker saying how many were cut), cuts every string to its limit with a
     ``…[cut N bytes]`` marker and replaces lone surrogates with ``?``. If the

@@ -24,7 +24,7 @@ MAX_STORED: Final = 256 * 1024
 COMPRESS_OVER: Final = 512
 #: Nesting of maps and arrays; the schema itself needs 6.
 MAX_DEPTH: Final = 16
-#: Entries in any one map (a report has 22 keys).
+#: Entries in any one map (a report has 24 keys).
 MAX_MAP_KEYS: Final = 64
 
 MAX_FRAMES: Final = 64
@@ -33,6 +33,9 @@ MAX_CAUSES: Final = 8
 MAX_ARGV: Final = 64
 MAX_FACTS: Final = 32
 MAX_FINGERPRINT: Final = 8
+#: Leaf exceptions of a group kept in a report, and frames kept per leaf.
+MAX_LEAVES: Final = 10
+MAX_LEAF_FRAMES: Final = 16
 #: Records in one occ/ack/issue/digest/state message (the byte limit still applies).
 MAX_BATCH: Final = 1024
 #: Multiaddrs in one heartbeat.

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from mesh.aggregate import IssueLink, OriginCount, SigState
 from mesh.election import Heartbeat
-from mesh.report import Cause, Frame, Occurrence, Report
+from mesh.report import Cause, Frame, Leaf, Occurrence, Report
 from mesh.severity import Severity
 from mesh.wire.codecs import (
     _BIN16,
@@ -45,6 +45,8 @@ from mesh.wire.limits import (
     MAX_FINGERPRINT,
     MAX_FRAME_LINE,
     MAX_FRAMES,
+    MAX_LEAF_FRAMES,
+    MAX_LEAVES,
     MAX_LOG_LINE,
     MAX_LOG_LINES,
     MAX_ORIGINS,
@@ -77,6 +79,12 @@ _CAUSE = _Record(
     _Field("message", "m", _text(MAX_CAUSE_MESSAGE)),
     _Field("relation", "r", _choice("cause", "context"), "cause"),
 )
+_LEAF = _Record(
+    Leaf,
+    _Field("type", "t", _NAME),
+    _Field("message", "m", _text(MAX_CAUSE_MESSAGE)),
+    _Field("frames", "f", _array(_FRAME.codec, MAX_LEAF_FRAMES), ()),
+)
 _REPORT = _Record(
     Report,
     _Field("origin", "o", _BIN16),
@@ -101,6 +109,8 @@ _REPORT = _Record(
     _Field("signal", "sg", _optional(_UINT), None),
     _Field("facts", "fa", _array(_pair(_NAME, _text(MAX_FACT_VALUE)), MAX_FACTS), ()),
     _Field("fingerprint", "fp", _optional(_array(_NAME, MAX_FINGERPRINT)), None),
+    _Field("leaves", "lv", _array(_LEAF.codec, MAX_LEAVES), ()),
+    _Field("leaves_cut", "lc", _UINT, 0),
 )
 _OCCURRENCE = _Record(
     Occurrence,

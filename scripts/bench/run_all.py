@@ -14,6 +14,7 @@ capture_spool       exception -> report committed to the spool      p50 <= 0.5 m
 report_bytes        first report / repeat occurrence, with MAC      <= 4 KB / 128 B
 aggregate_merge     ``Aggregate.add_occurrence`` on one core        >= 100k/s
 raise_to_commit     dying CLI: ``raise`` -> first durable row       p50 <= 10 ms
+capture_extremes    capture of a 10 MB message, a 100k-frame trace  <= +50 ms
 ==================  ==============================================  =========
 
 The mesh (issue 3, ``--mesh``), real relays and libp2p peers on loopback,
@@ -54,6 +55,7 @@ BENCHMARKS = (
     "aggregate_merge",
     "capture_spool",
     "raise_to_commit",
+    "capture_extremes",
 )
 MESH_BENCHMARKS = (
     "cli_to_acked",
