@@ -245,12 +245,17 @@ class _Hub:
             # pipeline (node/handover.py explains the ~50 ms budget).
             from node import skeleton as first
 
+            try:  # read once, for both the skeleton and the hand-over
+                located = first.locate(self.flags, None)
+            except Exception:  # the hand-over reads them again, and says why
+                located = None
             skeleton = first.record(
                 exc,
                 flags=self.flags,
                 caller_package=self.caller_package,
                 fingerprint=fingerprint,
                 now=now,
+                located=located,
             )
             from node import handover
 
@@ -264,6 +269,7 @@ class _Hub:
                     fingerprint=fingerprint,
                     now=now,
                     skeleton=skeleton,
+                    located=located,
                 )
             except Exception:  # nothing committed: the full path reports it (or the failure)
                 result = handover.NOT_APPLICABLE

@@ -30,6 +30,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from mesh.severity import Severity, severity_for_types
+from node.chain import causes, qualified_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -198,13 +199,6 @@ def process_context(
         in_app_exclude=in_app_exclude,
         cwd=facts["cwd"],
     )
-
-
-def qualified_name(cls: type) -> str:
-    """``module.QualName``, or just ``QualName`` for builtins."""
-    module = getattr(cls, "__module__", "") or ""
-    name = getattr(cls, "__qualname__", None) or cls.__name__
-    return name if module in ("builtins", "__builtin__", "exceptions") else f"{module}.{name}"
 
 
 def _hostname() -> str:
@@ -445,22 +439,10 @@ def _message(exc: BaseException) -> str:
 
 
 def _causes(exc: BaseException) -> tuple[CauseData, ...]:
-    out: list[CauseData] = []
-    seen = {id(exc)}
-    current: BaseException | None = exc
-    while current is not None and len(out) < _MAX_CHAIN:
-        if current.__cause__ is not None:
-            nxt, relation = current.__cause__, "cause"
-        elif current.__context__ is not None and not current.__suppress_context__:
-            nxt, relation = current.__context__, "context"
-        else:
-            break
-        if id(nxt) in seen:
-            break
-        seen.add(id(nxt))
-        out.append((qualified_name(type(nxt)), cut_text(_message(nxt), CAUSE_CHARS), relation))
-        current = nxt
-    return tuple(out)
+    return tuple(
+        (qualified_name(type(nxt)), cut_text(_message(nxt), CAUSE_CHARS), relation)
+        for nxt, relation in causes(exc, _MAX_CHAIN)
+    )
 
 
 def _group_types() -> tuple[type[BaseException], ...]:

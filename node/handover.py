@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from mesh.scrub import Scrubber
     from mesh.store import Store
     from node.event import Event, FrameData
+    from node.skeleton import Located
 
 __all__ = [
     "DEFAULTS",
@@ -147,6 +148,7 @@ def hand_over(
     environ: Mapping[str, str] | None = None,
     now: float,
     skeleton: int | None = None,
+    located: Located | None = None,
 ) -> str:
     """Commit the scrubbed event of ``exc`` for the local relay and nudge it.
 
@@ -155,9 +157,9 @@ def hand_over(
     :data:`NOT_APPLICABLE` (nothing written: take the full path). A bad
     setting falls back to its default, said once on stderr, like the full path.
     ``skeleton``: the row the committed event replaces, in the same
-    transaction (node/skeleton.py).
+    transaction (node/skeleton.py); ``located``: the settings, read already.
     """
-    env, values, directory = locate(flags, environ)
+    env, values, directory = located or locate(flags, environ)
     sock_path = os.path.join(directory, _SOCKET_NAME)
     if not os.path.exists(sock_path):
         return NOT_APPLICABLE

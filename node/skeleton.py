@@ -27,6 +27,8 @@ from __future__ import annotations
 import os
 import sys
 
+from node.chain import causes, qualified_name
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -34,6 +36,9 @@ if TYPE_CHECKING:
     from typing import Any
 
     from node.event import Event
+
+    #: The environment, the settings a dying process reads, the cluster's state folder.
+    Located = tuple[Mapping[str, str], dict[str, Any], str]
 
 __all__ = [
     "DEFAULTS",
@@ -86,13 +91,6 @@ def _field(value: object) -> str:
     return text.replace("\t", " ").replace("\n", " ").replace("\r", " ")
 
 
-def _qualname(cls: type) -> str:
-    """:func:`node.event.qualified_name` (the test pins them equal), without its imports."""
-    module = getattr(cls, "__module__", "") or ""
-    name = getattr(cls, "__qualname__", None) or cls.__name__
-    return name if module in ("builtins", "__builtin__", "exceptions") else f"{module}.{name}"
-
-
 def encode(
     exc: BaseException,
     *,
@@ -105,30 +103,18 @@ def encode(
 ) -> str:
     """The skeleton of ``exc``: code locations only, innermost frames kept."""
     lines = [MAGIC, f"created\t{now!r}", f"pid\t{os.getpid()}"]
-    lines.append(f"type\t{_field(_qualname(type(exc)))}")
-    lines.append("mro" + "".join(f"\t{_field(_qualname(c))}" for c in type(exc).__mro__))
+    lines.append(f"type\t{_field(qualified_name(type(exc)))}")
+    lines.append("mro" + "".join(f"\t{_field(qualified_name(c))}" for c in type(exc).__mro__))
     lines.append(f"app\t{_field(app)}")
     lines.append(f"caller\t{_field(caller_package)}")
     lines.extend(f"include\t{_field(p)}" for p in in_app_include)
     lines.extend(f"exclude\t{_field(p)}" for p in in_app_exclude)
     if fingerprint is not None:
         lines.append("fingerprint" + "".join(f"\t{_field(p)}" for p in fingerprint))
-    seen = {id(exc)}
-    current: BaseException | None = exc
-    for _ in range(_MAX_CAUSES):
-        if current is None:
-            break
-        if current.__cause__ is not None:
-            nxt, relation = current.__cause__, "cause"
-        elif current.__context__ is not None and not current.__suppress_context__:
-            nxt, relation = current.__context__, "context"
-        else:
-            break
-        if id(nxt) in seen:
-            break
-        seen.add(id(nxt))
-        lines.append(f"cause\t{relation}\t{_field(_qualname(type(nxt)))}")
-        current = nxt
+    lines.extend(
+        f"cause\t{relation}\t{_field(qualified_name(type(nxt)))}"
+        for nxt, relation in causes(exc, _MAX_CAUSES)
+    )
     lines.extend(_frame_lines(exc.__traceback__))
     return "\n".join(lines)
 
@@ -268,9 +254,7 @@ def commit(path: str, payload: str, *, now: float, values: Mapping[str, Any]) ->
         conn.close()
 
 
-def locate(
-    flags: Mapping[str, object], environ: Mapping[str, str] | None
-) -> tuple[Mapping[str, str], dict[str, Any], str]:
+def locate(flags: Mapping[str, object], environ: Mapping[str, str] | None) -> Located:
     """The environment, the settings a dying process reads, and the cluster's state folder.
 
     A bad setting falls back to its default, said once on stderr: errmesh's
@@ -293,14 +277,16 @@ def record(
     fingerprint: Sequence[str] | None = None,
     environ: Mapping[str, str] | None = None,
     now: float,
+    located: Located | None = None,
 ) -> int | None:
     """Commit the skeleton of ``exc``'s report; its row id.
 
+    ``located``: :func:`locate`'s result, when the caller has it already.
     None when nothing could be written (the report then goes the usual way,
     unprotected until its own commit). Never raises.
     """
     try:
-        _, values, directory = locate(flags, environ)
+        _, values, directory = located or locate(flags, environ)
         payload = encode(
             exc,
             now=now,

@@ -33,7 +33,6 @@ from conftest import Sandbox
 from mesh.store import DB_NAME, Store
 from node import skeleton
 from node.config import Config, resolve
-from node.event import qualified_name
 
 FAIL = """
 import os, signal, sys
@@ -201,14 +200,6 @@ def test_a_live_writer_keeps_its_skeleton() -> None:
     assert not skeleton.stale(os.getpid(), now, now)
     assert skeleton.stale(os.getpid(), now - skeleton.GRACE - 1, now)
     assert skeleton.stale(2**22 + 12345, now, now)  # above pid_max: no such process
-
-
-def test_the_skeleton_names_types_as_the_event_does() -> None:
-    class Local(Exception):
-        pass
-
-    for cls in (ValueError, Local, sqlite3.OperationalError, json.JSONDecodeError):
-        assert skeleton._qualname(cls) == qualified_name(cls)
 
 
 def test_a_corrupt_skeleton_row_is_dropped_and_counted(sandbox: Sandbox) -> None:
