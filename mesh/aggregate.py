@@ -35,6 +35,10 @@ field               join
 ``evicted_origins`` max, plus the origins dropped by this merge
 ==================  =====================================================
 
+Every sum saturates at ``mesh.bounds.MAX_COUNT`` (``total``,
+``evicted_origins``): counts near the wire's limit from a few origins must
+not make a state whose digest cannot be encoded.
+
 Bounds: a state keeps at most ``Limits.max_origins`` origins, those with the
 greatest ``(count, origin)``; the rest are dropped and counted in
 ``evicted_origins``. The merge laws hold exactly while states stay below the
@@ -89,6 +93,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, Protocol
 
+from mesh.bounds import saturating_add, saturating_sum
 from mesh.errors import LocalError
 from mesh.report import Occurrence, Report
 from mesh.severity import Severity, escalate
@@ -166,7 +171,9 @@ class SigState:
 
     @property
     def total(self) -> int:
-        return sum(c.count for c in self.counts.values())
+        """The sum of the origins' counts, saturating at ``mesh.bounds.MAX_COUNT``:
+        it travels in digests and issue links, whose ``uint`` it must fit."""
+        return saturating_sum(c.count for c in self.counts.values())
 
     @property
     def first_seen(self) -> float:
@@ -360,7 +367,7 @@ def merge_states(a: SigState, b: SigState, limits: Limits = Limits()) -> SigStat
         counts=counts,
         severity=max(a.severity, b.severity),
         link=_join_link(a.link, b.link),
-        evicted_origins=max(a.evicted_origins, b.evicted_origins) + dropped,
+        evicted_origins=saturating_add(max(a.evicted_origins, b.evicted_origins), dropped),
     )
 
 
@@ -626,7 +633,7 @@ class Aggregate:
             counts=counts,
             severity=severity,
             link=old.link,
-            evicted_origins=old.evicted_origins + dropped,
+            evicted_origins=saturating_add(old.evicted_origins, dropped),
         )
 
     def merge_state(self, state: SigState) -> SigState:
