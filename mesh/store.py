@@ -597,6 +597,18 @@ class Store:
         finally:
             os.close(fd)
 
+    def probe_write(self) -> None:
+        """One small write transaction: whether the store can be written again.
+
+        A relay whose disk was full calls it now and then, since nothing else
+        may try to write for a while. Raises ``StoreError`` like any write.
+        """
+        try:
+            with _immediate(self._conn):
+                self._bump("write_probes")
+        except sqlite3.Error as exc:
+            raise _translate(exc, "cannot write") from exc
+
     def counters(self) -> dict[str, int]:
         rows = self._conn.execute("SELECT name, value FROM counters").fetchall()
         return {str(name): int(value) for name, value in rows}

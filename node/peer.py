@@ -52,13 +52,26 @@ from mesh.election import (
     SendHeartbeat,
     SteppedDown,
 )
+from mesh.errors import LocalError, StoreError, StoreUnavailable
 from mesh.gossip import Gossip, Validator
 from mesh.report import Occurrence, Report
 from mesh.store import Store
+from node.faults import Faults
 from node.handover import take as take_handovers
 from node.leader import RoundResult, act
 
-__all__ = ["MeshPeer", "PeerOptions", "RejectionCounter", "make_validator", "state_of_occurrence"]
+__all__ = [
+    "MeshPeer",
+    "PeerOptions",
+    "RejectionCounter",
+    "make_validator",
+    "merge_records",
+    "merge_reports",
+    "signatures_of",
+    "split_state",
+    "state_messages",
+    "state_of_occurrence",
+]
 
 log = logging.getLogger("errmesh.peer")
 
@@ -95,6 +108,13 @@ APPLY_BATCH = 256
 ACK_BATCH = 64
 #: Data messages waiting to be merged before new ones are dropped.
 BACKLOG_MAX = 50_000
+#: Bytes a ``state`` message may take before its MAC (we send no sender id).
+STATE_ROOM = wire.MAX_MESSAGE - wire.MAC_BYTES
+#: A loop that failed is restarted after this long, doubling up to RESTART_MAX.
+RESTART_MIN = 0.05
+RESTART_MAX = 5.0
+#: Seconds between write probes while the store is down (nothing else may write).
+PROBE_EVERY = 5.0
 
 
 @dataclass
@@ -176,6 +196,138 @@ def state_of_occurrence(occ: Occurrence) -> SigState:
     )
 
 
+def signatures_of(msg: wire.Message) -> tuple[bytes, ...]:
+    """The signatures a data message carries records of (to blame and to skip)."""
+    if isinstance(msg, wire.ReportMsg):
+        return (msg.report.signature,)
+    if isinstance(msg, wire.OccMsg):
+        return tuple(o.signature for o in msg.occurrences)
+    if isinstance(msg, wire.StateMsg):
+        return tuple(st.signature for st in msg.states)
+    if isinstance(msg, wire.IssueMsg):
+        return tuple(sig for sig, _ in msg.links)
+    return ()
+
+
+Batch = list[tuple[wire.Message, str]]
+
+
+def _keep(sig: bytes, skip: Callable[[bytes], bool] | None) -> bool:
+    return skip is None or not skip(sig)
+
+
+def merge_reports(
+    store: Store, batch: Batch, skip: Callable[[bytes], bool] | None = None
+) -> tuple[list[tuple[wire.ReportMsg, str]], list[SigState]]:
+    """Commit the batch's reports (one transaction); returns them with their
+    senders, for acks, and the states they changed.
+
+    The relay's receive path, without a network (the property tests drive it).
+    Reports of signatures ``skip`` names are left out: not stored, not acked.
+    Raises ``StoreError`` (then nothing of the batch is stored).
+    """
+    reports = [
+        (m, sender)
+        for m, sender in batch
+        if isinstance(m, wire.ReportMsg) and _keep(m.report.signature, skip)
+    ]
+    if not reports:
+        return [], []
+    return reports, store.merge_reports([m.report for m, _ in reports])
+
+
+def merge_records(
+    store: Store, batch: Batch, skip: Callable[[bytes], bool] | None = None
+) -> tuple[list[SigState], int]:
+    """Merge the batch's ``occ``, ``state`` and ``issue`` records and apply its
+    acks; returns the states changed and how many records were merged.
+
+    Not waiting for the disk: any peer can send these again.
+    """
+    states: list[SigState] = []
+    acked: list[tuple[bytes, int]] = []
+    for msg, _ in batch:
+        if isinstance(msg, wire.OccMsg):
+            states.extend(state_of_occurrence(o) for o in msg.occurrences)
+        elif isinstance(msg, wire.StateMsg):
+            states.extend(msg.states)
+        elif isinstance(msg, wire.IssueMsg):
+            states.extend(SigState(signature=sig, link=link) for sig, link in msg.links)
+        elif isinstance(msg, wire.AckMsg):
+            acked.extend(msg.ids)
+    states = [st for st in states if _keep(st.signature, skip)]
+    merged = store.merge_states(states, durable=False) if states else []
+    if acked:
+        store.ack(acked)
+    return merged, len(states)
+
+
+def split_state(state: SigState, room: int = STATE_ROOM) -> list[SigState]:
+    """Parts of ``state`` that each fit a ``state`` message and join back to it.
+
+    A state may hold a detail of nearly a frame and 256 origins with long host
+    names: more than one frame when it does not compress. Merging is a join,
+    so the detail, the link and slices of the counts can travel apart and the
+    receiver ends with the same state. A detail too big on its own (it came
+    in a frame with less envelope) is cut by :func:`~mesh.wire.bound_report`;
+    its key, which is all the fingerprint sees, is unchanged.
+    """
+    if _stored_size(state) <= room:
+        return [state]
+    base = dataclasses.replace(state, detail=None, counts={})
+    parts = [base]
+    if state.detail is not None:
+        detailed = dataclasses.replace(base, detail=state.detail, link=None)
+        if _stored_size(detailed) > room:
+            detailed = dataclasses.replace(detailed, detail=wire.bound_report(state.detail))
+        parts.append(detailed)
+    chunk: dict[bytes, OriginCount] = {}
+    size = 0
+    for origin, rec in sorted(state.counts.items()):
+        # An upper bound of one packed [origin, count] pair: cheaper than encoding.
+        pair = _PAIR_MAX + len(rec.host.encode("utf-8", "replace"))
+        if chunk and size + pair > room - _PART_HEAD:
+            parts.append(dataclasses.replace(base, link=None, counts=chunk))
+            chunk, size = {}, 0
+        chunk[origin] = rec
+        size += pair
+    if chunk:
+        parts.append(dataclasses.replace(base, link=None, counts=chunk))
+    return parts
+
+
+#: Packed bytes of one origin's pair besides its host (ids, keys, three 9-byte numbers).
+_PAIR_MAX = 64
+#: Room kept for the envelope and a part's other fields (no link, no detail).
+_PART_HEAD = 256
+
+
+def _stored_size(state: SigState) -> float:
+    try:
+        return len(wire.encode_state(state))
+    except LocalError:  # over MAX_STORED or MAX_INFLATED: certainly over a frame
+        return math.inf
+
+
+def state_messages(states: list[SigState]) -> list[wire.StateMsg]:
+    """``states`` as ``state`` messages of at most half a frame each (a state
+    bigger than that goes alone, split by :func:`split_state` if it must)."""
+    out: list[wire.StateMsg] = []
+    batch: list[SigState] = []
+    size = 0.0
+    for state in states:
+        for part in split_state(state):
+            encoded = _stored_size(part)
+            if batch and size + encoded > wire.MAX_MESSAGE // 2:
+                out.append(wire.StateMsg(states=tuple(batch)))
+                batch, size = [], 0.0
+            batch.append(part)
+            size += encoded
+    if batch:
+        out.append(wire.StateMsg(states=tuple(batch)))
+    return out
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PeerOptions:
     """How this durable peer takes part."""
@@ -227,6 +379,7 @@ class MeshPeer:
         if callable(gate):  # the GitHub sink checks before every write that we still lead
             gate(lambda: self.election.role == "leader")
         self.stats: collections.Counter[str] = collections.Counter()
+        self.faults = Faults(store_path=str(store.path), clock=clock)
         self.status_url = ""
         # One digest entry per signature, kept current by every write this
         # peer makes; rebuilt from the store (in batches) now and then, so a
@@ -251,18 +404,48 @@ class MeshPeer:
     # -- the loops --------------------------------------------------------
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        loops: dict[str, Callable[[], Any]] = {
+            "receive": self._receive_loop,
+            "apply": self._apply_loop,
+            "answer": self._answer_loop,
+            "tick": self._tick_loop,
+            "drain": self._drain_loop,
+            "digest": self._digest_loop,
+            "lead": self._lead_loop,
+            "watch": self._watch_peers,
+        }
+        if self.election.role != "observer":
+            loops["connect"] = self._connect_candidates
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._receive_loop)
-            nursery.start_soon(self._apply_loop)
-            nursery.start_soon(self._answer_loop)
-            nursery.start_soon(self._tick_loop)
-            nursery.start_soon(self._drain_loop)
-            nursery.start_soon(self._digest_loop)
-            nursery.start_soon(self._lead_loop)
-            nursery.start_soon(self._watch_peers)
-            if self.election.role != "observer":
-                nursery.start_soon(self._connect_candidates)
+            for name, loop in loops.items():
+                nursery.start_soon(self._supervise, name, loop, name=f"errmesh-{name}")
             task_status.started()
+
+    async def _supervise(self, name: str, loop: Callable[[], Any]) -> None:
+        """Run ``loop`` for ever: a failure is counted and logged, and the loop restarts.
+
+        The loops isolate one message, one signature, one store write
+        themselves; this catches what slips past (a bug, an exhausted
+        resource), so that no failure of one duty stops the relay. Restarts
+        back off (RESTART_MIN to RESTART_MAX) so a failure that repeats at
+        once costs little CPU. Cancellation and KeyboardInterrupt are
+        BaseExceptions and pass.
+        """
+        delay = RESTART_MIN
+        while True:
+            started = trio.current_time()
+            try:
+                await loop()
+                return  # ended by itself: its input closed
+            except StoreUnavailable as exc:
+                self.faults.store_failed(exc)
+                self.faults.by_loop[name] += 1
+            except Exception as exc:
+                self.faults.fault(name, exc)
+            if trio.current_time() - started > 10 * RESTART_MAX:
+                delay = RESTART_MIN  # it had been running fine
+            await trio.sleep(delay)
+            delay = min(RESTART_MAX, delay * 2)
 
     async def _receive_loop(self) -> None:
         """Sort what arrives so that nothing time-critical waits behind bulk work.
@@ -282,8 +465,8 @@ class MeshPeer:
                 self.accept(decoded, received.sender, lag)
                 if isinstance(decoded, wire.HeartbeatMsg):
                     await self.handle(decoded, received.sender)
-            except Exception:  # one bad message must not stop the peer
-                log.exception("handling %s from %s failed", type(decoded).__name__, received.sender)
+            except Exception as exc:  # one bad message must not stop the peer
+                self.faults.fault("receive", exc, signatures_of(decoded))
                 self.stats["handler_errors"] += 1
 
     def accept(self, msg: wire.Message, sender: str, lag: float = 0.0) -> None:
@@ -328,8 +511,10 @@ class MeshPeer:
                 msg = self._digests.pop(key)
                 try:
                     await self._answer_digest(msg)
-                except Exception:
-                    log.exception("answering a digest from %s failed", key[0])
+                except StoreUnavailable as exc:
+                    self.faults.store_failed(exc)
+                except Exception as exc:
+                    self.faults.fault("answer", exc)
                     self.stats["handler_errors"] += 1
 
     async def _tick_loop(self) -> None:
@@ -343,11 +528,27 @@ class MeshPeer:
             await trio.sleep(max(0.01, min(self.options.heartbeat, deadline - self.clock())))
 
     async def _drain_loop(self) -> None:
+        probed_at = -math.inf
         while True:
-            await self.drain()
+            try:
+                await self.drain()
+            except StoreUnavailable as exc:
+                self.faults.store_failed(exc)
+            if self.faults.store_down and trio.current_time() - probed_at >= PROBE_EVERY:
+                # Nothing else may write for a while: find out when space is back.
+                probed_at = trio.current_time()
+                self._probe_store()
             with trio.move_on_after(1.0):
                 await self.nudged.wait()
             self.nudged = trio.Event()
+
+    def _probe_store(self) -> None:
+        try:
+            self.store.probe_write()
+        except StoreUnavailable as exc:
+            self.faults.store_failed(exc)
+        else:
+            self.faults.store_ok()
 
     async def _digest_loop(self) -> None:
         """A digest every ``digest_every`` seconds and whenever the peer set changes."""
@@ -370,27 +571,37 @@ class MeshPeer:
         else:
             await self.apply([(msg, sender)])
 
-    async def apply(self, batch: list[tuple[wire.Message, str]]) -> None:
+    async def apply(self, batch: Batch) -> None:
         """Merge a batch of data messages in one transaction per kind, then ack.
 
         Merging is a join, so order within the batch does not matter. A report
         is acked only after its transaction committed (DESIGN section 7); if
         the store fails, nothing is acked and the reporter sends it again.
+        A store that cannot be written (full disk) marks the store down and
+        drops the batch (reporters retry, anti-entropy repairs the rest); any
+        other failure is isolated by merging the batch's messages one by one,
+        so one poison costs only itself and its signatures are blamed
+        (quarantined if it keeps failing).
         """
-        reports = [(m, sender) for m, sender in batch if isinstance(m, wire.ReportMsg)]
-        states: list[SigState] = []
-        acked: list[tuple[bytes, int]] = []
-        for msg, _ in batch:
-            if isinstance(msg, wire.OccMsg):
-                states.extend(state_of_occurrence(o) for o in msg.occurrences)
-            elif isinstance(msg, wire.StateMsg):
-                states.extend(msg.states)
-            elif isinstance(msg, wire.IssueMsg):
-                states.extend(SigState(signature=sig, link=link) for sig, link in msg.links)
-            elif isinstance(msg, wire.AckMsg):
-                acked.extend(msg.ids)
+        try:
+            await self._apply(batch)
+        except StoreUnavailable as exc:
+            self.faults.store_failed(exc)
+            self.stats["dropped_store_down"] += len(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                self.faults.fault("apply", exc, signatures_of(batch[0][0]))
+                self.stats["dropped_faulty"] += 1
+                return
+            for item in batch:
+                await self.apply([item])
+
+    async def _apply(self, batch: Batch) -> None:
+        skip = self.faults.quarantined
+        reports, changed = merge_reports(self.store, batch, skip)
         if reports:
-            self._note(*self.store.merge_reports([m.report for m, _ in reports]))
+            self.faults.store_ok()
+            self._note(*changed)
             self.stats["reports"] += len(reports)
             # Only the reporter's direct peers ack: its configured relays are
             # among them, and it trusts no other acker (DECISIONS 12). Acks
@@ -404,12 +615,11 @@ class MeshPeer:
             for start in range(0, len(wanted), ACK_BATCH):
                 ack = wire.AckMsg(ids=wanted[start : start + ACK_BATCH], acker=self.gossip.peer_id)
                 await self._publish(self.options.control_topic, ack)
-        if states:
-            # Not waiting for the disk: any peer can send these again.
-            self._note(*self.store.merge_states(states, durable=False))
-            self.stats["states_merged"] += len(states)
-        if acked:
-            self.store.ack(acked)
+        merged, records = merge_records(self.store, batch, skip)
+        if records:
+            self.faults.store_ok()
+            self._note(*merged)
+            self.stats["states_merged"] += records
 
     async def drain(self) -> int:
         """Merge and publish what this machine's spool holds; returns how many.
@@ -555,7 +765,19 @@ class MeshPeer:
                 wanted.append(sig)
                 if len(wanted) >= ANSWER_MAX:
                     break
-        states = [s for s in (self.store.load_state(sig) for sig in wanted) if s is not None]
+        states = []
+        for sig in wanted:
+            if self.faults.quarantined(sig):
+                continue
+            try:
+                state = self.store.load_state(sig)
+            except StoreUnavailable:
+                raise
+            except Exception as exc:  # this signature's row: blame it, answer the rest
+                self.faults.fault("answer", exc, (sig,))
+                continue
+            if state is not None:
+                states.append(state)
         for sig in wanted:
             self._answered_at[sig] = now
         self.stats["digests_answered"] += 1
@@ -563,22 +785,13 @@ class MeshPeer:
         await self._send_states(states)
 
     async def _send_states(self, states: list[SigState]) -> None:
-        batch: list[SigState] = []
-        size = 0
-        for state in states:
-            encoded = len(wire.encode_state(state))
-            if batch and size + encoded > wire.MAX_MESSAGE // 2:
-                await self._publish(
-                    self.options.control_topic, wire.StateMsg(states=tuple(batch)), bulk=True
-                )
+        for i, msg in enumerate(state_messages(states)):
+            if i:
                 await trio.sleep(PACE * 5)
-                batch, size = [], 0
-            batch.append(state)
-            size += encoded
-        if batch:
-            await self._publish(
-                self.options.control_topic, wire.StateMsg(states=tuple(batch)), bulk=True
-            )
+            try:
+                await self._publish(self.options.control_topic, msg, bulk=True)
+            except LocalError as exc:  # cannot be sent: blame its signatures, send the rest
+                self.faults.fault("answer", exc, signatures_of(msg))
 
     # -- election and leading ---------------------------------------------
 
@@ -678,6 +891,7 @@ class MeshPeer:
             # Not while an abandoned round may still be using it in its thread.
             if self._worker_store is not None and not self._in_round:
                 self._worker_store.close()
+                self._worker_store = None  # a restarted loop opens a fresh one
 
     async def _lead(self, now: float) -> None:
         """Rounds of at most LEAD_BATCH actions until nothing is due or leadership ends."""
@@ -688,12 +902,16 @@ class MeshPeer:
             # Abandoned on cancellation: a shutdown does not wait for GitHub's
             # retry-after; the thread's work is durable step by step anyway.
             self._in_round = True
-            result, links = await trio.to_thread.run_sync(  # type: ignore[call-arg,unused-ignore]
-                functools.partial(self._round, now, term), abandon_on_cancel=True
-            )
-            self._in_round = False
+            try:
+                result, links = await trio.to_thread.run_sync(  # type: ignore[call-arg,unused-ignore]
+                    functools.partial(self._round, now, term), abandon_on_cancel=True
+                )
+            finally:
+                self._in_round = False
             for error in result.errors:
                 log.warning("%s", error)
+            if result.faulted:
+                self.faults.fault("lead", LocalError("; ".join(result.errors)), result.faulted)
             for _, state in links:
                 self._note(state)
             if links:
@@ -725,6 +943,7 @@ class MeshPeer:
             lock_timeout=0.2,
             max_actions=LEAD_BATCH,
             keep_going=lambda: self.election.role == "leader" and self.election.term == term,
+            skip=self.faults.quarantined,
         )
         changed = []
         for signature, old_link in before.items():
@@ -740,7 +959,17 @@ class MeshPeer:
     # -- status -----------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        stats = self.store.statistics()
+        """Never raises: a relay whose store fails must still say so here."""
+        try:
+            stats = self.store.statistics()
+            pending, signatures, unreadable = (
+                stats.pending,
+                stats.signatures,
+                stats.unreadable_rows,
+            )
+        except StoreError as exc:
+            self.faults.fault("status", exc)
+            pending = signatures = unreadable = -1
         return {
             "peer_id": self.gossip.peer_id,
             "status_url": self.status_url,
@@ -749,8 +978,10 @@ class MeshPeer:
             "role": self.election.role,
             "leader": self.election.leader,
             "term": self.election.term,
-            "spool_pending": stats.pending,
-            "signatures": stats.signatures,
+            "spool_pending": pending,
+            "signatures": signatures,
+            "unreadable_rows": unreadable,
+            **self.faults.status(),
             "rejected": dict(self.rejections.by_reason),
             "banned": sorted(self.rejections.banned),
             "stats": dict(self.stats),
