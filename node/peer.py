@@ -33,7 +33,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,8 @@ __all__ = [
     "MeshPeer",
     "PeerOptions",
     "RejectionCounter",
+    "digest_entry",
+    "digest_messages",
     "make_validator",
     "merge_records",
     "merge_reports",
@@ -173,7 +175,9 @@ def _unspecified(maddr: str) -> bool:
     return maddr.startswith(("/ip4/0.0.0.0/", "/ip6/::/"))
 
 
-def _digest_entry(state: SigState) -> wire.DigestEntry:
+def digest_entry(state: SigState) -> wire.DigestEntry:
+    """What a digest says about ``state`` (every number in it is bounded:
+    totals saturate, terms stop at the ceiling; see ``mesh.bounds``)."""
     return wire.DigestEntry(
         signature=state.signature,
         total=state.total,
@@ -260,6 +264,22 @@ def merge_records(
     if acked:
         store.ack(acked)
     return merged, len(states)
+
+
+def digest_messages(entries: Mapping[bytes, wire.DigestEntry]) -> list[wire.DigestMsg]:
+    """A digest of ``entries`` in batches; each says which signature range it covers."""
+    sigs = sorted(entries)
+    out = []
+    after = b""
+    for start in range(0, max(1, len(sigs)), DIGEST_BATCH):
+        chunk = sigs[start : start + DIGEST_BATCH]
+        last = start + DIGEST_BATCH >= len(sigs)
+        until = b"" if last else chunk[-1]
+        out.append(
+            wire.DigestMsg(entries=tuple(entries[sig] for sig in chunk), after=after, until=until)
+        )
+        after = until
+    return out
 
 
 def split_state(state: SigState, room: int = STATE_ROOM) -> list[SigState]:
@@ -680,7 +700,7 @@ class MeshPeer:
     def _note(self, *states: SigState) -> None:
         now = trio.current_time()
         for state in states:
-            entry = _digest_entry(state)
+            entry = digest_entry(state)
             if self._entries.get(state.signature) != entry:
                 self._changed_at[state.signature] = now
             self._entries[state.signature] = entry
@@ -692,7 +712,7 @@ class MeshPeer:
         entries: dict[bytes, wire.DigestEntry] = {}
         for batch in self.store.iter_states():
             for state in batch:
-                entries[state.signature] = _digest_entry(state)
+                entries[state.signature] = digest_entry(state)
             await trio.lowlevel.checkpoint()
         self._entries = entries
         self._entries_built_at = self.clock()
@@ -701,18 +721,9 @@ class MeshPeer:
         """The digest in batches; each says which signature range it covers."""
         await self._refresh_entries()
         self.stats["digests_sent"] += 1
-        sigs = sorted(self._entries)
-        after = b""
-        for start in range(0, max(1, len(sigs)), DIGEST_BATCH):
-            chunk = sigs[start : start + DIGEST_BATCH]
-            last = start + DIGEST_BATCH >= len(sigs)
-            until = b"" if last else chunk[-1]
-            msg = wire.DigestMsg(
-                entries=tuple(self._entries[sig] for sig in chunk), after=after, until=until
-            )
+        for msg in digest_messages(self._entries):
             await self._publish(self.options.control_topic, msg, bulk=True)
             await trio.sleep(PACE)
-            after = until
 
     async def _answer_digest(self, msg: wire.DigestMsg) -> None:
         """Send the states the digest's sender lacks or holds differently.
