@@ -154,18 +154,27 @@ class Relay:
     peer_id: str = ""
     maddr: str = ""
     listening_at: float = 0.0  # time.monotonic() when it printed its address
+    #: Its state dir is a mount in its own mount namespace (see ``seen``).
+    namespaced: bool = False
 
     @property
     def state_dir(self) -> Path:
         return self.root / "state"
 
+    def seen(self, path: Path) -> Path:
+        """``path`` as the relay sees it: through /proc/PID/root when its state
+        dir is mounted in a namespace of its own (tests/test_disk_failures.py)."""
+        if self.namespaced and self.proc is not None:
+            return Path(f"/proc/{self.proc.pid}/root") / path.relative_to("/")
+        return path
+
     @property
     def status_path(self) -> Path:
-        return self.state_dir / CLUSTER / "relay-status.json"
+        return self.seen(self.state_dir / CLUSTER / "relay-status.json")
 
     @property
     def db(self) -> Path:
-        return self.state_dir / CLUSTER / "errmesh.sqlite3"
+        return self.seen(self.state_dir / CLUSTER / "errmesh.sqlite3")
 
     @property
     def stdout_path(self) -> Path:
@@ -295,13 +304,17 @@ class Cluster:
         extra: Sequence[str] = (),
         window: float = 0.0,
         env: Mapping[str, str] | None = None,
+        wrap: Sequence[str] = (),
     ) -> Relay:
         """Launch (or relaunch, on its last port) ``relay``; wait for its address.
 
         ``env`` adds ``ERRMESH_*`` settings (a GitHub sink, its budget) to the
-        relay's environment; ``window`` is the bundle window in seconds.
+        relay's environment; ``window`` is the bundle window in seconds;
+        ``wrap`` is a command that ends by exec'ing the relay's (its arguments
+        follow), e.g. one that mounts its state dir first.
         """
         args = [
+            *wrap,
             sys.executable,
             "-m",
             "node",
