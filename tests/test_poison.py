@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mesh_cluster import Cluster
 
 from mesh import wire
 from mesh.aggregate import IssueLink, OriginCount, SigState
@@ -288,3 +290,92 @@ def test_the_largest_state_goes_out_in_frames_that_join_back(tmp_path: Path) -> 
             round_trips(answer)
             b.merge_states(answer.states)
         assert b.load_state(big.signature) == stored
+
+
+# ---------------------------------------------------------------------------
+# End to end: a real relay, a real libp2p peer holding the cluster key
+
+
+def _patched(msg: wire.Message, path: tuple[Any, ...], value: int, key: bytes) -> bytes:
+    """``msg`` as a frame with one integer set past what our encoder allows."""
+    fields = msgpack.unpackb(wire.encode(msg), raw=False, strict_map_key=False)
+    parent = fields
+    for step in path[:-1]:
+        parent = parent[step]
+    parent[path[-1]] = value
+    payload = msgpack.packb(fields, use_bin_type=True)
+    return bytes(payload) + wire._mac(key, payload)
+
+
+@pytest.mark.slow
+def test_a_relay_fed_poison_by_a_key_holder_stays_up_and_restarts(cluster: Cluster) -> None:
+    """Counts whose sum overflows 64 bits, terms at and past the ceiling: the
+    unmodified relay died of each (its digest or heartbeat no longer encoded)
+    and, having stored them, died again at every restart."""
+    from mesh_cluster import CONVERGE, STARTUP, wait_until
+    from test_mesh import RawPeer
+
+    relay = cluster.start_relay(cluster.relay("R1"))
+    wait_until(lambda: relay.status().get("role") == "leader", STARTUP, "R1 leads")
+    key = bytes.fromhex(cluster.key.read_text())
+    raw = RawPeer(cluster, relay)
+
+    sig = os.urandom(16)
+    overflowing = wire.OccMsg(
+        occurrences=tuple(
+            Occurrence(
+                origin=os.urandom(16), signature=sig, count=2**63 - 1,
+                first_seen=-1e308, last_seen=1e308, host="x" * wire.MAX_NAME,
+            )
+            for _ in range(3)
+        )
+    )  # fmt: skip
+    link = IssueLink(
+        ref="o/r#1", number=2**63 - 1, url="u", state="open",
+        term=MAX_TERM, synced_total=2**63 - 1, synced_at=1e308,
+    )  # fmt: skip
+    at_ceiling = Heartbeat(peer=raw.peer_id, priority=-(2**63), term=MAX_TERM, leading=True)
+    raw.publish("reports", wire.encode(overflowing, key))
+    raw.publish(
+        "control",
+        wire.encode(wire.IssueMsg(links=((sig, link),)), key),
+        wire.encode(wire.HeartbeatMsg(heartbeat=at_ceiling), key),
+        _patched(wire.HeartbeatMsg(heartbeat=at_ceiling), ("h", "t"), MAX_TERM + 1, key),
+        _patched(wire.HeartbeatMsg(heartbeat=at_ceiling), ("h", "t"), 2**63 - 1, key),
+    )
+    wait_until(
+        lambda: relay.rejected().get("out-of-range") == 2,
+        CONVERGE,
+        "both terms past the ceiling are refused and counted",
+    )
+    sent = relay.status()["stats"].get("digests_sent", 0)
+    wait_until(
+        lambda: relay.status().get("stats", {}).get("digests_sent", 0) >= sent + 2,
+        CONVERGE,
+        "digests keep going out (the poisoned state's among them)",
+    )
+    status = relay.status()
+    assert relay.alive(), relay.story()
+    assert status["term"] == MAX_TERM and status["role"] == "leader", status
+    assert relay.totals().get(sig.hex()) == MAX_COUNT
+
+    # Still serving: a CLI's report is stored and acked.
+    machine = cluster.machine("M1")
+    cluster.run_clis([(machine, "ValueError", [relay.maddr])])
+    assert machine.spool_rows() == 0
+    wait_until(lambda: relay.totals().get("ValueError") == 1, CONVERGE, "the report is merged")
+
+    # And it comes back on its stored state.
+    relay.kill()
+    cluster.start_relay(relay)
+    wait_until(lambda: relay.status().get("role") == "leader", STARTUP, "R1 leads again")
+    sent = relay.status()["stats"].get("digests_sent", 0)
+    wait_until(
+        lambda: relay.status().get("stats", {}).get("digests_sent", 0) >= sent + 2,
+        CONVERGE,
+        "the restarted relay sends digests of its stored state",
+    )
+    assert relay.alive(), relay.story()
+    assert relay.status()["term"] == MAX_TERM
+    assert relay.status()["faults"] == {}
+    assert relay.totals() == {sig.hex(): MAX_COUNT, "ValueError": 1}
