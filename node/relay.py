@@ -61,6 +61,16 @@ def metrics_text(status: dict[str, Any]) -> str:
     ]
     for reason, count in sorted(status.get("rejected", {}).items()):
         lines.append(f'errmesh_rejected_total{{reason="{reason}"}} {count}')
+    lines.append("# TYPE errmesh_faults_total counter")
+    for loop, count in sorted(status.get("faults", {}).items()):
+        lines.append(f'errmesh_faults_total{{loop="{loop}"}} {count}')
+    store_ok = status.get("store", {}).get("ok", True)
+    lines += [
+        "# TYPE errmesh_store_ok gauge",
+        f"errmesh_store_ok {1 if store_ok else 0}",
+        "# TYPE errmesh_quarantined gauge",
+        f"errmesh_quarantined {status.get('quarantined_count', 0)}",
+    ]
     lines.append("# TYPE errmesh_events_total counter")
     for name, count in sorted(status.get("stats", {}).items()):
         lines.append(f'errmesh_events_total{{event="{name}"}} {count}')

@@ -293,3 +293,20 @@ def test_a_poisoned_signature_costs_only_itself_and_is_quarantined(tmp_path: Pat
         # Quarantined: the next copy is not even tried.
         trio.run(peer.apply, [(wire.ReportMsg(report=bad), "12D3KooWcli")])
         assert peer.status()["faults"]["apply"] == QUARANTINE_AFTER
+
+
+def test_faults_and_the_store_show_in_the_metrics(tmp_path: Path) -> None:
+    from mesh.errors import StoreUnavailable
+    from node.relay import metrics_text
+
+    with Store.open(tmp_path) as store:
+        peer, _ = peer_over(store)
+        peer.faults.store_failed(StoreUnavailable("cannot merge: database or disk is full"))
+        peer.faults.fault("answer", ValueError("x"), (SIG,))
+        text = metrics_text(peer.status())
+        assert "errmesh_store_ok 0\n" in text
+        assert 'errmesh_faults_total{loop="answer"} 1\n' in text
+        assert 'errmesh_faults_total{loop="store"} 1\n' in text
+        assert peer.status()["store"]["error"] == "cannot merge: database or disk is full"
+        peer.faults.store_ok()
+        assert "errmesh_store_ok 1\n" in metrics_text(peer.status())
