@@ -381,12 +381,13 @@ class MeshPeer:
         self.sink = sink if options.eligible else None
         self.rejections = rejections
         self.clock = clock
+        self._election_clock = clock()
         self.election = Election(
             me=gossip.peer_id,
             priority=options.priority,
             eligible=options.eligible and sink is not None,
             config=ElectionConfig(heartbeat=options.heartbeat),
-            now=clock(),
+            now=self._election_clock,
             term=store.max_link_term(),
         )
         self.nudged = trio.Event()
@@ -539,7 +540,7 @@ class MeshPeer:
 
     async def _tick_loop(self) -> None:
         while True:
-            now = self.clock()
+            now = self._election_now()
             await self._apply_election(self.election.tick(now))
             if self.election.role == "leader":
                 self._lead_wanted.set()
@@ -585,7 +586,7 @@ class MeshPeer:
         if isinstance(msg, wire.HeartbeatMsg):
             if msg.heartbeat.eligible and msg.addrs:
                 self._candidate_addrs[msg.heartbeat.peer] = msg.addrs
-            await self._apply_election(self.election.receive(msg.heartbeat, self.clock()))
+            await self._apply_election(self.election.receive(msg.heartbeat, self._election_now()))
         elif isinstance(msg, wire.DigestMsg):
             await self._answer_digest(msg)
         else:
@@ -830,6 +831,13 @@ class MeshPeer:
                 log.info("leader is now %s (term %d)", event.leader, event.term)
         self._believed = self.election.leader
 
+    def _election_now(self) -> float:
+        """The clock, never going back: the election refuses time that does
+        (LocalError), and a wall clock stepped back by NTP would otherwise
+        fail every tick and heartbeat until it caught up."""
+        self._election_clock = max(self._election_clock, self.clock())
+        return self._election_clock
+
     async def _watch_peers(self) -> None:
         """Tell the election which direct connections opened and closed, and
         the digest loop that the peer set changed.
@@ -843,7 +851,7 @@ class MeshPeer:
             current = set(self.gossip.peers())
             if current != known:
                 self._peers_changed.set()
-            now = self.clock()
+            now = self._election_now()
             for peer in sorted(known - current):
                 await self._apply_election(self.election.disconnected(peer, now))
             for peer in sorted(current - known):

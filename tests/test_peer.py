@@ -310,3 +310,23 @@ def test_faults_and_the_store_show_in_the_metrics(tmp_path: Path) -> None:
         assert peer.status()["store"]["error"] == "cannot merge: database or disk is full"
         peer.faults.store_ok()
         assert "errmesh_store_ok 1\n" in metrics_text(peer.status())
+
+
+def test_a_wall_clock_stepped_back_does_not_stop_the_election(tmp_path: Path) -> None:
+    """NTP may step time.time() back; the election refuses time going back."""
+    now = [1000.0]
+    with Store.open(tmp_path) as store:
+        gossip = RecordingGossip()
+        peer = MeshPeer(
+            store=store,
+            gossip=gossip,  # type: ignore[arg-type]
+            options=PeerOptions(reports_topic="r", control_topic="c", key=KEY),
+            sink=None,
+            rejections=RejectionCounter(),
+            clock=lambda: now[0],
+        )
+        beat = Heartbeat(peer="12D3KooWrelayB", priority=0, term=1, leading=True)
+        trio.run(peer.handle, wire.HeartbeatMsg(heartbeat=beat), "12D3KooWrelayB")
+        now[0] = 940.0  # stepped back a minute
+        trio.run(peer.handle, wire.HeartbeatMsg(heartbeat=beat), "12D3KooWrelayB")
+        assert peer.election.leader == "12D3KooWrelayB"
