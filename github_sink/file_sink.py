@@ -43,6 +43,7 @@ from github_sink.errors import SinkRejected, SinkUnavailable
 from github_sink.render import render_body, render_comment, render_title
 from github_sink.sink import IssueState
 from mesh.aggregate import IssueLink, SigState, effective_severity, link_order
+from mesh.bounds import MAX_NUMBER
 from mesh.report import sig_hex
 from mesh.severity import Severity
 
@@ -97,6 +98,11 @@ class FileSink:
             [self._floor, int(index.get("next_number", 1)) - 1]
             + [int(e.get("number", 0)) for e in index["issues"].values()]
         )
+        if highest >= MAX_NUMBER:  # a key holder's link at the ceiling (mesh.bounds)
+            raise SinkRejected(
+                f"no issue number left: the highest known is {highest} "
+                f"(the ceiling is {MAX_NUMBER}); renumber or clear {self.directory}"
+            )
         index["next_number"] = highest + 2
         return highest + 1
 

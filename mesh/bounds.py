@@ -10,7 +10,10 @@ since it stores what it merged, it would fail again after every restart. So:
   issue's ``synced_total``) and ``evicted_origins`` stop at :data:`MAX_COUNT`;
 - terms have a ceiling, :data:`MAX_TERM`: the decoder refuses a frame with a
   term above it, and an election at the ceiling stays there instead of
-  taking ``term + 1``.
+  taking ``term + 1``;
+- issue numbers have one too, :data:`MAX_NUMBER`: the decoder refuses a link
+  numbered above it, and a sink that numbers its own issues refuses to
+  allocate past it (``SinkRejected``) rather than store an unstorable number.
 
 No import of its own: the aggregate, the election and the wire codec all
 share these numbers (``mesh.wire.limits`` re-exports them).
@@ -21,13 +24,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
-__all__ = ["MAX_COUNT", "MAX_TERM", "saturating_add", "saturating_sum"]
+__all__ = ["MAX_COUNT", "MAX_NUMBER", "MAX_TERM", "saturating_add", "saturating_sum"]
 
 #: The largest count a sum saturates at: the wire's ``uint`` maximum.
 MAX_COUNT: Final = 2**63 - 1
 #: The highest election term. One term per election: no honest mesh gets
 #: near it; 2**53 is also the largest integer every JSON reader keeps exact.
 MAX_TERM: Final = 2**53
+#: The highest issue number a link may carry. GitHub's are 32-bit; the file
+#: sink numbers above the highest link it knows, so a link at 2**63 - 1
+#: would make its next number unstorable.
+MAX_NUMBER: Final = 2**53
 
 
 def saturating_add(a: int, b: int) -> int:

@@ -46,6 +46,10 @@ time (``tests/test_election.py`` runs whole clusters in memory).
 # Term     The highest term seen in any heartbeat, or taken. It never
 #          decreases. Leading means taking ``term = highest seen + 1``, so a
 #          leader's side effects carry a term newer than any it knows of.
+#          Terms stop at ``mesh.bounds.MAX_TERM`` (the decoder refuses
+#          higher ones): at the ceiling a leader takes the ceiling itself, so
+#          a heartbeat claiming it can slow the mesh down (equal terms), but
+#          never make a term that cannot be sent.
 #
 # Facts, recomputed from the state after every input:
 #   outranked     an alive eligible peer ranks better than me
@@ -107,6 +111,7 @@ import math
 from dataclasses import dataclass
 from typing import Final, Literal, TypeAlias
 
+from mesh.bounds import MAX_TERM
 from mesh.errors import LocalError
 
 __all__ = [
@@ -317,7 +322,7 @@ class Election:
         self._role: Role = "follower" if eligible else "observer"
         if isinstance(term, bool) or not isinstance(term, int) or term < 0:
             raise LocalError(f"term must be a non-negative int, got {term!r}")
-        self._term = term
+        self._term = min(term, MAX_TERM)  # a store written before the ceiling
         self._lead_term = 0
         self._peers: dict[str, _Seen] = {}
         # peer -> (disconnected at, until): while gone, its heartbeats cannot
@@ -345,7 +350,7 @@ class Election:
                 expires = min(expires, gone[0] + self._grace)
             if expires > now:
                 self._peers[hb.peer] = _Seen(hb, expires)
-                self._term = max(self._term, hb.term)
+                self._term = max(self._term, min(hb.term, MAX_TERM))
         return self._step(now)
 
     def disconnected(self, peer: str, now: float) -> list[ElectionEvent]:
@@ -478,7 +483,7 @@ class Election:
                 return fired
             fact, to = row
             if to == "leader":
-                self._term += 1
+                self._term = min(self._term + 1, MAX_TERM)
                 self._lead_term = self._term
                 self._elections_won += 1
                 events.append(BecameLeader(self._term))

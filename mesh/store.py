@@ -56,6 +56,7 @@ from mesh.aggregate import (
     merge_states,
     next_due,
 )
+from mesh.bounds import MAX_NUMBER, MAX_TERM
 from mesh.errors import MeshError, StoreError, StoreUnavailable, WireError
 from mesh.report import Report
 
@@ -123,6 +124,8 @@ class StoreStatistics:
     spool_dropped: int
     signatures_evicted: int
     corrupt_rows: int
+    #: Stored states this process skipped as unreadable (see ``Store._decode_state``).
+    unreadable_rows: int = 0
 
 
 def _translate(exc: BaseException, what: str, path: Path | None = None) -> StoreError:
@@ -178,6 +181,8 @@ class Store:
         self._max_bytes = 64 * 1024 * 1024
         self._sync: Literal["full", "normal"] = "full"
         self._busy_timeout = 5.0
+        #: Stored states skipped because they could not be decoded (this process).
+        self.unreadable_rows = 0
         self.origin: bytes = self._ensure_origin()
 
     # -- opening ----------------------------------------------------------
@@ -423,7 +428,7 @@ class Store:
             reports, corrupt = [], []
             for seq, payload in rows:
                 try:
-                    reports.append(wire.decode_report(bytes(payload)))
+                    reports.append(wire.decode_report(payload))
                 except WireError:
                     corrupt.append(seq)
             if corrupt:
@@ -522,10 +527,11 @@ class Store:
 
         A leader must act in a term at least this high, or its links would
         lose to the ones already written (last writer by term). Kept as a
-        running maximum, so reading it costs one row.
+        running maximum, so reading it costs one row. At most
+        ``mesh.bounds.MAX_TERM``: an older version stored any uint.
         """
         try:
-            return self.counters().get("max_link_term", 0)
+            return min(self.counters().get("max_link_term", 0), MAX_TERM)
         except sqlite3.Error as exc:
             raise _translate(exc, "cannot read the aggregate") from exc
 
@@ -540,7 +546,7 @@ class Store:
         try:
             known = self.counters().get("max_link_number")
             if known is not None:
-                return known
+                return min(known, MAX_NUMBER)  # an older version stored any uint
             highest = 0
             for batch in self.iter_states():
                 for state in batch:
@@ -552,7 +558,7 @@ class Store:
                     "ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
                     (highest,),
                 )
-            return highest
+            return min(highest, MAX_NUMBER)
         except sqlite3.Error as exc:
             raise _translate(exc, "cannot read the aggregate") from exc
 
@@ -572,7 +578,7 @@ class Store:
             ).fetchall()
         except sqlite3.Error as exc:
             raise _translate(exc, "cannot read the aggregate") from exc
-        return [s for s in (self._decode_state(bytes(r[0])) for r in rows) if s is not None]
+        return [s for s in (self._decode_state(r[0]) for r in rows) if s is not None]
 
     def states(self, limit: int = 10_000) -> list[SigState]:
         """All states, most recently seen first."""
@@ -582,7 +588,7 @@ class Store:
             ).fetchall()
         except sqlite3.Error as exc:
             raise _translate(exc, "cannot read the aggregate") from exc
-        return [s for s in (self._decode_state(bytes(r[0])) for r in rows) if s is not None]
+        return [s for s in (self._decode_state(r[0]) for r in rows) if s is not None]
 
     def iter_states(self, batch: int = 500) -> Iterator[list[SigState]]:
         """All states in batches, by signature, without holding them all at once."""
@@ -597,18 +603,28 @@ class Store:
                 raise _translate(exc, "cannot read the aggregate") from exc
             if not rows:
                 return
-            after = bytes(rows[-1][0])
-            states = [self._decode_state(bytes(r[1])) for r in rows]
+            after = rows[-1][0]
+            states = [self._decode_state(r[1]) for r in rows]
             yield [s for s in states if s is not None]
 
     def _load(self, signature: bytes) -> SigState | None:
         row = self._conn.execute("SELECT state FROM states WHERE sig = ?", (signature,)).fetchone()
-        return None if row is None else self._decode_state(bytes(row[0]))
+        return None if row is None else self._decode_state(row[0])
 
-    def _decode_state(self, payload: bytes) -> SigState | None:
+    def _decode_state(self, payload: object) -> SigState | None:
+        """A stored state, or None for a row this version cannot read.
+
+        Such a row (a blob of another SQLite type, bytes from an older version
+        with a term above the ceiling, a truncated write) must not stop the
+        relay that loads it: it is skipped and counted (``unreadable_rows``),
+        and the next merge of its signature overwrites it with a sound state.
+        """
         try:
+            if not isinstance(payload, bytes):
+                raise WireError("undecodable", f"a stored state of type {type(payload).__name__}")
             return wire.decode_state(payload)
         except WireError:
+            self.unreadable_rows += 1
             return None
 
     def _save(self, state: SigState) -> None:
@@ -683,6 +699,18 @@ class Store:
         finally:
             os.close(fd)
 
+    def probe_write(self) -> None:
+        """One small write transaction: whether the store can be written again.
+
+        A relay whose disk was full calls it now and then, since nothing else
+        may try to write for a while. Raises ``StoreError`` like any write.
+        """
+        try:
+            with _immediate(self._conn):
+                self._bump("write_probes")
+        except sqlite3.Error as exc:
+            raise _translate(exc, "cannot write") from exc
+
     def counters(self) -> dict[str, int]:
         rows = self._conn.execute("SELECT name, value FROM counters").fetchall()
         return {str(name): int(value) for name, value in rows}
@@ -707,6 +735,7 @@ class Store:
             spool_dropped=counters.get("spool_dropped", 0),
             signatures_evicted=counters.get("signatures_evicted", 0),
             corrupt_rows=counters.get("corrupt_rows", 0),
+            unreadable_rows=self.unreadable_rows,
         )
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from github_sink.errors import SinkError, SinkRejected
 from github_sink.sink import FollowUps, Numbering, Replica, Sink, execute
 from mesh.aggregate import OpenIssue, ReopenIssue, SigState, plan
+from mesh.errors import StoreUnavailable
 from mesh.store import Store
 
 __all__ = ["RoundResult", "act"]
@@ -41,6 +42,9 @@ class RoundResult:
     errors: tuple[str, ...] = ()
     #: Every state whose link this round changed, for the leader to announce.
     links: tuple[SigState, ...] = ()
+    #: Signatures whose action failed with an unexpected error (not the sink's
+    #: nor the disk's): the caller may quarantine them.
+    faulted: tuple[bytes, ...] = ()
 
 
 def act(
@@ -53,6 +57,7 @@ def act(
     lock_timeout: float = 5.0,
     max_actions: int | None = None,
     keep_going: Callable[[], bool] = lambda: True,
+    skip: Callable[[bytes], bool] | None = None,
 ) -> RoundResult:
     """Carry out the actions due at ``now``; ``flush`` signatures skip the settle delay.
 
@@ -63,7 +68,10 @@ def act(
     from the store propagates (the caller decides). ``keep_going`` is asked
     before every action: a leader that lost its election mid-round stops.
     A sink with follow-up jobs (draft PRs, hand-overs) advances them after
-    the round's actions.
+    the round's actions. Signatures ``skip`` names are left alone; an action
+    that fails with any other error (a bug a poisoned state reaches) costs
+    only its signature, which the result lists in ``faulted``; a store that
+    cannot be written at all (``StoreUnavailable``) ends the round.
     """
     with store.leader_lock(lock_timeout) as held:
         if not held:
@@ -82,25 +90,36 @@ def act(
         candidates = _observe(store, sink, candidates, now, written)
         counts = {"opened": 0, "updated": 0, "reopened": 0, "failed": 0, "renumbered": 0}
         errors: list[str] = []
+        faulted: list[bytes] = []
         done = 0
         for sig in sorted(candidates):
             if (max_actions is not None and done >= max_actions) or not keep_going():
                 break
-            # Re-read the state: links announced by another leader while this
-            # round was busy with GitHub (seconds per action) must be seen.
-            current = store.load_state(sig) or candidates[sig]
-            action = plan(current, now, store.policy, flush=sig in flush)
-            if action is None:
+            if skip is not None and skip(sig):
                 continue
-            done += 1
             try:
-                link = execute(sink, action, now=now, term=term)
-            except SinkError as exc:
+                # Re-read the state: links announced by another leader while this
+                # round was busy with GitHub (seconds per action) must be seen.
+                current = store.load_state(sig) or candidates[sig]
+                action = plan(current, now, store.policy, flush=sig in flush)
+                if action is None:
+                    continue
+                done += 1
+                try:
+                    link = execute(sink, action, now=now, term=term)
+                except SinkError as exc:
+                    counts["failed"] += 1
+                    kind = "rejected" if isinstance(exc, SinkRejected) else "unavailable"
+                    errors.append(f"{sink.name} sink {kind}: {exc}")
+                    continue
+                written[sig] = store.set_link(sig, link)
+            except StoreUnavailable:
+                raise
+            except Exception as exc:
                 counts["failed"] += 1
-                kind = "rejected" if isinstance(exc, SinkRejected) else "unavailable"
-                errors.append(f"{sink.name} sink {kind}: {exc}")
+                faulted.append(sig)
+                errors.append(f"acting on {sig.hex()} failed: {type(exc).__name__}: {exc}"[:500])
                 continue
-            written[sig] = store.set_link(sig, link)
             if isinstance(action, OpenIssue):
                 counts["opened"] += 1
             elif isinstance(action, ReopenIssue):
@@ -124,6 +143,7 @@ def act(
             renumbered=counts["renumbered"],
             errors=tuple(errors),
             links=tuple(written.values()),
+            faulted=tuple(faulted),
         )
 
 

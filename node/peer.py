@@ -33,8 +33,7 @@ import math
 import os
 import random
 import time
-import types
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,14 +53,28 @@ from mesh.election import (
     SendHeartbeat,
     SteppedDown,
 )
-from mesh.errors import StoreUnavailable
+from mesh.errors import LocalError, StoreError, StoreUnavailable
 from mesh.gossip import Gossip, Validator
 from mesh.report import Occurrence, Report
 from mesh.store import Store
+from node.faults import Faults
 from node.handover import take as take_handovers
 from node.leader import RoundResult, act
 
-__all__ = ["MeshPeer", "PeerOptions", "RejectionCounter", "make_validator", "state_of_occurrence"]
+__all__ = [
+    "MeshPeer",
+    "PeerOptions",
+    "RejectionCounter",
+    "digest_entry",
+    "digest_messages",
+    "make_validator",
+    "merge_records",
+    "merge_reports",
+    "signatures_of",
+    "split_state",
+    "state_messages",
+    "state_of_occurrence",
+]
 
 log = logging.getLogger("errmesh.peer")
 
@@ -87,8 +100,6 @@ ANSWER_DEFER_MAX = 5.0
 #: Up to this long (random) before answering, so that the answer of one relay
 #: can reach the others and spare theirs (scalable reliable multicast's trick).
 ANSWER_JITTER = 0.2
-#: A loop's repeated failure (or the store's) is logged at most once per this many seconds.
-FAULT_LOG_EVERY = 60.0
 #: Entries per digest message.
 DIGEST_BATCH = 512
 #: Seconds between rebuilds of the digest cache from the store.
@@ -100,6 +111,13 @@ APPLY_BATCH = 256
 ACK_BATCH = 64
 #: Data messages waiting to be merged before new ones are dropped.
 BACKLOG_MAX = 50_000
+#: Bytes a ``state`` message may take before its MAC (we send no sender id).
+STATE_ROOM = wire.MAX_MESSAGE - wire.MAC_BYTES
+#: A loop that failed is restarted after this long, doubling up to RESTART_MAX.
+RESTART_MIN = 0.05
+RESTART_MAX = 5.0
+#: Seconds between write probes while the store is down (nothing else may write).
+PROBE_EVERY = 5.0
 
 
 @dataclass
@@ -158,7 +176,9 @@ def _unspecified(maddr: str) -> bool:
     return maddr.startswith(("/ip4/0.0.0.0/", "/ip6/::/"))
 
 
-def _digest_entry(state: SigState) -> wire.DigestEntry:
+def digest_entry(state: SigState) -> wire.DigestEntry:
+    """What a digest says about ``state`` (every number in it is bounded:
+    totals saturate, terms stop at the ceiling; see ``mesh.bounds``)."""
     return wire.DigestEntry(
         signature=state.signature,
         total=state.total,
@@ -179,6 +199,154 @@ def state_of_occurrence(occ: Occurrence) -> SigState:
         },
         severity=occ.severity,
     )
+
+
+def signatures_of(msg: wire.Message) -> tuple[bytes, ...]:
+    """The signatures a data message carries records of (to blame and to skip)."""
+    if isinstance(msg, wire.ReportMsg):
+        return (msg.report.signature,)
+    if isinstance(msg, wire.OccMsg):
+        return tuple(o.signature for o in msg.occurrences)
+    if isinstance(msg, wire.StateMsg):
+        return tuple(st.signature for st in msg.states)
+    if isinstance(msg, wire.IssueMsg):
+        return tuple(sig for sig, _ in msg.links)
+    return ()
+
+
+Batch = list[tuple[wire.Message, str]]
+
+
+def _keep(sig: bytes, skip: Callable[[bytes], bool] | None) -> bool:
+    return skip is None or not skip(sig)
+
+
+def merge_reports(
+    store: Store, batch: Batch, skip: Callable[[bytes], bool] | None = None
+) -> tuple[list[tuple[wire.ReportMsg, str]], list[SigState]]:
+    """Commit the batch's reports (one transaction); returns them with their
+    senders, for acks, and the states they changed.
+
+    The relay's receive path, without a network (the property tests drive it).
+    Reports of signatures ``skip`` names are left out: not stored, not acked.
+    Raises ``StoreError`` (then nothing of the batch is stored).
+    """
+    reports = [
+        (m, sender)
+        for m, sender in batch
+        if isinstance(m, wire.ReportMsg) and _keep(m.report.signature, skip)
+    ]
+    if not reports:
+        return [], []
+    return reports, store.merge_reports([m.report for m, _ in reports])
+
+
+def merge_records(
+    store: Store, batch: Batch, skip: Callable[[bytes], bool] | None = None
+) -> tuple[list[SigState], int]:
+    """Merge the batch's ``occ``, ``state`` and ``issue`` records and apply its
+    acks; returns the states changed and how many records were merged.
+
+    Not waiting for the disk: any peer can send these again.
+    """
+    states: list[SigState] = []
+    acked: list[tuple[bytes, int]] = []
+    for msg, _ in batch:
+        if isinstance(msg, wire.OccMsg):
+            states.extend(state_of_occurrence(o) for o in msg.occurrences)
+        elif isinstance(msg, wire.StateMsg):
+            states.extend(msg.states)
+        elif isinstance(msg, wire.IssueMsg):
+            states.extend(SigState(signature=sig, link=link) for sig, link in msg.links)
+        elif isinstance(msg, wire.AckMsg):
+            acked.extend(msg.ids)
+    states = [st for st in states if _keep(st.signature, skip)]
+    merged = store.merge_states(states, durable=False) if states else []
+    if acked:
+        store.ack(acked)
+    return merged, len(states)
+
+
+def digest_messages(entries: Mapping[bytes, wire.DigestEntry]) -> list[wire.DigestMsg]:
+    """A digest of ``entries`` in batches; each says which signature range it covers."""
+    sigs = sorted(entries)
+    out = []
+    after = b""
+    for start in range(0, max(1, len(sigs)), DIGEST_BATCH):
+        chunk = sigs[start : start + DIGEST_BATCH]
+        last = start + DIGEST_BATCH >= len(sigs)
+        until = b"" if last else chunk[-1]
+        out.append(
+            wire.DigestMsg(entries=tuple(entries[sig] for sig in chunk), after=after, until=until)
+        )
+        after = until
+    return out
+
+
+def split_state(state: SigState, room: int = STATE_ROOM) -> list[SigState]:
+    """Parts of ``state`` that each fit a ``state`` message and join back to it.
+
+    A state may hold a detail of nearly a frame and 256 origins with long host
+    names: more than one frame when it does not compress. Merging is a join,
+    so the detail, the link and slices of the counts can travel apart and the
+    receiver ends with the same state. A detail too big on its own (it came
+    in a frame with less envelope) is cut by :func:`~mesh.wire.bound_report`;
+    its key, which is all the fingerprint sees, is unchanged.
+    """
+    if _stored_size(state) <= room:
+        return [state]
+    base = dataclasses.replace(state, detail=None, counts={})
+    parts = [base]
+    if state.detail is not None:
+        detailed = dataclasses.replace(base, detail=state.detail, link=None)
+        if _stored_size(detailed) > room:
+            detailed = dataclasses.replace(detailed, detail=wire.bound_report(state.detail))
+        parts.append(detailed)
+    chunk: dict[bytes, OriginCount] = {}
+    size = 0
+    for origin, rec in sorted(state.counts.items()):
+        # An upper bound of one packed [origin, count] pair: cheaper than encoding.
+        pair = _PAIR_MAX + len(rec.host.encode("utf-8", "replace"))
+        if chunk and size + pair > room - _PART_HEAD:
+            parts.append(dataclasses.replace(base, link=None, counts=chunk))
+            chunk, size = {}, 0
+        chunk[origin] = rec
+        size += pair
+    if chunk:
+        parts.append(dataclasses.replace(base, link=None, counts=chunk))
+    return parts
+
+
+#: Packed bytes of one origin's pair besides its host (ids, keys, three 9-byte numbers).
+_PAIR_MAX = 64
+#: Room kept for the envelope and a part's other fields (no link, no detail).
+_PART_HEAD = 256
+
+
+def _stored_size(state: SigState) -> float:
+    try:
+        return len(wire.encode_state(state))
+    except LocalError:  # over MAX_STORED or MAX_INFLATED: certainly over a frame
+        return math.inf
+
+
+def state_messages(states: list[SigState]) -> list[wire.StateMsg]:
+    """``states`` as ``state`` messages of at most half a frame each (a state
+    bigger than that goes alone, split by :func:`split_state` if it must)."""
+    out: list[wire.StateMsg] = []
+    batch: list[SigState] = []
+    size = 0.0
+    for state in states:
+        for part in split_state(state):
+            encoded = _stored_size(part)
+            if batch and size + encoded > wire.MAX_MESSAGE // 2:
+                out.append(wire.StateMsg(states=tuple(batch)))
+                batch, size = [], 0.0
+            batch.append(part)
+            size += encoded
+    if batch:
+        out.append(wire.StateMsg(states=tuple(batch)))
+    return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -216,12 +384,13 @@ class MeshPeer:
         self.sink = sink if options.eligible else None
         self.rejections = rejections
         self.clock = clock
+        self._election_clock = clock()
         self.election = Election(
             me=gossip.peer_id,
             priority=options.priority,
             eligible=options.eligible and sink is not None,
             config=ElectionConfig(heartbeat=options.heartbeat),
-            now=clock(),
+            now=self._election_clock,
             term=store.max_link_term(),
         )
         self.nudged = trio.Event()
@@ -234,11 +403,7 @@ class MeshPeer:
         if callable(gate):  # the GitHub sink checks before every write that we still lead
             gate(lambda: self.election.role == "leader")
         self.stats: collections.Counter[str] = collections.Counter()
-        #: Exceptions each loop survived (by loop), and when each was last logged.
-        self.faults: collections.Counter[str] = collections.Counter()
-        self._fault_logged: dict[str, float] = {}
-        #: None while the store takes writes; else what failed and since when.
-        self.store_error: dict[str, Any] | None = None
+        self.faults = Faults(store_path=str(store.path), clock=clock)
         self.status_url = ""
         # One digest entry per signature, kept current by every write this
         # peer makes; rebuilt from the store (in batches) now and then, so a
@@ -263,60 +428,48 @@ class MeshPeer:
     # -- the loops --------------------------------------------------------
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        loops: dict[str, Callable[[], Any]] = {
+            "receive": self._receive_loop,
+            "apply": self._apply_loop,
+            "answer": self._answer_loop,
+            "tick": self._tick_loop,
+            "drain": self._drain_loop,
+            "digest": self._digest_loop,
+            "lead": self._lead_loop,
+            "watch": self._watch_peers,
+        }
+        if self.election.role != "observer":
+            loops["connect"] = self._connect_candidates
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._receive_loop)
-            nursery.start_soon(self._apply_loop)
-            nursery.start_soon(self._answer_loop)
-            nursery.start_soon(self._tick_loop)
-            nursery.start_soon(self._drain_loop)
-            nursery.start_soon(self._digest_loop)
-            nursery.start_soon(self._lead_loop)
-            nursery.start_soon(self._watch_peers)
-            if self.election.role != "observer":
-                nursery.start_soon(self._connect_candidates)
+            for name, loop in loops.items():
+                nursery.start_soon(self._supervise, name, loop, name=f"errmesh-{name}")
             task_status.started()
 
-    async def _guarded(self, loop: str, step: Callable[[], Awaitable[object]]) -> bool:
-        """Run one step of ``loop``; an exception is counted and logged, never fatal.
+    async def _supervise(self, name: str, loop: Callable[[], Any]) -> None:
+        """Run ``loop`` for ever: a failure is counted and logged, and the loop restarts.
 
-        One message, one signature or a full disk must not stop a relay: the
-        step's work is lost (reports are not acked, so their senders keep
-        them; states come again by anti-entropy), the loop goes on. The
-        store's failure is kept for /status until a write succeeds again.
-        Cancellation (a BaseException) passes. Returns whether it succeeded.
+        The loops isolate one message, one signature, one store write
+        themselves; this catches what slips past (a bug, an exhausted
+        resource), so that no failure of one duty stops the relay. Restarts
+        back off (RESTART_MIN to RESTART_MAX) so a failure that repeats at
+        once costs little CPU. Cancellation and KeyboardInterrupt are
+        BaseExceptions and pass.
         """
-        try:
-            await step()
-        except StoreUnavailable as exc:
-            self.faults[loop] += 1
-            if self.store_error is None:
-                self.store_error = {"ok": False, "error": str(exc), "since": self.clock()}
-            self.store_error["error"] = str(exc)
-            self._log_fault("store", "store unavailable, not acking reports: %s", exc)
-            return False
-        except Exception as exc:
-            self.faults[loop] += 1
-            self._log_fault(loop, f"{loop} loop: %s (survived)", exc, trace=True)
-            return False
-        return True
-
-    def _store_wrote(self) -> None:
-        """A write committed: a store that was failing has recovered."""
-        if self.store_error is not None:
-            log.warning(
-                "store recovered after %.0f s: %s",
-                self.clock() - self.store_error["since"],
-                self.store_error["error"],
-            )
-            self.store_error = None
-            self._fault_logged.pop("store", None)
-
-    def _log_fault(self, key: str, fmt: str, exc: BaseException, *, trace: bool = False) -> None:
-        now = trio.current_time()
-        if now - self._fault_logged.get(key, -math.inf) < FAULT_LOG_EVERY:
-            return
-        self._fault_logged[key] = now
-        log.error(fmt, exc, exc_info=exc if trace else None)
+        delay = RESTART_MIN
+        while True:
+            started = trio.current_time()
+            try:
+                await loop()
+                return  # ended by itself: its input closed
+            except StoreUnavailable as exc:
+                self.faults.store_failed(exc)
+                self.faults.by_loop[name] += 1
+            except Exception as exc:
+                self.faults.fault(name, exc)
+            if trio.current_time() - started > 10 * RESTART_MAX:
+                delay = RESTART_MIN  # it had been running fine
+            await trio.sleep(delay)
+            delay = min(RESTART_MAX, delay * 2)
 
     async def _receive_loop(self) -> None:
         """Sort what arrives so that nothing time-critical waits behind bulk work.
@@ -337,11 +490,8 @@ class MeshPeer:
                 if isinstance(decoded, wire.HeartbeatMsg):
                     await self.handle(decoded, received.sender)
             except Exception as exc:  # one bad message must not stop the peer
-                self.faults["receive"] += 1
+                self.faults.fault("receive", exc, signatures_of(decoded))
                 self.stats["handler_errors"] += 1
-                self._log_fault(
-                    "receive", "handling a message failed (survived): %s", exc, trace=True
-                )
 
     def accept(self, msg: wire.Message, sender: str, lag: float = 0.0) -> None:
         """Route one decoded message; ``lag``: seconds it waited in our channel."""
@@ -372,8 +522,7 @@ class MeshPeer:
             self._apply_wanted = trio.Event()
             while self._backlog:
                 n = min(APPLY_BATCH, len(self._backlog))
-                batch = [self._backlog.popleft() for _ in range(n)]
-                await self._guarded("apply", functools.partial(self.apply, batch))
+                await self.apply([self._backlog.popleft() for _ in range(n)])
                 await trio.lowlevel.checkpoint()
 
     async def _answer_loop(self) -> None:
@@ -386,38 +535,50 @@ class MeshPeer:
                 msg = self._digests.pop(key)
                 try:
                     await self._answer_digest(msg)
+                except StoreUnavailable as exc:
+                    self.faults.store_failed(exc)
                 except Exception as exc:
-                    self.faults["answer"] += 1
+                    self.faults.fault("answer", exc)
                     self.stats["handler_errors"] += 1
-                    self._log_fault(
-                        "answer", "answering a digest failed (survived): %s", exc, trace=True
-                    )
 
     async def _tick_loop(self) -> None:
         while True:
-            now = self.clock()
-            await self._guarded("tick", functools.partial(self._tick, now))
+            now = self._election_now()
+            await self._apply_election(self.election.tick(now))
+            if self.election.role == "leader":
+                self._lead_wanted.set()
+            self._write_status()
             deadline = self.election.next_deadline()
             await trio.sleep(max(0.01, min(self.options.heartbeat, deadline - self.clock())))
 
-    async def _tick(self, now: float) -> None:
-        await self._apply_election(self.election.tick(now))
-        if self.election.role == "leader":
-            self._lead_wanted.set()
-        self._write_status()
-
     async def _drain_loop(self) -> None:
+        probed_at = -math.inf
         while True:
-            await self._guarded("drain", self.drain)
+            try:
+                await self.drain()
+            except StoreUnavailable as exc:
+                self.faults.store_failed(exc)
+            if self.faults.store_down and trio.current_time() - probed_at >= PROBE_EVERY:
+                # Nothing else may write for a while: find out when space is back.
+                probed_at = trio.current_time()
+                self._probe_store()
             with trio.move_on_after(1.0):
                 await self.nudged.wait()
             self.nudged = trio.Event()
+
+    def _probe_store(self) -> None:
+        try:
+            self.store.probe_write()
+        except StoreUnavailable as exc:
+            self.faults.store_failed(exc)
+        else:
+            self.faults.store_ok()
 
     async def _digest_loop(self) -> None:
         """A digest every ``digest_every`` seconds and whenever the peer set changes."""
         while True:
             self._peers_changed = trio.Event()
-            await self._guarded("digest", self.send_digest)
+            await self.send_digest()
             with trio.move_on_after(self.options.digest_every):
                 await self._peers_changed.wait()
 
@@ -428,34 +589,43 @@ class MeshPeer:
         if isinstance(msg, wire.HeartbeatMsg):
             if msg.heartbeat.eligible and msg.addrs:
                 self._candidate_addrs[msg.heartbeat.peer] = msg.addrs
-            await self._apply_election(self.election.receive(msg.heartbeat, self.clock()))
+            await self._apply_election(self.election.receive(msg.heartbeat, self._election_now()))
         elif isinstance(msg, wire.DigestMsg):
             await self._answer_digest(msg)
         else:
             await self.apply([(msg, sender)])
 
-    async def apply(self, batch: list[tuple[wire.Message, str]]) -> None:
+    async def apply(self, batch: Batch) -> None:
         """Merge a batch of data messages in one transaction per kind, then ack.
 
         Merging is a join, so order within the batch does not matter. A report
         is acked only after its transaction committed (DESIGN section 7); if
         the store fails, nothing is acked and the reporter sends it again.
+        A store that cannot be written (full disk) marks the store down and
+        drops the batch (reporters retry, anti-entropy repairs the rest); any
+        other failure is isolated by merging the batch's messages one by one,
+        so one poison costs only itself and its signatures are blamed
+        (quarantined if it keeps failing).
         """
-        reports = [(m, sender) for m, sender in batch if isinstance(m, wire.ReportMsg)]
-        states: list[SigState] = []
-        acked: list[tuple[bytes, int]] = []
-        for msg, _ in batch:
-            if isinstance(msg, wire.OccMsg):
-                states.extend(state_of_occurrence(o) for o in msg.occurrences)
-            elif isinstance(msg, wire.StateMsg):
-                states.extend(msg.states)
-            elif isinstance(msg, wire.IssueMsg):
-                states.extend(SigState(signature=sig, link=link) for sig, link in msg.links)
-            elif isinstance(msg, wire.AckMsg):
-                acked.extend(msg.ids)
+        try:
+            await self._apply(batch)
+        except StoreUnavailable as exc:
+            self.faults.store_failed(exc)
+            self.stats["dropped_store_down"] += len(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                self.faults.fault("apply", exc, signatures_of(batch[0][0]))
+                self.stats["dropped_faulty"] += 1
+                return
+            for item in batch:
+                await self.apply([item])
+
+    async def _apply(self, batch: Batch) -> None:
+        skip = self.faults.quarantined
+        reports, changed = merge_reports(self.store, batch, skip)
         if reports:
-            self._note(*self.store.merge_reports([m.report for m, _ in reports]))
-            self._store_wrote()
+            self.faults.store_ok()
+            self._note(*changed)
             self.stats["reports"] += len(reports)
             # Only the reporter's direct peers ack: its configured relays are
             # among them, and it trusts no other acker (DECISIONS 12). Acks
@@ -469,14 +639,12 @@ class MeshPeer:
             for start in range(0, len(wanted), ACK_BATCH):
                 ack = wire.AckMsg(ids=wanted[start : start + ACK_BATCH], acker=self.gossip.peer_id)
                 await self._publish(self.options.control_topic, ack)
-        if states:
-            # Not waiting for the disk: any peer can send these again.
-            merged = self.store.merge_states(states, durable=False)
+        merged, records = merge_records(self.store, batch, skip)
+        if records:
+            self.faults.store_ok()
             self._note(*merged)
-            self.stats["states_merged"] += len(states)
+            self.stats["states_merged"] += records
             await self._mirror([s for s in merged if s.link is not None])
-        if acked:
-            self.store.ack(acked)
 
     async def drain(self) -> int:
         """Merge and publish what this machine's spool holds; returns how many.
@@ -502,7 +670,7 @@ class MeshPeer:
             if (state := self.store.load_state(sig)) is not None and state.detail is not None
         }
         self._note(*self.store.merge_reports(pending))
-        self._store_wrote()
+        self.faults.store_ok()
         first: dict[bytes, Report] = {}
         latest: dict[tuple[bytes, bytes], Occurrence] = {}
         for report in pending:
@@ -584,7 +752,7 @@ class MeshPeer:
     def _note(self, *states: SigState) -> None:
         now = trio.current_time()
         for state in states:
-            entry = _digest_entry(state)
+            entry = digest_entry(state)
             if self._entries.get(state.signature) != entry:
                 self._changed_at[state.signature] = now
             self._entries[state.signature] = entry
@@ -596,7 +764,7 @@ class MeshPeer:
         entries: dict[bytes, wire.DigestEntry] = {}
         for batch in self.store.iter_states():
             for state in batch:
-                entries[state.signature] = _digest_entry(state)
+                entries[state.signature] = digest_entry(state)
             await self._mirror([s for s in batch if s.link is not None])
             await trio.lowlevel.checkpoint()
         self._entries = entries
@@ -606,18 +774,9 @@ class MeshPeer:
         """The digest in batches; each says which signature range it covers."""
         await self._refresh_entries()
         self.stats["digests_sent"] += 1
-        sigs = sorted(self._entries)
-        after = b""
-        for start in range(0, max(1, len(sigs)), DIGEST_BATCH):
-            chunk = sigs[start : start + DIGEST_BATCH]
-            last = start + DIGEST_BATCH >= len(sigs)
-            until = b"" if last else chunk[-1]
-            msg = wire.DigestMsg(
-                entries=tuple(self._entries[sig] for sig in chunk), after=after, until=until
-            )
+        for msg in digest_messages(self._entries):
             await self._publish(self.options.control_topic, msg, bulk=True)
             await trio.sleep(PACE)
-            after = until
 
     async def _answer_digest(self, msg: wire.DigestMsg) -> None:
         """Send the states the digest's sender lacks or holds differently.
@@ -670,7 +829,19 @@ class MeshPeer:
                 wanted.append(sig)
                 if len(wanted) >= ANSWER_MAX:
                     break
-        states = [s for s in (self.store.load_state(sig) for sig in wanted) if s is not None]
+        states = []
+        for sig in wanted:
+            if self.faults.quarantined(sig):
+                continue
+            try:
+                state = self.store.load_state(sig)
+            except StoreUnavailable:
+                raise
+            except Exception as exc:  # this signature's row: blame it, answer the rest
+                self.faults.fault("answer", exc, (sig,))
+                continue
+            if state is not None:
+                states.append(state)
         for sig in wanted:
             self._answered_at[sig] = now
         self.stats["digests_answered"] += 1
@@ -678,22 +849,13 @@ class MeshPeer:
         await self._send_states(states)
 
     async def _send_states(self, states: list[SigState]) -> None:
-        batch: list[SigState] = []
-        size = 0
-        for state in states:
-            encoded = len(wire.encode_state(state))
-            if batch and size + encoded > wire.MAX_MESSAGE // 2:
-                await self._publish(
-                    self.options.control_topic, wire.StateMsg(states=tuple(batch)), bulk=True
-                )
+        for i, msg in enumerate(state_messages(states)):
+            if i:
                 await trio.sleep(PACE * 5)
-                batch, size = [], 0
-            batch.append(state)
-            size += encoded
-        if batch:
-            await self._publish(
-                self.options.control_topic, wire.StateMsg(states=tuple(batch)), bulk=True
-            )
+            try:
+                await self._publish(self.options.control_topic, msg, bulk=True)
+            except LocalError as exc:  # cannot be sent: blame its signatures, send the rest
+                self.faults.fault("answer", exc, signatures_of(msg))
 
     # -- election and leading ---------------------------------------------
 
@@ -721,6 +883,13 @@ class MeshPeer:
                 log.info("leader is now %s (term %d)", event.leader, event.term)
         self._believed = self.election.leader
 
+    def _election_now(self) -> float:
+        """The clock, never going back: the election refuses time that does
+        (LocalError), and a wall clock stepped back by NTP would otherwise
+        fail every tick and heartbeat until it caught up."""
+        self._election_clock = max(self._election_clock, self.clock())
+        return self._election_clock
+
     async def _watch_peers(self) -> None:
         """Tell the election which direct connections opened and closed, and
         the digest loop that the peer set changed.
@@ -734,7 +903,7 @@ class MeshPeer:
             current = set(self.gossip.peers())
             if current != known:
                 self._peers_changed.set()
-            now = self.clock()
+            now = self._election_now()
             for peer in sorted(known - current):
                 await self._apply_election(self.election.disconnected(peer, now))
             for peer in sorted(current - known):
@@ -788,11 +957,12 @@ class MeshPeer:
                 await self._lead_wanted.wait()
                 self._lead_wanted = trio.Event()
                 if self.election.role == "leader":
-                    await self._guarded("lead", functools.partial(self._lead, self.clock()))
+                    await self._lead(self.clock())
         finally:
             # Not while an abandoned round may still be using it in its thread.
             if self._worker_store is not None and not self._in_round:
                 self._worker_store.close()
+                self._worker_store = None  # a restarted loop opens a fresh one
 
     async def _lead(self, now: float) -> None:
         """Rounds of at most LEAD_BATCH actions until nothing is due or leadership ends."""
@@ -803,12 +973,16 @@ class MeshPeer:
             # Abandoned on cancellation: a shutdown does not wait for GitHub's
             # retry-after; the thread's work is durable step by step anyway.
             self._in_round = True
-            result, links = await trio.to_thread.run_sync(  # type: ignore[call-arg,unused-ignore]
-                functools.partial(self._round, now, term), abandon_on_cancel=True
-            )
-            self._in_round = False
+            try:
+                result, links = await trio.to_thread.run_sync(  # type: ignore[call-arg,unused-ignore]
+                    functools.partial(self._round, now, term), abandon_on_cancel=True
+                )
+            finally:
+                self._in_round = False
             for error in result.errors:
                 log.warning("%s", error)
+            if result.faulted:
+                self.faults.fault("lead", LocalError("; ".join(result.errors)), result.faulted)
             for _, state in links:
                 self._note(state)
             if links:
@@ -839,6 +1013,7 @@ class MeshPeer:
             lock_timeout=0.2,
             max_actions=LEAD_BATCH,
             keep_going=lambda: self.election.role == "leader" and self.election.term == term,
+            skip=self.faults.quarantined,
         )
         return result, [(state.signature, state) for state in result.links]
 
@@ -849,15 +1024,24 @@ class MeshPeer:
     # -- status -----------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
+        """Never raises: a relay whose store fails must still say so here."""
+        pending: int | None
+        signatures: int | None
+        unreadable: int | None
         try:
-            stats: Any = self.store.statistics()
-        except StoreUnavailable as exc:
-            stats = types.SimpleNamespace(pending=None, signatures=None)
-            if self.store_error is None:
-                self.store_error = {"ok": False, "error": str(exc), "since": self.clock()}
+            stats = self.store.statistics()
+            pending, signatures, unreadable = (
+                stats.pending,
+                stats.signatures,
+                stats.unreadable_rows,
+            )
+        except StoreUnavailable as exc:  # a full or unreadable disk: say so, not a fault
+            self.faults.store_failed(exc)
+            pending = signatures = unreadable = None
+        except StoreError as exc:
+            self.faults.fault("status", exc)
+            pending = signatures = unreadable = None
         return {
-            "store": self.store_error or {"ok": True},
-            "faults": dict(self.faults),
             "peer_id": self.gossip.peer_id,
             "status_url": self.status_url,
             "addrs": self.gossip.addrs,
@@ -865,8 +1049,10 @@ class MeshPeer:
             "role": self.election.role,
             "leader": self.election.leader,
             "term": self.election.term,
-            "spool_pending": stats.pending,
-            "signatures": stats.signatures,
+            "spool_pending": pending,
+            "signatures": signatures,
+            "unreadable_rows": unreadable,
+            **self.faults.status(),
             "rejected": dict(self.rejections.by_reason),
             "banned": sorted(self.rejections.banned),
             "stats": dict(self.stats),

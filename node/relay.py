@@ -47,6 +47,11 @@ async def _listen_for_nudges(path: os.PathLike[str] | str, peer: MeshPeer) -> No
             os.unlink(path)
 
 
+def _gauge(value: Any) -> str:
+    """A status number as a sample; NaN when the store could not tell (None)."""
+    return "NaN" if value is None else str(value)
+
+
 def metrics_text(status: dict[str, Any]) -> str:
     """The status as Prometheus text exposition (gauges and counters)."""
     lines = [
@@ -57,13 +62,23 @@ def metrics_text(status: dict[str, Any]) -> str:
         "# TYPE errmesh_term gauge",
         f"errmesh_term {status.get('term', 0)}",
         "# TYPE errmesh_spool_pending gauge",
-        f"errmesh_spool_pending {status.get('spool_pending', 0)}",
+        f"errmesh_spool_pending {_gauge(status.get('spool_pending', 0))}",
         "# TYPE errmesh_signatures gauge",
-        f"errmesh_signatures {status.get('signatures', 0)}",
+        f"errmesh_signatures {_gauge(status.get('signatures', 0))}",
         "# TYPE errmesh_rejected_total counter",
     ]
     for reason, count in sorted(status.get("rejected", {}).items()):
         lines.append(f'errmesh_rejected_total{{reason="{reason}"}} {count}')
+    lines.append("# TYPE errmesh_faults_total counter")
+    for loop, count in sorted(status.get("faults", {}).items()):
+        lines.append(f'errmesh_faults_total{{loop="{loop}"}} {count}')
+    store_ok = status.get("store", {}).get("ok", True)
+    lines += [
+        "# TYPE errmesh_store_ok gauge",
+        f"errmesh_store_ok {1 if store_ok else 0}",
+        "# TYPE errmesh_quarantined gauge",
+        f"errmesh_quarantined {status.get('quarantined_count', 0)}",
+    ]
     lines.append("# TYPE errmesh_events_total counter")
     for name, count in sorted(status.get("stats", {}).items()):
         lines.append(f'errmesh_events_total{{event="{name}"}} {count}')

@@ -772,3 +772,32 @@ def test_capped_aggregate_matches_a_naive_model(
         evicted += _naive_evict(model, max_sigs)
         assert agg.snapshot() == model
         assert agg.evicted_signatures == evicted
+
+
+# -- saturation (mesh.bounds) -------------------------------------------------
+
+
+def test_counts_at_the_wire_limit_saturate_the_total() -> None:
+    """Three origins at 2**63 - 1 sum past 64 bits: the digest must still encode."""
+    from mesh import wire
+    from mesh.bounds import MAX_COUNT
+
+    top = OriginCount(count=2**63 - 1, first_seen=0.0, last_seen=1.0, host="h")
+    state = SigState(signature=b"s" * 16, counts={bytes([i]) * 16: top for i in range(3)})
+    assert state.total == MAX_COUNT
+    entry = wire.DigestEntry(
+        signature=state.signature, total=state.total, link_term=-1, link_synced_total=-1
+    )
+    assert wire.decode(wire.encode(wire.DigestMsg(entries=(entry,)))) == wire.DigestMsg(
+        entries=(entry,)
+    )
+
+
+def test_evicted_origins_saturate() -> None:
+    from mesh.bounds import MAX_COUNT
+
+    rec = OriginCount(count=1, first_seen=0.0, last_seen=1.0, host="h")
+    a = SigState(signature=b"s" * 16, counts={b"a" * 16: rec}, evicted_origins=MAX_COUNT)
+    b = SigState(signature=b"s" * 16, counts={b"b" * 16: rec})
+    merged = merge_states(a, b, Limits(max_origins=1))
+    assert merged.evicted_origins == MAX_COUNT

@@ -17,7 +17,7 @@ from mesh import wire
 from mesh.aggregate import OriginCount, SigState, merge_states
 from mesh.bounds import MAX_COUNT, saturating_add, saturating_sum
 from mesh.store import Store
-from node.peer import _digest_entry
+from node.peer import digest_entry
 
 SIG = b"\x01" * 16
 counts = st.integers(min_value=0, max_value=MAX_COUNT)
@@ -36,7 +36,7 @@ def test_a_merged_states_digest_is_always_encodable(values: list[int]) -> None:
     for i, value in enumerate(values[1:], start=1):
         merged = merge_states(merged, state(bytes([i]) * 16, value))
     assert merged.total == min(sum(values), MAX_COUNT)
-    digest = wire.DigestMsg(entries=(_digest_entry(merged),), after=b"", until=b"")
+    digest = wire.DigestMsg(entries=(digest_entry(merged),), after=b"", until=b"")
     decoded = wire.decode(wire.encode(digest, b"k" * 32), b"k" * 32)
     assert isinstance(decoded, wire.DigestMsg)
     assert decoded.entries[0].total == merged.total
@@ -54,4 +54,4 @@ def test_a_store_holding_counts_at_the_limit_reloads_and_digests(tmp_path: Path)
     with Store.open(tmp_path) as store:
         [loaded] = store.states()
     assert loaded.total == MAX_COUNT
-    wire.encode(wire.DigestMsg(entries=(_digest_entry(loaded),), after=b"", until=b""), None)
+    wire.encode(wire.DigestMsg(entries=(digest_entry(loaded),), after=b"", until=b""), None)

@@ -1012,3 +1012,36 @@ def test_followers_beat_every_third_heartbeat_and_count_as_alive_that_much_longe
     )]  # fmt: skip
     assert leader.role == "leader"
     assert [t for t in beats if t > 1.5] == [2.0, 2.5, 3.0, 3.5, 4.0]  # a leader: every 0.5 s
+
+
+# -- the term ceiling (mesh.bounds) ------------------------------------------
+
+
+def test_a_term_at_the_ceiling_is_never_exceeded() -> None:
+    """A key holder's heartbeat at the ceiling must not make the next term unsendable."""
+    from mesh import wire
+    from mesh.bounds import MAX_TERM
+
+    e = Election(me="a", config=ElectionConfig(heartbeat=0.5), now=0.0)
+    e.tick(0.0)
+    e.receive(hb("z", term=MAX_TERM, leading=True), 0.1)  # worse-ranked, so "a" takes over
+    events = e.tick(10.0)
+    assert e.role == "leader"
+    assert e.term == MAX_TERM
+    beats = [ev.heartbeat for ev in events if isinstance(ev, SendHeartbeat)]
+    assert beats and all(b.term == MAX_TERM for b in beats)
+    for beat in beats:
+        assert not isinstance(
+            wire.decode(wire.encode(wire.HeartbeatMsg(heartbeat=beat))), wire.Rejected
+        )
+
+
+def test_a_stored_term_above_the_ceiling_is_capped() -> None:
+    """A store written before the ceiling existed may hold a term up to 2**63 - 1."""
+    from mesh.bounds import MAX_TERM
+
+    e = Election(me="a", now=0.0, term=2**63 - 1)
+    assert e.term == MAX_TERM
+    e.tick(0.0)
+    e.tick(100.0)
+    assert e.role == "leader" and e.term == MAX_TERM

@@ -258,3 +258,17 @@ def test_a_close_on_a_mesh_machine_without_a_relay_says_where_to_run_it(tmp_path
     assert done.returncode == 0, done.stderr
     assert "here only" in done.stderr and "on a relay's machine" in done.stderr
     assert FileSink(folder).read_index()["issues"][SIG.hex()]["state"] == "closed"
+
+
+def test_a_folder_refuses_to_number_past_the_ceiling(tmp_path: Path) -> None:
+    """A key holder's link at the highest number a link may carry: the next
+    number could not be sent, so the sink says so instead of writing it."""
+    from mesh.bounds import MAX_NUMBER
+
+    sink = FileSink(tmp_path / "issues")
+    sink.number_above(MAX_NUMBER)
+    with pytest.raises(SinkRejected, match="no issue number left"):
+        sink.open_issue(state(), now=1.0, term=1)
+    sink = FileSink(tmp_path / "other")
+    sink.number_above(MAX_NUMBER - 1)
+    assert sink.open_issue(state(), now=1.0, term=1).number == MAX_NUMBER

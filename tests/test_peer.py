@@ -7,6 +7,7 @@ behaviour over real libp2p is in test_mesh.py.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
@@ -43,7 +44,9 @@ class RecordingGossip:
         self.sent.append((topic, decoded))
 
 
-def peer_over(store: Store) -> tuple[MeshPeer, RecordingGossip]:
+def peer_over(
+    store: Store, clock: Callable[[], float] = lambda: 1000.0
+) -> tuple[MeshPeer, RecordingGossip]:
     gossip = RecordingGossip()
     peer = MeshPeer(
         store=store,
@@ -51,7 +54,7 @@ def peer_over(store: Store) -> tuple[MeshPeer, RecordingGossip]:
         options=PeerOptions(reports_topic="r", control_topic="c", key=KEY),
         sink=None,
         rejections=RejectionCounter(),
-        clock=lambda: 1000.0,
+        clock=clock,
     )
     return peer, gossip
 
@@ -243,3 +246,82 @@ def test_another_relays_answer_spares_ours(tmp_path: Path) -> None:
             assert [type(m) for _, m in gossip.sent] == [wire.StateMsg]
 
         trio.run(scenario, clock=MockClock(autojump_threshold=0))
+
+
+def _poison_signature(store: Store, sig: bytes) -> None:
+    """A real SQLite trigger refusing every write of one signature's state:
+    a fault that follows one signature, whatever the code around it."""
+    import contextlib
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(store.path)) as conn:
+        for event in ("INSERT", "UPDATE"):
+            conn.execute(
+                f"CREATE TRIGGER poison_{event.lower()} BEFORE {event} ON states "
+                f"WHEN NEW.sig = x'{sig.hex()}' BEGIN SELECT RAISE(ABORT, 'poisoned row'); END"
+            )
+
+
+def test_a_poisoned_signature_costs_only_itself_and_is_quarantined(tmp_path: Path) -> None:
+    """One message whose merge fails, in a batch with good ones: the good ones are
+    stored and acked, the fault is counted, and after 3 failures the signature
+    is quarantined (listed in the status, skipped by digest answers)."""
+    from test_store import make_report
+
+    from node.faults import QUARANTINE_AFTER
+
+    poisoned = b"P" * 16
+    with Store.open(tmp_path / "cli") as cli, Store.open(tmp_path / "relay") as relay_store:
+        good = cli.spool(make_report())
+        bad = cli.spool(make_report(sig=poisoned))
+        _poison_signature(relay_store, poisoned)
+        peer, gossip = peer_over(relay_store)
+        gossip.direct = ["12D3KooWcli"]
+        for _ in range(QUARANTINE_AFTER):
+            batch: list[tuple[wire.Message, str]] = [
+                (wire.ReportMsg(report=bad), "12D3KooWcli"),
+                (wire.ReportMsg(report=good), "12D3KooWcli"),
+                (wire.StateMsg(states=(state_from(b"A" * 16, 2),)), "12D3KooWrelayB"),
+            ]
+            trio.run(peer.apply, batch)
+        assert relay_store.load_state(good.signature) is not None
+        assert relay_store.load_state(poisoned) is None
+        acked = {i for _, m in gossip.sent if isinstance(m, wire.AckMsg) for i in m.ids}
+        assert acked == {(good.origin, good.seq)}, "only what was stored is acked"
+        status = peer.status()
+        assert status["faults"]["apply"] == QUARANTINE_AFTER
+        assert status["quarantined"] == [poisoned.hex()]
+        assert status["store"]["ok"] is True
+
+        # Quarantined: the next copy is not even tried.
+        trio.run(peer.apply, [(wire.ReportMsg(report=bad), "12D3KooWcli")])
+        assert peer.status()["faults"]["apply"] == QUARANTINE_AFTER
+
+
+def test_faults_and_the_store_show_in_the_metrics(tmp_path: Path) -> None:
+    from mesh.errors import StoreUnavailable
+    from node.relay import metrics_text
+
+    with Store.open(tmp_path) as store:
+        peer, _ = peer_over(store)
+        peer.faults.store_failed(StoreUnavailable("cannot merge: database or disk is full"))
+        peer.faults.fault("answer", ValueError("x"), (SIG,))
+        text = metrics_text(peer.status())
+        assert "errmesh_store_ok 0\n" in text
+        assert 'errmesh_faults_total{loop="answer"} 1\n' in text
+        assert 'errmesh_faults_total{loop="store"} 1\n' in text
+        assert peer.status()["store"]["error"] == "cannot merge: database or disk is full"
+        peer.faults.store_ok()
+        assert "errmesh_store_ok 1\n" in metrics_text(peer.status())
+
+
+def test_a_wall_clock_stepped_back_does_not_stop_the_election(tmp_path: Path) -> None:
+    """NTP may step time.time() back; the election refuses time going back."""
+    now = [1000.0]
+    with Store.open(tmp_path) as store:
+        peer, _ = peer_over(store, lambda: now[0])
+        beat = Heartbeat(peer="12D3KooWrelayB", priority=0, term=1, leading=True)
+        trio.run(peer.handle, wire.HeartbeatMsg(heartbeat=beat), "12D3KooWrelayB")
+        now[0] = 940.0  # stepped back a minute
+        trio.run(peer.handle, wire.HeartbeatMsg(heartbeat=beat), "12D3KooWrelayB")
+        assert peer.election.leader == "12D3KooWrelayB"

@@ -235,3 +235,61 @@ def test_the_highest_link_term_is_remembered(tmp_path: Path) -> None:
         store.set_link(b"T" * 16, dataclasses.replace(link, term=3))
     with Store.open(tmp_path) as store:
         assert store.max_link_term() == 7
+
+
+def _poison(db: Path, *statements: tuple[str, tuple[object, ...]]) -> None:
+    """Write rows straight into a store's database, as an older version or a bad disk might."""
+    import contextlib
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        for sql, args in statements:
+            conn.execute(sql, args)
+
+
+def _stored_with_term(state_bytes: bytes, term: int) -> bytes:
+    """A stored state re-packed with its link's term changed (what an older version wrote)."""
+    import msgpack
+
+    outer = msgpack.unpackb(state_bytes, raw=False)
+    if "z" in outer:
+        import zlib
+
+        outer |= msgpack.unpackb(zlib.decompress(outer.pop("z")), raw=False)
+    outer["s"][0]["k"]["t"] = term
+    return bytes(msgpack.packb(outer, use_bin_type=True))
+
+
+def test_poisoned_rows_load_without_dying_and_are_counted(tmp_path: Path) -> None:
+    """A relay that stored a poison (or whose disk garbled a row) must come up again."""
+    from mesh import wire
+    from mesh.aggregate import OriginCount, SigState
+    from mesh.bounds import MAX_TERM
+
+    good, text, old = b"G" * 16, b"T" * 16, b"O" * 16
+    link = IssueLink(
+        ref="r#1", number=1, url="u", state="open", term=3, synced_total=1, synced_at=1.0
+    )
+    rec = OriginCount(count=1, first_seen=1.0, last_seen=2.0, host="h")
+    with Store.open(tmp_path) as store:
+        store.merge_states([SigState(signature=s, counts={b"o" * 16: rec}) for s in (good, text)])
+        db = store.path
+    too_high = _stored_with_term(wire.encode_state(SigState(signature=old, link=link)), 2**63 - 1)
+    _poison(
+        db,
+        ("UPDATE states SET state = 'not a blob' WHERE sig = ?", (text,)),
+        ("INSERT INTO states (sig, state, last_seen) VALUES (?, ?, 0)", (old, too_high)),
+        ("INSERT INTO counters (name, value) VALUES ('max_link_term', ?) "
+         "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (2**63 - 1,)),
+        ("INSERT INTO spool (sig, created, payload) VALUES (?, 0, 'text, not a report')", (good,)),
+    )  # fmt: skip
+    with Store.open(tmp_path) as store:
+        assert store.max_link_term() == MAX_TERM
+        assert [s.signature for batch in store.iter_states() for s in batch] == [good]
+        assert store.load_state(text) is None and store.load_state(old) is None
+        assert store.pending() == []
+        stats = store.statistics()
+        assert stats.unreadable_rows >= 3 and stats.corrupt_rows == 1
+        # The next merge of a skipped signature overwrites its row with a sound state.
+        store.merge_states([SigState(signature=text, counts={b"o" * 16: rec})])
+        assert store.load_state(text) == SigState(signature=text, counts={b"o" * 16: rec})

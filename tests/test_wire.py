@@ -76,6 +76,7 @@ RECORD_TABLES = [
 ids = st.binary(min_size=16, max_size=16)
 uints = st.integers(0, 2**63 - 1)
 ints = st.integers(-(2**63), 2**63 - 1)
+terms = st.integers(0, wire.MAX_TERM)
 times = st.floats(allow_nan=False, allow_infinity=False)
 severities = st.sampled_from(Severity)
 names = st.text(max_size=12)
@@ -133,7 +134,7 @@ links = st.builds(
     number=st.none() | uints,
     url=lines,
     state=st.sampled_from(("open", "closed")),
-    term=uints,
+    term=terms,
     synced_total=uints,
     synced_at=times,
     severity=severities,
@@ -149,10 +150,10 @@ states = st.builds(
     evicted_origins=uints,
 )
 heartbeats = st.builds(
-    Heartbeat, peer=peers, priority=ints, term=uints, leading=st.booleans(), eligible=st.booleans()
+    Heartbeat, peer=peers, priority=ints, term=terms, leading=st.booleans(), eligible=st.booleans()
 )
 digest_entries = st.builds(
-    DigestEntry, signature=ids, total=uints, link_term=ints, link_synced_total=ints
+    DigestEntry, signature=ids, total=uints, link_term=terms | st.just(-1), link_synced_total=ints
 )
 
 
@@ -726,6 +727,42 @@ def test_a_short_cluster_key_is_a_local_error() -> None:
         encode(sample_messages()[1], key=b"")
 
 
+ABOVE_THE_CEILING = [
+    ("heartbeat term", "hb", ("h", "t"), wire.MAX_TERM),
+    ("issue link term", "issue", ("l", 0, 1, "t"), wire.MAX_TERM),
+    ("digest link term", "digest", ("d", 0, "t"), wire.MAX_TERM),
+    ("stored link term", "state", ("s", 0, "k", "t"), wire.MAX_TERM),
+    ("issue link number", "issue", ("l", 0, 1, "n"), wire.MAX_NUMBER),
+    ("stored link number", "state", ("s", 0, "k", "n"), wire.MAX_NUMBER),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "ceiling"),
+    [c[1:] for c in ABOVE_THE_CEILING],
+    ids=[c[0] for c in ABOVE_THE_CEILING],
+)
+@pytest.mark.parametrize("above", [1, 2**63 - 1], ids=["ceiling+1", "2**63-1"])
+def test_a_term_or_issue_number_above_its_ceiling_is_out_of_range(
+    kind: str, path: tuple[Any, ...], ceiling: int, above: int
+) -> None:
+    """A leader takes term + 1, a file sink number + 1: a value the mesh could
+    never send or store after that must not get in."""
+    msg = next(m for m in sample_messages() if isinstance(m, wire._TABLES[kind].cls))
+    fields = unpacked(encode(msg))
+    parent = fields
+    for step in path[:-1]:
+        parent = parent[step]
+    assert path[-1] in parent, "the sample carries the field"
+    parent[path[-1]] = ceiling
+    assert not isinstance(decode(packed(fields)), Rejected), "the ceiling itself is allowed"
+    parent[path[-1]] = min(ceiling + above, 2**63 - 1)
+    result = decode(packed(fields))
+    assert isinstance(result, Rejected)
+    assert result.reason == "out-of-range"
+    assert "ceiling" in result.detail
+
+
 def test_every_reason_is_listed() -> None:
     assert set(wire.REJECT_REASONS) == {
         "oversized",
@@ -734,6 +771,7 @@ def test_every_reason_is_listed() -> None:
         "unknown-version",
         "unknown-kind",
         "bad-field",
+        "out-of-range",
         "ext-type",
         "too-deep",
         "too-many",

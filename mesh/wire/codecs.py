@@ -15,7 +15,7 @@ from typing import Any, Final, NamedTuple, TypeAlias
 
 from mesh.report import SIGNATURE_BYTES
 from mesh.severity import Severity
-from mesh.wire.limits import _INT64_END, _INT64_MIN, MAX_NAME
+from mesh.wire.limits import _INT64_END, _INT64_MIN, MAX_NAME, MAX_NUMBER, MAX_TERM
 from mesh.wire.rejected import _Reject, _tname
 
 _Read: TypeAlias = Callable[[Any], Any]
@@ -78,12 +78,16 @@ def _read_bound(value: Any) -> bytes:
     return value
 
 
-def _integer(low: int) -> _Codec:
+def _integer(low: int, ceiling: int | None = None) -> _Codec:
+    """An int in ``[low, 2**63)``; with a ``ceiling``, one above it is ``out-of-range``."""
+
     def read(value: Any) -> int:
         if type(value) is not int:
             raise _Reject("bad-field", f"expected int, got {_tname(value)}")
         if not low <= value < _INT64_END:
             raise _Reject("bad-field", f"int out of range [{low}, 2**63)")
+        if ceiling is not None and value > ceiling:
+            raise _Reject("out-of-range", f"{value} is above the ceiling {ceiling}")
         return value
 
     return _Codec(read, _same)
@@ -201,6 +205,12 @@ _FINGERPRINT = _Codec(_read_fingerprint, _same)
 _BOUND = _Codec(_read_bound, _same)
 _UINT = _integer(0)
 _INT = _integer(_INT64_MIN)
+#: An election term (mesh.bounds: ``term + 1`` must still be sendable).
+_TERM = _integer(0, MAX_TERM)
+#: A digest's link term: a term, or -1 without a link.
+_LINK_TERM = _integer(-1, MAX_TERM)
+#: An issue number (mesh.bounds: a file sink allocates ``number + 1``).
+_NUMBER = _integer(0, MAX_NUMBER)
 _FLOAT = _Codec(_read_float, _write_float)
 _BOOL = _Codec(_read_bool, _same)
 _SEVERITY = _Codec(_read_severity, _write_int)

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from typing import Final
 
+from mesh.bounds import MAX_COUNT as MAX_COUNT
+from mesh.bounds import MAX_NUMBER as MAX_NUMBER
+from mesh.bounds import MAX_TERM as MAX_TERM
+
 VERSION: Final = 1
 MAC_BYTES: Final = 16
 #: Shortest cluster key accepted (keys are 32 random bytes in practice).

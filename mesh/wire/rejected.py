@@ -17,6 +17,7 @@ RejectReason = Literal[
     "unknown-version",
     "unknown-kind",
     "bad-field",
+    "out-of-range",
     "ext-type",
     "too-deep",
     "too-many",
