@@ -27,7 +27,9 @@ def _config(ctx: click.Context, *, strict: bool = True, **extra: Any) -> Config:
     """The command's configuration; operator commands are strict (a bad setting
     stops them with one line, exit 2), ``run`` is not (see ``load_config``)."""
     flags = {**ctx.find_root().obj, **{k: v for k, v in extra.items() if v is not None}}
-    return load_config(flags, strict=strict)
+    if strict:
+        return load_config(flags, strict=True)
+    return load_config(flags, problems=_IGNORED_OPTIONS)
 
 
 class _Cli(click.Group):
@@ -383,6 +385,61 @@ def demo(directory: Path, rounds: int) -> None:
     sys.exit(run_demo(directory, rounds=rounds))
 
 
+#: Global options ``main`` left out of an ``errmesh run`` command line.
+_IGNORED_OPTIONS: list[ConfigError] = []
+
+
+def lenient_run_args(args: Sequence[str]) -> tuple[list[str], list[ConfigError]]:
+    """``args`` without the global options that would stop ``errmesh run``.
+
+    A wrapped program (a cron job) must run whatever errmesh's own options
+    say: an unknown global option or a bad value (``--window soon``) would
+    make click exit 2 before the program starts. Those are left out, and
+    said once (with the settings' other problems); the valid ones still
+    hold, so reports do not silently go to another cluster. Any other
+    command line comes back unchanged: operator commands stay strict.
+    """
+    options = {
+        name: param
+        for param in cli.params
+        if isinstance(param, click.Option)
+        for name in param.opts
+    }
+    kept: list[str] = []
+    problems: list[ConfigError] = []
+    i = 0
+    while i < len(args) and args[i].startswith("-") and args[i] != "--":
+        name, eq, value = args[i].partition("=")
+        option = options.get(name)
+        if option is None or option.is_flag or option.is_eager:
+            if option is None and name not in ("-h", "--help"):
+                problems.append(ConfigError(name, "no such option"))
+                following = args[i + 1] if i + 1 < len(args) else "run"
+                if not eq and following != "run" and not following.startswith("-"):
+                    i += 1  # most likely its value: ``--colour auto run ...``
+            else:
+                kept.append(args[i])
+            i += 1
+            continue
+        if not eq:
+            if i + 1 >= len(args):
+                return list(args), []  # nothing after it: no command to run
+            value = args[i + 1]
+            i += 1
+        i += 1
+        try:
+            option.type.convert(value, option, None)
+        except click.BadParameter as exc:
+            problems.append(ConfigError(name, exc.message))
+            continue
+        kept += [name, value]
+    if i >= len(args) or args[i] != "run" or not problems:
+        return list(args), []
+    return kept + list(args[i:]), problems
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point."""
-    cli.main(args=list(argv) if argv is not None else None, prog_name="errmesh")
+    args, problems = lenient_run_args(list(argv) if argv is not None else sys.argv[1:])
+    _IGNORED_OPTIONS[:] = problems
+    cli.main(args=args, prog_name="errmesh")

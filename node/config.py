@@ -21,7 +21,7 @@ module makes them a :class:`Config`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -182,6 +182,7 @@ def load_config(
     *,
     read_file: bool = True,
     strict: bool = False,
+    problems: Sequence[ConfigError] = (),
 ) -> Config:
     """Read the environment and the TOML file, then :func:`resolve`.
 
@@ -192,13 +193,14 @@ def load_config(
     (:func:`node.settings.say_problems`). ``strict=True`` (operator commands,
     a relay) raises ``ConfigError`` for a bad value or for an unreadable,
     invalid or missing file that was named explicitly; a missing default file
-    is simply absent either way.
+    is simply absent either way. ``problems`` found before (the command
+    line's, lenient too) are said on the same line.
     """
     if strict:
         return _config(load_values(flags, environ, read_file=read_file))
-    problems: list[ConfigError] = []
-    values = load_values(flags, environ, read_file=read_file, problems=problems)
-    say_problems(problems)
+    found: list[ConfigError] = list(problems)
+    values = load_values(flags, environ, read_file=read_file, problems=found)
+    say_problems(found)
     return _config(values)
 
 

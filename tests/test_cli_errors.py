@@ -62,6 +62,44 @@ def test_run_with_a_bad_value_in_the_file_keeps_the_files_other_settings(
     assert (elsewhere / "index.json").exists()
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        ("--bogus",),
+        ("--colour", "auto"),
+        ("--window", "soon"),
+        ("--window=soon",),
+        ("--sink", "carrier-pigeon"),
+    ],
+    ids=[
+        "unknown flag",
+        "unknown option with a value",
+        "bad value",
+        "bad value with =",
+        "bad choice",
+    ],
+)
+def test_run_with_a_bad_global_option_still_runs_and_keeps_the_good_ones(
+    sandbox: Sandbox, options: tuple[str, ...]
+) -> None:
+    """A typo in a cron line's errmesh options must not stop the job: the bad
+    option is dropped and said once, the valid ones (here the cluster) hold."""
+    done = sandbox.errmesh("--cluster", "nightly", *options, *FAIL)
+    assert done.returncode == 3, done.stderr
+    assert "boom" in done.stderr
+    (line,) = errmesh_lines(done.stderr)
+    assert options[0].partition("=")[0] in line and "ignoring" in line
+    nightly = sandbox.root / "data" / "nightly" / "issues" / "index.json"
+    assert nightly.exists(), "the report went to the cluster the valid option named"
+    assert not sandbox.issues_dir.exists()
+
+
+def test_operator_commands_still_refuse_a_bad_global_option(sandbox: Sandbox) -> None:
+    done = sandbox.errmesh("--window", "soon", "status")
+    assert done.returncode == 2
+    assert "--window" in done.stderr
+
+
 def test_embedded_capture_with_a_bad_environment_value_still_reports(sandbox: Sandbox) -> None:
     done = sandbox.python(
         "import node\nnode.install()\nraise RuntimeError('host failure')\n",
