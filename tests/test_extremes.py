@@ -7,14 +7,19 @@ spool) and reads the issue errmesh wrote, as a user would.
 from __future__ import annotations
 
 import builtins
+import json
+import os
 import re
+import shutil
+import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import Sandbox
+from conftest import ROOT, Sandbox
 from mesh.scrub import Scrubber
 from node.event import MESSAGE_CHARS, EventContext, cut_text, exception_event
 
@@ -352,3 +357,81 @@ def test_both_error_paths_scrub_a_groups_leaves() -> None:
     for report in (to_report(scrub_event(event, scrubber)), scrubber.report(to_report(event))):
         assert report.leaves[0].message == "token [REDACTED]"
         assert report.leaves[0].frames[-1].function.endswith("leak")
+
+
+#: Runs under Python 3.10, where groups come from the ``exceptiongroup``
+#: backport that trio depends on: prints the leaves kept and the signature.
+GROUP_ON_310 = textwrap.dedent(
+    """
+    import json, sys, trio
+    assert sys.version_info < (3, 11) and "exceptiongroup" in sys.modules
+    from mesh.signature import report_signature, signature_leaf
+    from node.event import EventContext, from_exception
+    def parse(raw):
+        return int(raw)
+    def lookup(key):
+        return {}[key]
+    async def task(bug):
+        bug()
+    async def main():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(task, lambda: parse("x9"))
+            nursery.start_soon(task, lambda: lookup("user"))
+    try:
+        trio.run(main)
+    except BaseException as group:
+        report = from_exception(group, EventContext(app="demo"), now=0.0)
+    leaf = signature_leaf(report)
+    print(json.dumps({
+        "group": report.exc_type,
+        "leaves": sorted(l.type for l in report.leaves),
+        "signed_by": leaf.type if leaf else None,
+        "signature": report_signature(report).hex(),
+    }))
+    """
+)
+
+
+def _python_310() -> str:
+    """A working 3.10 interpreter (pyenv's shim exists even when it cannot run one)."""
+    candidates = [*sorted(Path.home().glob(".pyenv/versions/3.10*/bin/python3.10"))]
+    on_path = shutil.which("python3.10")
+    if on_path:
+        candidates.append(Path(on_path))
+    for python in candidates:
+        if subprocess.run([python, "-c", ""], capture_output=True, check=False).returncode == 0:
+            return str(python)
+    pytest.skip("no Python 3.10 interpreter on this machine")
+
+
+@pytest.mark.slow
+def test_on_python_310_the_backports_groups_are_signed_by_their_leaves(tmp_path: Path) -> None:
+    """3.10 has no builtin ExceptionGroup: trio raises the backport's, which
+    must be walked like the builtin (else every nursery is one issue there)."""
+    python = _python_310()
+    target = tmp_path / "site"
+    install = subprocess.run(
+        [python, "-m", "pip", "install", "-q", "--target", str(target), "trio>=0.24"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    if install.returncode != 0:
+        pytest.skip(f"cannot install trio for Python 3.10: {install.stderr.strip()[-300:]}")
+    runs = [
+        subprocess.run(
+            [python, "-c", GROUP_ON_310],
+            env={**os.environ, "PYTHONPATH": f"{target}{os.pathsep}{ROOT}"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        for _ in range(3)
+    ]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-2000:]
+    results = [json.loads(run.stdout) for run in runs]
+    first = results[0]
+    assert first["group"] == "exceptiongroup.ExceptionGroup"
+    assert first["leaves"] == ["KeyError", "ValueError"]
+    assert first["signed_by"] in ("KeyError", "ValueError")
+    assert all(r == first for r in results), "trio's task order does not change the signature"
