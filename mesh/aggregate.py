@@ -113,12 +113,18 @@ __all__ = [
     "UpdateIssue",
     "effective_severity",
     "empty_state",
+    "eviction_key",
+    "join",
     "link_order",
     "merge_states",
     "next_due",
     "per_hour",
     "plan",
     "state_fingerprint",
+    "state_of_link",
+    "state_of_occurrence",
+    "state_of_report",
+    "summary",
 ]
 
 
@@ -261,6 +267,52 @@ _HOUR = 3600.0
 def empty_state(signature: bytes) -> SigState:
     """The bottom of the join for ``signature``: merging it changes nothing."""
     return SigState(signature=signature, severity=_BOTTOM_SEVERITY)
+
+
+# --- records as states: the one conversion every merge path uses -------------
+
+
+def _count_of(occ: Occurrence) -> OriginCount:
+    return OriginCount(
+        count=occ.count, first_seen=occ.first_seen, last_seen=occ.last_seen, host=occ.host
+    )
+
+
+def state_of_occurrence(occ: Occurrence) -> SigState:
+    """The state an ``occ`` record adds: one origin's count, its severity, no detail."""
+    return SigState(
+        signature=occ.signature, counts={occ.origin: _count_of(occ)}, severity=occ.severity
+    )
+
+
+def state_of_report(report: Report) -> SigState:
+    """The state a full report adds: its occurrence, and itself as the detail."""
+    occ = state_of_occurrence(report.occurrence())
+    return SigState(
+        signature=occ.signature, detail=report, counts=occ.counts, severity=occ.severity
+    )
+
+
+def state_of_link(signature: bytes, link: IssueLink) -> SigState:
+    """The state an ``issue`` record adds: the link only, at the bottom severity
+    (a link's own ``severity`` is what the issue shows, not a new occurrence)."""
+    return SigState(signature=signature, severity=_BOTTOM_SEVERITY, link=link)
+
+
+def join(base: SigState | None, incoming: SigState, limits: Limits = Limits()) -> SigState:
+    """``incoming`` folded into ``base`` (``None``: nothing known of it yet).
+
+    Always a join with the bottom at least, so that an incoming state over
+    the origin cap is capped like any merge. The rule every holder of an
+    aggregate applies (:class:`Aggregate`, ``mesh.store.Store``).
+    """
+    return merge_states(empty_state(incoming.signature) if base is None else base, incoming, limits)
+
+
+def eviction_key(state: SigState) -> tuple[int, float, bytes]:
+    """At the signature cap the smallest key goes first: no open issue before
+    an open one, then the least recently seen, then the lowest signature."""
+    return (_open(state), state.last_seen, state.signature)
 
 
 # --- joins of the single fields ---------------------------------------------
@@ -496,7 +548,8 @@ def state_fingerprint(state: SigState) -> bytes:
     return hashlib.blake2b(repr(canon).encode(), digest_size=8).digest()
 
 
-def _summary(state: SigState) -> StateSummary:
+def summary(state: SigState) -> StateSummary:
+    """What an anti-entropy digest says of ``state`` (every number bounded)."""
     link = state.link
     return StateSummary(
         signature=state.signature,
@@ -620,13 +673,9 @@ class Aggregate:
         The hot path: one small dict copy and one new state at most.
         """
         _check_times(occ.count, occ.first_seen, occ.last_seen, "occurrence")
-        rec = OriginCount(
-            count=occ.count, first_seen=occ.first_seen, last_seen=occ.last_seen, host=occ.host
-        )
         if old is None:
-            return SigState(
-                signature=occ.signature, counts={occ.origin: rec}, severity=occ.severity
-            )
+            return state_of_occurrence(occ)
+        rec = _count_of(occ)
         mine = old.counts.get(occ.origin)
         if mine is not None:
             rec = _join_count(mine, rec)
@@ -688,7 +737,7 @@ class Aggregate:
         _check_link(link)
         old = self._states.get(signature)
         if old is None:
-            new = SigState(signature=signature, severity=_BOTTOM_SEVERITY, link=link)
+            new = state_of_link(signature, link)
             self._insert(new)
             return new
         winner = _join_link(old.link, link)
@@ -730,7 +779,7 @@ class Aggregate:
 
     def digest(self) -> list[StateSummary]:
         """An anti-entropy summary of every signature, sorted by signature."""
-        return [_summary(self._states[sig]) for sig in sorted(self._states)]
+        return [summary(self._states[sig]) for sig in sorted(self._states)]
 
     def delta_for(self, digest: Iterable[Fingerprinted]) -> list[SigState]:
         """The states a peer that sent ``digest`` lacks or holds differently.

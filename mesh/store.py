@@ -28,7 +28,8 @@ Theory of operation:
 - Bounds: at most ``max_reports`` pending rows (the oldest are dropped and
   counted as ``spool_dropped``), at most ``max_bytes`` of database
   (``max_page_count``: SQLite answers "full" like a full disk would), at most
-  ``limits.max_signatures`` states (least recently seen evicted, counted).
+  ``limits.max_signatures`` states (evicted in ``mesh.aggregate.eviction_key``'s
+  order: no open issue first, then least recently seen; counted).
 
 Every SQLite or OS failure surfaces as :class:`~mesh.errors.StoreError`;
 one that means "cannot write here at all" (read-only, full, bad path) as
@@ -51,16 +52,19 @@ from mesh.aggregate import (
     BundlePolicy,
     IssueLink,
     Limits,
-    OriginCount,
     SigState,
+    eviction_key,
+    join,
     merge_states,
     next_due,
+    state_of_link,
+    state_of_report,
 )
 from mesh.bounds import MAX_NUMBER, MAX_TERM
 from mesh.errors import MeshError, StoreError, StoreUnavailable, WireError
 from mesh.report import Report
 
-__all__ = ["DB_NAME", "Store", "StoreStatistics", "state_of_report"]
+__all__ = ["DB_NAME", "Store", "StoreStatistics"]
 
 DB_NAME = "errmesh.sqlite3"
 _SCHEMA = """
@@ -88,29 +92,15 @@ CREATE TABLE IF NOT EXISTS states (
     sig BLOB PRIMARY KEY,
     state BLOB NOT NULL,
     last_seen REAL NOT NULL,
-    next_due REAL
+    next_due REAL,
+    open INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS states_next_due ON states (next_due);
-CREATE INDEX IF NOT EXISTS states_last_seen ON states (last_seen);
 """
+#: ``mesh.aggregate.eviction_key`` as persisted columns (created after the
+#: migration in ``_create_schema``: a store from before has no ``open``).
+_EVICTION_INDEX = "CREATE INDEX IF NOT EXISTS states_eviction ON states (open, last_seen, sig)"
 _UNAVAILABLE = ("readonly", "read-only", "disk is full", "unable to open", "disk i/o")
-
-
-def state_of_report(report: Report) -> SigState:
-    """The one-report state that merging a report adds to the aggregate."""
-    return SigState(
-        signature=report.signature,
-        detail=report,
-        counts={
-            report.origin: OriginCount(
-                count=report.count,
-                first_seen=report.timestamp,
-                last_seen=report.timestamp,
-                host=report.host,
-            )
-        },
-        severity=report.severity,
-    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -468,8 +458,8 @@ class Store:
                 touched: dict[bytes, SigState] = {}
                 for report in reports:
                     sig = report.signature
-                    base = touched.get(sig) or self._load(sig) or SigState(signature=sig)
-                    touched[sig] = merge_states(base, state_of_report(report), self.limits)
+                    base = touched.get(sig) or self._load(sig)
+                    touched[sig] = join(base, state_of_report(report), self.limits)
                 for state in touched.values():
                     self._save(state)
                 self._conn.executemany(
@@ -492,7 +482,7 @@ class Store:
         # Joined in memory first: a batch often holds many states of one
         # signature, and each load and save decodes and encodes the whole state.
         joined: dict[bytes, SigState] = {}
-        for state in states:
+        for state in states:  # not join(): the incoming state is capped once, below
             seen = joined.get(state.signature)
             joined[state.signature] = (
                 state if seen is None else merge_states(seen, state, self.limits)
@@ -504,8 +494,7 @@ class Store:
             with _immediate(self._conn):
                 out = []
                 for state in joined.values():
-                    base = self._load(state.signature)
-                    merged = state if base is None else merge_states(base, state, self.limits)
+                    merged = join(self._load(state.signature), state, self.limits)
                     self._save(merged)
                     out.append(merged)
                 self._evict_signatures()
@@ -519,8 +508,7 @@ class Store:
 
     def set_link(self, signature: bytes, link: IssueLink) -> SigState:
         """Record where a signature's issue is (last writer by term wins)."""
-        base = SigState(signature=signature, link=link)
-        return self.merge_states([base])[0]
+        return self.merge_states([state_of_link(signature, link)])[0]
 
     def max_link_term(self) -> int:
         """The highest election term among the recorded issue links (0 if none).
@@ -637,15 +625,17 @@ class Store:
                     ("max_link_number", state.link.number or 0),
                 ],
             )
+        klass, last_seen, _ = eviction_key(state)
         self._conn.execute(
-            "INSERT INTO states (sig, state, last_seen, next_due) VALUES (?, ?, ?, ?) "
+            "INSERT INTO states (sig, state, last_seen, next_due, open) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (sig) DO UPDATE SET state = excluded.state, "
-            "last_seen = excluded.last_seen, next_due = excluded.next_due",
+            "last_seen = excluded.last_seen, next_due = excluded.next_due, open = excluded.open",
             (
                 state.signature,
                 wire.encode_state(state),
-                state.last_seen,
+                last_seen,
                 next_due(state, self.policy),
+                klass,
             ),
         )
 
@@ -653,9 +643,9 @@ class Store:
         total = int(self._conn.execute("SELECT COUNT(*) FROM states").fetchone()[0])
         excess = total - self.limits.max_signatures
         if excess > 0:
-            self._conn.execute(
+            self._conn.execute(  # mesh.aggregate.eviction_key's order
                 "DELETE FROM states WHERE sig IN "
-                "(SELECT sig FROM states ORDER BY last_seen, sig LIMIT ?)",
+                "(SELECT sig FROM states ORDER BY open, last_seen, sig LIMIT ?)",
                 (excess,),
             )
             self._bump("signatures_evicted", excess)
@@ -743,6 +733,16 @@ def _create_schema(conn: sqlite3.Connection) -> None:
     for statement in _SCHEMA.split(";"):
         if statement.strip():
             conn.execute(statement)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(states)")}
+    if "open" not in columns:  # a store from before eviction kept open issues
+        conn.execute("ALTER TABLE states ADD COLUMN open INTEGER NOT NULL DEFAULT 0")
+        conn.execute("DROP INDEX IF EXISTS states_last_seen")
+        rows = conn.execute("SELECT sig, state FROM states").fetchall()
+        for sig, payload in rows:
+            with contextlib.suppress(WireError, TypeError):
+                klass = eviction_key(wire.decode_state(payload))[0]
+                conn.execute("UPDATE states SET open = ? WHERE sig = ?", (klass, sig))
+    conn.execute(_EVICTION_INDEX)
 
 
 @contextlib.contextmanager

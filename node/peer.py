@@ -44,7 +44,7 @@ import trio.lowlevel
 from github_sink.errors import SinkError
 from github_sink.sink import Replica, Sink
 from mesh import wire
-from mesh.aggregate import OriginCount, SigState, state_fingerprint
+from mesh.aggregate import OriginCount, SigState, state_of_link, state_of_occurrence, summary
 from mesh.election import (
     BecameLeader,
     Election,
@@ -73,7 +73,6 @@ __all__ = [
     "signatures_of",
     "split_state",
     "state_messages",
-    "state_of_occurrence",
 ]
 
 log = logging.getLogger("errmesh.peer")
@@ -177,28 +176,9 @@ def _unspecified(maddr: str) -> bool:
 
 
 def digest_entry(state: SigState) -> wire.DigestEntry:
-    """What a digest says about ``state`` (every number in it is bounded:
-    totals saturate, terms stop at the ceiling; see ``mesh.bounds``)."""
-    return wire.DigestEntry(
-        signature=state.signature,
-        total=state.total,
-        link_term=state.link.term if state.link else -1,
-        link_synced_total=state.link.synced_total if state.link else -1,
-        fingerprint=state_fingerprint(state),
-    )
-
-
-def state_of_occurrence(occ: Occurrence) -> SigState:
-    """The state an ``occ`` record adds (no detail: that comes with the report)."""
-    return SigState(
-        signature=occ.signature,
-        counts={
-            occ.origin: OriginCount(
-                count=occ.count, first_seen=occ.first_seen, last_seen=occ.last_seen, host=occ.host
-            )
-        },
-        severity=occ.severity,
-    )
+    """``mesh.aggregate.summary`` as a wire record (every number in it is
+    bounded: totals saturate, terms stop at the ceiling; see ``mesh.bounds``)."""
+    return wire.DigestEntry(**summary(state)._asdict())
 
 
 def signatures_of(msg: wire.Message) -> tuple[bytes, ...]:
@@ -257,7 +237,7 @@ def merge_records(
         elif isinstance(msg, wire.StateMsg):
             states.extend(msg.states)
         elif isinstance(msg, wire.IssueMsg):
-            states.extend(SigState(signature=sig, link=link) for sig, link in msg.links)
+            states.extend(state_of_link(sig, link) for sig, link in msg.links)
         elif isinstance(msg, wire.AckMsg):
             acked.extend(msg.ids)
     states = [st for st in states if _keep(st.signature, skip)]

@@ -131,7 +131,7 @@ occurrences = st.builds(
 links = st.builds(
     IssueLink,
     ref=lines,
-    number=st.none() | uints,
+    number=st.none() | st.integers(0, wire.MAX_NUMBER),
     url=lines,
     state=st.sampled_from(("open", "closed")),
     term=terms,
