@@ -35,7 +35,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -165,6 +165,10 @@ class FileSink:
             if not isinstance(link, dict) or link.get("state") != shown:
                 out[sig] = shown
         return out
+
+    def set_gate(self, gate: Callable[[], bool]) -> None:
+        """Ignored: a folder's writes are local, and every relay mirrors the
+        replicated links into its own folder anyway (DECISIONS 36)."""
 
     # -- Numbering --------------------------------------------------------
 

@@ -58,7 +58,7 @@ from github_sink.render import (
 )
 from github_sink.settings import GitHubSettings
 from github_sink.sink import IssueState
-from mesh.aggregate import IssueLink, SigState, effective_severity
+from mesh.aggregate import DEFAULT_WINDOW, IssueLink, SigState, effective_severity
 from mesh.report import sig_hex
 from mesh.severity import Severity
 
@@ -117,7 +117,7 @@ class GitHubSinkOptions:
     jobs_per_round: int = 4
     #: The bundle window: GitHub itself is checked so that no issue gets two
     #: updates within it, whichever leaders act.
-    window: float = 900.0
+    window: float = DEFAULT_WINDOW
 
     @property
     def copilot(self) -> bool:

@@ -44,6 +44,11 @@ class Sink(Protocol):
         """The current state of these signatures' issues, as people left them."""
         ...
 
+    def set_gate(self, gate: Callable[[], bool]) -> None:
+        """Write only while ``gate()`` is true: a relay passes "I still lead", so
+        a leader deposed in the middle of a round stops writing at once."""
+        ...
+
 
 @runtime_checkable
 class FollowUps(Protocol):

@@ -91,7 +91,7 @@ import heapq
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple, Protocol
+from typing import Final, Literal, NamedTuple, Protocol
 
 from mesh.bounds import saturating_add, saturating_sum
 from mesh.errors import LocalError
@@ -99,6 +99,8 @@ from mesh.report import Occurrence, Report
 from mesh.severity import Severity, escalate
 
 __all__ = [
+    "DEFAULT_SETTLE",
+    "DEFAULT_WINDOW",
     "Action",
     "Aggregate",
     "BundlePolicy",
@@ -196,12 +198,19 @@ class SigState:
         return tuple(sorted({c.host for c in self.counts.values()}))
 
 
+#: The bundling defaults, the one place they are written (``node.config``
+#: and the GitHub sink take them from here): seconds a new signature waits
+#: for its first issue, and between two updates of one issue.
+DEFAULT_SETTLE: Final = 5.0
+DEFAULT_WINDOW: Final = 900.0
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BundlePolicy:
     """When the leader acts (DESIGN sections 5 and 8)."""
 
-    settle: float = 5.0
-    window: float = 900.0
+    settle: float = DEFAULT_SETTLE
+    window: float = DEFAULT_WINDOW
     reopen_on_regression: bool = True
 
 

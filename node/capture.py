@@ -379,6 +379,15 @@ _hub = _Hub()
 _LOCK: dict[str, Any] = {}
 
 
+def warn_failure(message: str) -> None:
+    """Say once per process, on stderr, that errmesh could not record an error.
+
+    For the other error paths of this process (``errmesh run``): one line
+    per process whichever path failed, and the host goes on.
+    """
+    _hub.warn(message)
+
+
 def _default_app() -> str:
     import os
 

@@ -121,7 +121,7 @@ def run(ctx: click.Context, app: str | None, command: Sequence[str]) -> None:
 
 def _report_command(config: Config, argv: list[str], result: Any) -> None:
     """The error path of ``errmesh run``: never changes the exit status."""
-    from node.capture import _hub
+    from node.capture import warn_failure
 
     try:
         from node.event import EventContext, from_command, host_facts
@@ -145,9 +145,9 @@ def _report_command(config: Config, argv: list[str], result: Any) -> None:
         )
         outcome = Pipeline(config).process(report, exiting=True)
         if outcome.round is not None and outcome.round.errors:
-            _hub.warn("; ".join(outcome.round.errors))
+            warn_failure("; ".join(outcome.round.errors))
     except BaseException as failure:
-        _hub.warn(f"{type(failure).__name__}: {failure}")
+        warn_failure(f"{type(failure).__name__}: {failure}")
 
 
 @cli.command()
@@ -155,7 +155,7 @@ def _report_command(config: Config, argv: list[str], result: Any) -> None:
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """Spool depth, signatures with counts and issue links."""
-    from node.pipeline import open_store
+    from node.compose import open_store
 
     config = _config(ctx)
     with open_store(config) as store:
@@ -305,7 +305,7 @@ def issues_close(ctx: click.Context, signature: str) -> None:
 @click.pass_context
 def drain(ctx: click.Context) -> None:
     """Merge what failed processes left in the spool and do what is due (cron-able)."""
-    from node.pipeline import SoloDelivery, open_store
+    from node.compose import SoloDelivery, open_store
 
     config = _config(ctx)
     with open_store(config) as store:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from mesh.aggregate import DEFAULT_SETTLE, DEFAULT_WINDOW
 from node.errors import ConfigError
 from node.settings import (
     PATH_SETTINGS,
@@ -74,8 +75,8 @@ class Config:
     github_min_interval: float = 1.0
     fixer: tuple[str, ...] = ()
     fixer_timeout: float = 300.0
-    window: float = 900.0
-    settle: float = 5.0
+    window: float = DEFAULT_WINDOW
+    settle: float = DEFAULT_SETTLE
     reopen_on_regression: bool = True
     log_lines: int = 50
     spool_max_reports: int = 10_000

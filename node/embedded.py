@@ -58,7 +58,7 @@ class MeshDelivery:
             self.via = "local-relay"
             return None
         if not self.config.peers:  # a stale relay socket and no peers: be a mesh of one
-            from node.pipeline import SoloDelivery
+            from node.compose import SoloDelivery
 
             self.via = "solo"
             return SoloDelivery(self.config).deliver(store, reports, exiting=exiting)

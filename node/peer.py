@@ -33,7 +33,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,8 @@ import trio.lowlevel
 from github_sink.errors import SinkError
 from github_sink.sink import Replica, Sink
 from mesh import wire
-from mesh.aggregate import OriginCount, SigState, state_of_link, state_of_occurrence, summary
+from mesh.aggregate import OriginCount, SigState, state_of_link, state_of_occurrence
+from mesh.antientropy import AntiEntropy, AntiEntropyOptions, digest_entry
 from mesh.election import (
     BecameLeader,
     Election,
@@ -65,8 +66,6 @@ __all__ = [
     "MeshPeer",
     "PeerOptions",
     "RejectionCounter",
-    "digest_entry",
-    "digest_messages",
     "make_validator",
     "merge_records",
     "merge_reports",
@@ -84,25 +83,6 @@ OCC_BATCH = 256
 PACE = 0.002
 #: Sink actions per leader round, and the time the leader may spend per tick.
 LEAD_BATCH = 8
-#: States sent per digest answer (the rest go with the next digest).
-ANSWER_MAX = 1024
-#: Seconds between two answers with one signature's state: an answer goes to
-#: the whole topic, so it serves every digest that asked meanwhile.
-ANSWER_QUIET = 2.0
-#: A difference this young (seconds since our state of that signature last
-#: changed) is left unanswered: the message that changed ours is most likely
-#: still on its way to the digest's sender. Answered anyway once deferred
-#: for ANSWER_DEFER_MAX, so a signature that changes all the time is still
-#: repaired.
-ANSWER_YOUNG = 1.0
-ANSWER_DEFER_MAX = 5.0
-#: Up to this long (random) before answering, so that the answer of one relay
-#: can reach the others and spare theirs (scalable reliable multicast's trick).
-ANSWER_JITTER = 0.2
-#: Entries per digest message.
-DIGEST_BATCH = 512
-#: Seconds between rebuilds of the digest cache from the store.
-REBUILD_EVERY = 600.0
 #: Data messages merged per store transaction, report ids per ``ack``. (16
 #: per transaction, tried to shorten loop stalls, made propagation.py
 #: collapse: a transaction per few messages is a commit per few messages.)
@@ -175,12 +155,6 @@ def _unspecified(maddr: str) -> bool:
     return maddr.startswith(("/ip4/0.0.0.0/", "/ip6/::/"))
 
 
-def digest_entry(state: SigState) -> wire.DigestEntry:
-    """``mesh.aggregate.summary`` as a wire record (every number in it is
-    bounded: totals saturate, terms stop at the ceiling; see ``mesh.bounds``)."""
-    return wire.DigestEntry(**summary(state)._asdict())
-
-
 def signatures_of(msg: wire.Message) -> tuple[bytes, ...]:
     """The signatures a data message carries records of (to blame and to skip)."""
     if isinstance(msg, wire.ReportMsg):
@@ -245,22 +219,6 @@ def merge_records(
     if acked:
         store.ack(acked)
     return merged, len(states)
-
-
-def digest_messages(entries: Mapping[bytes, wire.DigestEntry]) -> list[wire.DigestMsg]:
-    """A digest of ``entries`` in batches; each says which signature range it covers."""
-    sigs = sorted(entries)
-    out = []
-    after = b""
-    for start in range(0, max(1, len(sigs)), DIGEST_BATCH):
-        chunk = sigs[start : start + DIGEST_BATCH]
-        last = start + DIGEST_BATCH >= len(sigs)
-        until = b"" if last else chunk[-1]
-        out.append(
-            wire.DigestMsg(entries=tuple(entries[sig] for sig in chunk), after=after, until=until)
-        )
-        after = until
-    return out
 
 
 def split_state(state: SigState, room: int = STATE_ROOM) -> list[SigState]:
@@ -341,6 +299,7 @@ class PeerOptions:
     heartbeat: float = 0.5
     digest_every: float = 5.0
     status_path: Path | None = None
+    antientropy: AntiEntropyOptions = field(default_factory=AntiEntropyOptions)
 
 
 class MeshPeer:
@@ -356,6 +315,7 @@ class MeshPeer:
         rejections: RejectionCounter,
         clock: Callable[[], float] = time.time,
         replica: Replica | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.store = store
         self.replica = replica  # this machine's copy of the file sink's issues
@@ -379,17 +339,14 @@ class MeshPeer:
         self._worker_store: Store | None = None  # the rounds' own handle (worker threads)
         self._in_round = False
         self._lead_not_before = -math.inf
-        gate = getattr(self.sink, "set_gate", None)
-        if callable(gate):  # the GitHub sink checks before every write that we still lead
-            gate(lambda: self.election.role == "leader")
+        if self.sink is not None:  # the sink checks before every write that we still lead
+            self.sink.set_gate(lambda: self.election.role == "leader")
         self.stats: collections.Counter[str] = collections.Counter()
         self.faults = Faults(store_path=str(store.path), clock=clock)
         self.status_url = ""
-        # One digest entry per signature, kept current by every write this
-        # peer makes; rebuilt from the store (in batches) now and then, so a
-        # digest never decodes the whole aggregate.
-        self._entries: dict[bytes, wire.DigestEntry] = {}
-        self._entries_built_at = -math.inf
+        #: What digests say and which differences to answer (mesh/antientropy.py),
+        #: on trio's monotonic clock.
+        self.antientropy = AntiEntropy(options.antientropy, rng)
         # The receive loop's hand-offs (see _receive_loop).
         self._backlog: collections.deque[tuple[wire.Message, str]] = collections.deque()
         self._apply_wanted = trio.Event()
@@ -398,9 +355,6 @@ class MeshPeer:
         #: The longest a message of each kind waited in our receive channel.
         self.lag_max: dict[str, float] = {}
         self._candidate_addrs: dict[str, tuple[str, ...]] = {}
-        self._answered_at: dict[bytes, float] = {}  # signature -> trio time of the last answer
-        self._changed_at: dict[bytes, float] = {}  # signature -> trio time our entry changed
-        self._deferred_since: dict[bytes, float] = {}  # signature -> first young answer skipped
         self._status_belief: tuple[str, str | None, int] | None = None
         self._peers_changed = trio.Event()  # set by _watch_peers, awaited by _digest_loop
         self._status_at = -math.inf
@@ -485,9 +439,7 @@ class MeshPeer:
             return
         if isinstance(msg, wire.StateMsg):
             # Someone answered a digest, to everybody: ours would repeat it.
-            now = trio.current_time()
-            for state in msg.states:
-                self._answered_at[state.signature] = now
+            self.antientropy.heard_answer((s.signature for s in msg.states), trio.current_time())
         if len(self._backlog) >= BACKLOG_MAX:
             # Anti-entropy repairs what is dropped here; an unacked report is
             # sent again by its reporter.
@@ -509,7 +461,7 @@ class MeshPeer:
         while True:
             await self._digest_wanted.wait()
             self._digest_wanted = trio.Event()
-            await trio.sleep(random.uniform(0.0, ANSWER_JITTER))
+            await trio.sleep(self.antientropy.answer_delay())
             while self._digests:
                 key = next(iter(self._digests))
                 msg = self._digests.pop(key)
@@ -730,16 +682,11 @@ class MeshPeer:
             await self._publish(self.options.control_topic, wire.IssueMsg(links=links))
 
     def _note(self, *states: SigState) -> None:
-        now = trio.current_time()
-        for state in states:
-            entry = digest_entry(state)
-            if self._entries.get(state.signature) != entry:
-                self._changed_at[state.signature] = now
-            self._entries[state.signature] = entry
+        self.antientropy.note(states, trio.current_time())
 
     async def _refresh_entries(self) -> None:
-        """Rebuild the digest cache from the store, a batch at a time."""
-        if self.clock() - self._entries_built_at < REBUILD_EVERY:
+        """Rebuild the digest entries from the store, a batch at a time."""
+        if not self.antientropy.rebuild_due(trio.current_time()):
             return
         entries: dict[bytes, wire.DigestEntry] = {}
         for batch in self.store.iter_states():
@@ -747,70 +694,23 @@ class MeshPeer:
                 entries[state.signature] = digest_entry(state)
             await self._mirror([s for s in batch if s.link is not None])
             await trio.lowlevel.checkpoint()
-        self._entries = entries
-        self._entries_built_at = self.clock()
+        self.antientropy.rebuilt(entries, trio.current_time())
 
     async def send_digest(self) -> None:
         """The digest in batches; each says which signature range it covers."""
         await self._refresh_entries()
         self.stats["digests_sent"] += 1
-        for msg in digest_messages(self._entries):
+        for msg in self.antientropy.digest():
             await self._publish(self.options.control_topic, msg, bulk=True)
             await trio.sleep(PACE)
 
     async def _answer_digest(self, msg: wire.DigestMsg) -> None:
-        """Send the states the digest's sender lacks or holds differently.
-
-        With fingerprints (this version) a difference is answered unless the
-        sender is ahead by total (and not behind on the link); the other side
-        answers ours, so after two exchanges both hold the join. An
-        entry without one (an older peer) is compared by total and link. A
-        signature in the digest's range but not among its entries is one the
-        sender lacks. At most ANSWER_MAX states per answer; the next digest
-        draws the rest.
-        """
+        """Send the states the digest's sender lacks or holds differently
+        (which: ``mesh.antientropy``); a quarantined or unreadable signature
+        is left out, the rest are answered."""
         await self._refresh_entries()
-        theirs = {e.signature: e for e in msg.entries}
-        wanted: list[bytes] = []
-        now = trio.current_time()
-        for sig in sorted(self._entries):
-            if (msg.after and sig <= msg.after) or (msg.until and sig > msg.until):
-                continue
-            if now - self._answered_at.get(sig, -math.inf) < ANSWER_QUIET:
-                # Just sent to everybody (by us or another relay). While reports
-                # flowed every digest differed somewhere, and one answer per
-                # digest per relay was most of the traffic (propagation.py).
-                continue
-            if now - self._changed_at.get(sig, -math.inf) < ANSWER_YOUNG:
-                since = self._deferred_since.setdefault(sig, now)
-                if now - since < ANSWER_DEFER_MAX:
-                    continue  # what changed ours is likely still on its way to them
-            self._deferred_since.pop(sig, None)
-            mine = self._entries[sig]
-            entry = theirs.get(sig)
-            if entry is None:
-                differs = True
-            elif entry.fingerprint and mine.fingerprint:
-                # A sender ahead by total gets nothing from us now: it answers
-                # our digest, and once we hold the join, we answer its next one.
-                # Answering every difference made every relay ship whole states
-                # to all, for every digest, while counts were moving.
-                differs = entry.fingerprint != mine.fingerprint and (
-                    mine.total >= entry.total
-                    or (mine.link_term, mine.link_synced_total)
-                    > (entry.link_term, entry.link_synced_total)
-                )
-            else:
-                differs = mine.total > entry.total or (mine.link_term, mine.link_synced_total) > (
-                    entry.link_term,
-                    entry.link_synced_total,
-                )
-            if differs:
-                wanted.append(sig)
-                if len(wanted) >= ANSWER_MAX:
-                    break
         states = []
-        for sig in wanted:
+        for sig in self.antientropy.to_answer(msg, trio.current_time()):
             if self.faults.quarantined(sig):
                 continue
             try:
@@ -822,8 +722,6 @@ class MeshPeer:
                 continue
             if state is not None:
                 states.append(state)
-        for sig in wanted:
-            self._answered_at[sig] = now
         self.stats["digests_answered"] += 1
         self.stats["states_sent"] += len(states)
         await self._send_states(states)

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from mesh import wire
 from mesh.aggregate import OriginCount, SigState, merge_states
+from mesh.antientropy import digest_entry
 from mesh.bounds import MAX_COUNT, saturating_add, saturating_sum
 from mesh.store import Store
-from node.peer import digest_entry
 
 SIG = b"\x01" * 16
 counts = st.integers(min_value=0, max_value=MAX_COUNT)

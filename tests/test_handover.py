@@ -21,11 +21,15 @@ from mesh.report import Report
 from mesh.scrub import process_scrubber
 from mesh.store import DB_NAME, Store
 from node import handover
+from node.compose import SoloDelivery, open_store
 from node.config import Config, resolve
 from node.event import EventContext, exception_event, from_exception
-from node.pipeline import Pipeline, SoloDelivery, open_store
+from node.pipeline import Pipeline
 
-HEAVY = ("dataclasses", "typing", "pathlib", "hashlib", "json", "libp2p", "trio", "node.pipeline")
+HEAVY = (
+    "dataclasses", "typing", "pathlib", "hashlib", "json", "libp2p", "trio",
+    "node.pipeline", "node.compose",
+)  # fmt: skip
 
 
 @contextlib.contextmanager

@@ -197,7 +197,10 @@ def test_a_difference_younger_than_gossip_is_left_to_gossip(tmp_path: Path) -> N
     way to the digest's sender too, so we answer only once it is older."""
     from trio.testing import MockClock
 
-    from node.peer import ANSWER_DEFER_MAX, ANSWER_YOUNG
+    from mesh.antientropy import AntiEntropyOptions
+
+    ANSWER_DEFER_MAX = AntiEntropyOptions().answer_defer_max
+    ANSWER_YOUNG = AntiEntropyOptions().answer_young
 
     with Store.open(tmp_path) as store:
         peer, gossip = peer_over(store)
@@ -230,7 +233,9 @@ def test_another_relays_answer_spares_ours(tmp_path: Path) -> None:
     """A state answer reaches every peer; repeating it would only cost CPU."""
     from trio.testing import MockClock
 
-    from node.peer import ANSWER_QUIET
+    from mesh.antientropy import AntiEntropyOptions
+
+    ANSWER_QUIET = AntiEntropyOptions().answer_quiet
 
     with Store.open(tmp_path) as store:
         store.merge_states([state_from(b"A" * 16, 3)])

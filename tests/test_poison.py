@@ -30,14 +30,13 @@ from mesh_cluster import Cluster
 
 from mesh import wire
 from mesh.aggregate import IssueLink, OriginCount, SigState
+from mesh.antientropy import digest_entry, digest_messages
 from mesh.bounds import MAX_COUNT, MAX_NUMBER, MAX_TERM
 from mesh.election import Election, Heartbeat, SendHeartbeat
 from mesh.report import Occurrence, Report
 from mesh.severity import Severity
 from mesh.store import Store
 from node.peer import (
-    digest_entry,
-    digest_messages,
     merge_records,
     merge_reports,
     signatures_of,

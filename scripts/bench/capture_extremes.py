@@ -32,9 +32,10 @@ from pathlib import Path
 
 from _common import emit, parser, summary_ms, table
 
+from node.compose import open_store
 from node.config import load_config
 from node.event import EventContext, from_exception, host_facts, process_facts
-from node.pipeline import Pipeline, open_store
+from node.pipeline import Pipeline
 
 GOAL_EXTRA_MS = 50.0
 SIZES = (1_000, 10_000, 100_000, 1_000_000, 10_000_000)

@@ -65,9 +65,10 @@ from mesh import wire
 from mesh.report import Report
 from mesh.signature import report_signature
 from mesh.store import Store
+from node.compose import open_store
 from node.config import Config, load_config
 from node.event import EventContext, from_exception, host_facts, process_facts
-from node.pipeline import Pipeline, open_store
+from node.pipeline import Pipeline
 
 GOAL_P50_MS = 0.5
 LOG_LINES = 50

@@ -69,7 +69,7 @@ def _prepare(state: Path) -> Path:
     env = {**os.environ, "ERRMESH_STATE_DIR": str(state), "ERRMESH_SINK": "none"}
     code = "import node; node.install(app='bench'); raise SystemExit(3)"
     subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, check=False)
-    seed = "from node.pipeline import open_store; from node.config import load_config; "
+    seed = "from node.compose import open_store; from node.config import load_config; "
     seed += "open_store(load_config({})).close()"
     subprocess.run([sys.executable, "-c", seed], env=env, cwd=REPO, check=True)
     return state / "default" / "errmesh.sqlite3"
