@@ -31,7 +31,6 @@ import contextlib
 import logging
 import math
 import os
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from typing import Any
 import trio
 
 from mesh.errors import ListenError
+from mesh.libp2p_host import TCP_PROTOCOLS, import_libp2p, new_tcp_host
 
 __all__ = [
     "Gossip",
@@ -303,7 +303,7 @@ async def open_gossip(config: GossipConfig, validator: Validator) -> AsyncIterat
     except ValueError as exc:  # multiaddr's parse errors are ValueErrors
         raise ListenError(f"cannot listen on {config.listen}: {exc}") from None
     lean = config.lean_import and all(
-        {p.name for p in a.protocols()} <= _TCP_PROTOCOLS for a in listen
+        {p.name for p in a.protocols()} <= TCP_PROTOCOLS for a in listen
     )
     import_libp2p(lean=lean)
     from libp2p.crypto.x25519 import create_new_key_pair as create_x25519
@@ -336,7 +336,7 @@ async def open_gossip(config: GossipConfig, validator: Validator) -> AsyncIterat
         "connection_config": ConnectionConfig(max_connections_per_peer=1),
     }
     if lean:
-        host = _new_tcp_host(**options)
+        host = new_tcp_host(**options)
     else:
         from libp2p import new_host
 
@@ -626,188 +626,6 @@ async def _keep_connected(gossip: Gossip, maddr: str, config: GossipConfig) -> N
             await trio.sleep(delay)
             delay = min(config.reconnect_max, delay * 2)
         await trio.sleep(0.05)
-
-
-# ``import libp2p`` runs ``libp2p/__init__.py`` (and subpackages' ``__init__``), which
-# import every transport, TLS/AutoTLS, mDNS, UPnP, relay, DHT...: ~0.5 s a failing CLI
-# need not pay. Below: import only what a TCP + Noise + yamux + gossipsub host needs,
-# and build it as ``new_host`` does. Re-check both when py-libp2p changes.
-
-#: Protocols of a listen address :func:`_new_tcp_host` serves (as ``new_host``: TCP only).
-_TCP_PROTOCOLS = frozenset({"ip4", "ip6", "dns", "dns4", "dns6", "tcp"})
-#: Modules ``libp2p.host.basic_host`` imports only for features we leave off
-#: (AutoTLS, mDNS, UPnP): stand-ins while it imports, then removed, so that
-#: a later import gets the real module (the stand-ins call into it).
-_UNUSED = {
-    "libp2p.security.tls.autotls.acme": ("ACMEClient", "compute_b36_peer_id"),
-    "libp2p.security.tls.autotls.broker": ("BrokerClient",),
-    "libp2p.discovery.mdns.mdns": ("MDNSDiscovery", "create_mdns_discovery"),
-    "libp2p.discovery.upnp.upnp": ("UpnpManager",),
-}
-#: Optional packages whose importers fall back (``except ImportError``) when
-#: absent; hidden while we import: aioquic (QUIC only; pulls pyOpenSSL and
-#: x509), cffi (pycryptodome then uses ctypes, skipping cffi's C parser).
-_HIDDEN = ("aioquic", "cffi")
-#: What :func:`open_gossip` and :func:`_new_tcp_host` import (all below ``libp2p``).
-_NEEDED = """crypto.ed25519 crypto.x25519 host.basic_host identity_utils network.swarm
-    peer.peerinfo peer.peerstore pubsub.gossipsub pubsub.pubsub rcmgr security.noise.transport
-    stream_muxer.mplex.mplex stream_muxer.yamux.yamux tools.anyio_service transport.manager
-    transport.tcp.tcp transport.upgrader utils.logging""".split()  # noqa: SIM905
-
-
-def _forward(module: str, name: str) -> Callable[..., Any]:
-    """A stand-in for ``module.name`` that calls the real one (importing it then)."""
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        import importlib
-
-        return getattr(importlib.import_module(module), name)(*args, **kwargs)
-
-    call.__name__ = name
-    return call
-
-
-class _DeferInit:
-    """Loader of a package that runs its ``__init__`` only when a name it defines is read."""
-
-    def __init__(self, loader: Any) -> None:
-        self.loader = loader
-
-    def create_module(self, spec: Any) -> None:
-        return None  # the default module object
-
-    def exec_module(self, package: Any) -> None:
-        def __getattr__(name: str) -> Any:
-            import importlib
-            import importlib.util
-
-            if name.startswith("__") and name.endswith("__"):
-                raise AttributeError(name)
-            if importlib.util.find_spec(f"{package.__name__}.{name}") is not None:
-                return importlib.import_module(f"{package.__name__}.{name}")
-            del package.__getattr__
-            self.loader.exec_module(package)  # the real __init__, in full, once
-            return getattr(package, name)
-
-        package.__getattr__ = __getattr__
-
-
-class _DeferLibp2pInits:
-    """Meta path finder: ``libp2p`` packages imported while it is installed defer their __init__."""
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        from importlib.machinery import PathFinder, SourceFileLoader
-
-        if name != "libp2p" and not name.startswith("libp2p."):
-            return None
-        spec = PathFinder.find_spec(name, path)
-        if (
-            spec is not None
-            and spec.submodule_search_locations is not None
-            and isinstance(spec.loader, SourceFileLoader)
-        ):
-            spec.loader = _DeferInit(spec.loader)  # type: ignore[assignment]
-        return spec
-
-
-def import_libp2p(*, lean: bool) -> None:
-    """Import what :func:`open_gossip` uses of py-libp2p (``lean``: ~0.3 s less).
-
-    Lean: ``libp2p`` and its subpackages are created without running their
-    ``__init__`` (run later, in full, if anything reads a name only it
-    defines, e.g. ``from libp2p import new_host``), basic_host's AutoTLS,
-    mDNS and UPnP modules are stand-ins while it imports, aioquic and cffi
-    are hidden, and the garbage collector is paused. A process that already
-    imported libp2p gains nothing.
-    """
-    if "libp2p" in sys.modules or not lean:
-        return  # the plain imports that follow run libp2p/__init__.py
-    import gc
-    import importlib
-    import types
-
-    gc_was_enabled = gc.isenabled()
-    gc.disable()  # ~600 new modules: the collector would walk them several times
-    hidden = [name for name in _HIDDEN if name not in sys.modules]
-    finder = _DeferLibp2pInits()
-    try:
-        if "aioquic" in hidden and "dns.quic" not in sys.modules:
-            import dns._features  # else dnspython imports aioquic for DNS over QUIC
-
-            dns._features.force("doq", False)
-        for name in hidden:
-            sys.modules[name] = None  # type: ignore[assignment]  # "import name" raises
-        for module, names in _UNUSED.items():
-            stand_in = types.ModuleType(module)
-            stand_in.__file__ = None
-            for name in names:
-                setattr(stand_in, name, _forward(module, name))
-            sys.modules[module] = stand_in
-        sys.meta_path.insert(0, finder)
-        for name in _NEEDED:
-            importlib.import_module(f"libp2p.{name}")
-    except Exception:  # another py-libp2p? Forget the partial import; the full one follows
-        log.warning("lean libp2p import failed; importing all of it", exc_info=True)
-        for name in [m for m in sys.modules if m == "libp2p" or m.startswith("libp2p.")]:
-            del sys.modules[name]
-        return
-    finally:
-        sys.meta_path.remove(finder)
-        for name in hidden:
-            del sys.modules[name]
-        for module in _UNUSED:
-            if getattr(sys.modules.get(module), "__file__", "") is None:  # still a stand-in
-                del sys.modules[module]
-                parent, _, child = module.rpartition(".")
-                with contextlib.suppress(KeyError, AttributeError):
-                    delattr(sys.modules[parent], child)
-        if gc_was_enabled:
-            gc.enable()
-    sys.modules["libp2p.utils.logging"].setup_logging()  # as libp2p/__init__.py does
-
-
-def _new_tcp_host(
-    *, key_pair: Any, sec_opt: Any, listen_addrs: list[Any], connection_config: Any
-) -> Any:
-    """``libp2p.new_host(...)`` for TCP listen addresses, without ``libp2p/__init__``.
-
-    Mirrors 0.8.1's ``new_host`` / ``new_swarm`` with their defaults: yamux
-    then mplex, a default resource manager, no mDNS, UPnP, metrics or AutoTLS.
-    """
-    from libp2p.custom_types import TProtocol
-    from libp2p.host.basic_host import BasicHost
-    from libp2p.network.swarm import Swarm
-    from libp2p.peer.id import ID
-    from libp2p.peer.peerstore import PeerStore
-    from libp2p.rcmgr import new_resource_manager
-    from libp2p.stream_muxer.mplex.mplex import MPLEX_PROTOCOL_ID, Mplex
-    from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
-    from libp2p.stream_muxer.yamux.yamux import Yamux
-    from libp2p.transport.manager import TransportManager
-    from libp2p.transport.tcp.tcp import TCP
-    from libp2p.transport.upgrader import TransportUpgrader
-
-    peer_id = ID.from_pubkey(key_pair.public_key)
-    upgrader = TransportUpgrader(
-        secure_transports_by_protocol=sec_opt,
-        muxer_transports_by_protocol={
-            TProtocol(YAMUX_PROTOCOL_ID): Yamux,
-            TProtocol(MPLEX_PROTOCOL_ID): Mplex,
-        },
-    )
-    peerstore = PeerStore()
-    peerstore.add_key_pair(peer_id, key_pair)
-    resource_manager = new_resource_manager()
-    swarm = Swarm(
-        peer_id,
-        peerstore,
-        upgrader,
-        transports=[TCP()],  # new_host: one TCP transport serves every TCP address
-        connection_config=connection_config,
-        transport_manager=TransportManager(port_demuxers={}),
-    )
-    swarm.set_resource_manager(resource_manager)
-    return BasicHost(network=swarm, resource_manager=resource_manager)
 
 
 def topics_for(cluster: str) -> tuple[str, str]:

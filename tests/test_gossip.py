@@ -388,7 +388,7 @@ def test_a_link_whose_queue_stops_draining_is_restarted(mesh: Mesh) -> None:
 
 _HOST_COMPARISON = """
 import json, sys
-from mesh.gossip import _new_tcp_host, import_libp2p
+from mesh.libp2p_host import import_libp2p, new_tcp_host
 
 import_libp2p(lean=True)
 loaded_anyway = [m for m in ("aioquic", "zeroconf", "httpx", "libp2p.security.tls.autotls.acme",
@@ -420,7 +420,7 @@ options = dict(
     listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")],
     connection_config=ConnectionConfig(max_connections_per_peer=1),
 )
-lean = shape(_new_tcp_host(**options))
+lean = shape(new_tcp_host(**options))
 from libp2p import new_host  # runs the deferred libp2p/__init__.py now
 
 print(json.dumps({"loaded_anyway": loaded_anyway, "lean": lean,
@@ -429,7 +429,7 @@ print(json.dumps({"loaded_anyway": loaded_anyway, "lean": lean,
 
 
 def test_the_lean_import_builds_the_host_new_host_would() -> None:
-    """A failing CLI skips most of py-libp2p (mesh.gossip.import_libp2p): the host
+    """A failing CLI skips most of py-libp2p (mesh.libp2p_host.import_libp2p): the host
     it builds by hand must stay the one ``new_host`` builds, whatever 0.8.x does."""
     done = subprocess.run(
         [sys.executable, "-c", _HOST_COMPARISON],

@@ -18,7 +18,7 @@ commands are interleaved round by round (order rotated each round):
   there), ``ERRMESH_PEERS`` = the relay's multiaddr: the embedded path;
 - ``mesh-imports`` (every third round): a process that only imports what
   the embedded path imports (``node.pipeline``, ``mesh.gossip``, the parts
-  of libp2p ``mesh.gossip.import_libp2p`` loads for a failing CLI), to show
+  of libp2p ``mesh.libp2p_host.import_libp2p`` loads for a failing CLI), to show
   how much of ``mesh`` is import time.
 
 Children run like ``success_path.py`` runs them: a throwaway venv (no
@@ -53,7 +53,7 @@ CODE = {
     "mesh": f"import node; node.install(); raise ValueError('{MESSAGES['mesh']}')",
     "mesh-imports": (
         "import node, node.pipeline, node.embedded, node.peer, mesh.gossip, trio, multiaddr; "
-        "mesh.gossip.import_libp2p(lean=True); "
+        "mesh.libp2p_host.import_libp2p(lean=True); "
         "from libp2p.pubsub.gossipsub import GossipSub; "
         "from libp2p.pubsub.pubsub import Pubsub; "
         "from libp2p.security.noise.transport import Transport; "
