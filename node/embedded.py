@@ -78,7 +78,7 @@ class MeshDelivery:
 
         from mesh import wire
         from mesh.gossip import GossipConfig, open_gossip, topics_for
-        from node.peer import RejectionCounter, make_validator
+        from node.admission import RejectionCounter, make_validator
 
         key = self.config.cluster_key()
         reports_topic, control_topic = topics_for(self.config.cluster)

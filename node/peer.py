@@ -44,7 +44,7 @@ import trio.lowlevel
 from github_sink.errors import SinkError
 from github_sink.sink import Replica, Sink
 from mesh import wire
-from mesh.aggregate import OriginCount, SigState, state_of_link, state_of_occurrence
+from mesh.aggregate import SigState
 from mesh.antientropy import AntiEntropy, AntiEntropyOptions, digest_entry
 from mesh.election import (
     BecameLeader,
@@ -55,29 +55,20 @@ from mesh.election import (
     SteppedDown,
 )
 from mesh.errors import LocalError, StoreError, StoreUnavailable
-from mesh.gossip import Gossip, Validator
+from mesh.gossip import Gossip
 from mesh.report import Occurrence, Report
 from mesh.store import Store
+from node.admission import RejectionCounter
 from node.faults import Faults
 from node.handover import take as take_handovers
 from node.leader import RoundResult, act
+from node.merging import Batch, merge_records, merge_reports, signatures_of
+from node.state_parts import state_messages
 
-__all__ = [
-    "MeshPeer",
-    "PeerOptions",
-    "RejectionCounter",
-    "make_validator",
-    "merge_records",
-    "merge_reports",
-    "signatures_of",
-    "split_state",
-    "state_messages",
-]
+__all__ = ["MeshPeer", "PeerOptions"]
 
 log = logging.getLogger("errmesh.peer")
 
-#: Rejections from one signer before it is banned.
-BAN_AFTER = 20
 #: Occurrences per ``occ`` message, and the pause between messages of a burst.
 OCC_BATCH = 256
 PACE = 0.002
@@ -90,8 +81,6 @@ APPLY_BATCH = 256
 ACK_BATCH = 64
 #: Data messages waiting to be merged before new ones are dropped.
 BACKLOG_MAX = 50_000
-#: Bytes a ``state`` message may take before its MAC (we send no sender id).
-STATE_ROOM = wire.MAX_MESSAGE - wire.MAC_BYTES
 #: A loop that failed is restarted after this long, doubling up to RESTART_MAX.
 RESTART_MIN = 0.05
 RESTART_MAX = 5.0
@@ -99,192 +88,9 @@ RESTART_MAX = 5.0
 PROBE_EVERY = 5.0
 
 
-@dataclass
-class RejectionCounter:
-    """Rejected messages by reason and by signer (for status and banning)."""
-
-    by_reason: collections.Counter[str] = field(default_factory=collections.Counter)
-    by_signer: collections.Counter[str] = field(default_factory=collections.Counter)
-    banned: set[str] = field(default_factory=set)
-
-    def add(self, reason: str, signer: str) -> int:
-        self.by_reason[reason] += 1
-        self.by_signer[signer] += 1
-        return self.by_signer[signer]
-
-
-def make_validator(
-    key: bytes | None,
-    rejections: RejectionCounter,
-    on_ban: Callable[[str], None] | None = None,
-) -> Validator:
-    """The gossipsub validator: decodes under ``key``, checks the claimed sender.
-
-    Never raises; a refused message is counted by its reason.
-    """
-
-    def validate(topic: str, signer: str, data: bytes) -> bool:
-        decoded = wire.decode(data, key)
-        reason = ""
-        if isinstance(decoded, wire.Rejected):
-            reason = decoded.reason
-        elif _forged(decoded, signer):
-            reason = "forged-sender"
-        if not reason:
-            return True
-        count = rejections.add(reason, signer)
-        if count % BAN_AFTER == 0 and on_ban is not None:  # every 20 refusals: (re)ban
-            rejections.banned.add(signer)
-            on_ban(signer)
-        return False
-
-    return validate
-
-
-def _forged(msg: wire.Message, signer: str) -> bool:
-    """Whether a message claims a sender, heartbeat peer or acker other than its signer."""
-    if msg.sender and msg.sender != signer:
-        return True
-    if isinstance(msg, wire.AckMsg) and msg.acker and msg.acker != signer:
-        return True
-    return isinstance(msg, wire.HeartbeatMsg) and msg.heartbeat.peer != signer
-
-
 def _unspecified(maddr: str) -> bool:
     """A wildcard listen address, which no other machine can dial."""
     return maddr.startswith(("/ip4/0.0.0.0/", "/ip6/::/"))
-
-
-def signatures_of(msg: wire.Message) -> tuple[bytes, ...]:
-    """The signatures a data message carries records of (to blame and to skip)."""
-    if isinstance(msg, wire.ReportMsg):
-        return (msg.report.signature,)
-    if isinstance(msg, wire.OccMsg):
-        return tuple(o.signature for o in msg.occurrences)
-    if isinstance(msg, wire.StateMsg):
-        return tuple(st.signature for st in msg.states)
-    if isinstance(msg, wire.IssueMsg):
-        return tuple(sig for sig, _ in msg.links)
-    return ()
-
-
-Batch = list[tuple[wire.Message, str]]
-
-
-def _keep(sig: bytes, skip: Callable[[bytes], bool] | None) -> bool:
-    return skip is None or not skip(sig)
-
-
-def merge_reports(
-    store: Store, batch: Batch, skip: Callable[[bytes], bool] | None = None
-) -> tuple[list[tuple[wire.ReportMsg, str]], list[SigState]]:
-    """Commit the batch's reports (one transaction); returns them with their
-    senders, for acks, and the states they changed.
-
-    The relay's receive path, without a network (the property tests drive it).
-    Reports of signatures ``skip`` names are left out: not stored, not acked.
-    Raises ``StoreError`` (then nothing of the batch is stored).
-    """
-    reports = [
-        (m, sender)
-        for m, sender in batch
-        if isinstance(m, wire.ReportMsg) and _keep(m.report.signature, skip)
-    ]
-    if not reports:
-        return [], []
-    return reports, store.merge_reports([m.report for m, _ in reports])
-
-
-def merge_records(
-    store: Store, batch: Batch, skip: Callable[[bytes], bool] | None = None
-) -> tuple[list[SigState], int]:
-    """Merge the batch's ``occ``, ``state`` and ``issue`` records and apply its
-    acks; returns the states changed and how many records were merged.
-
-    Not waiting for the disk: any peer can send these again.
-    """
-    states: list[SigState] = []
-    acked: list[tuple[bytes, int]] = []
-    for msg, _ in batch:
-        if isinstance(msg, wire.OccMsg):
-            states.extend(state_of_occurrence(o) for o in msg.occurrences)
-        elif isinstance(msg, wire.StateMsg):
-            states.extend(msg.states)
-        elif isinstance(msg, wire.IssueMsg):
-            states.extend(state_of_link(sig, link) for sig, link in msg.links)
-        elif isinstance(msg, wire.AckMsg):
-            acked.extend(msg.ids)
-    states = [st for st in states if _keep(st.signature, skip)]
-    merged = store.merge_states(states, durable=False) if states else []
-    if acked:
-        store.ack(acked)
-    return merged, len(states)
-
-
-def split_state(state: SigState, room: int = STATE_ROOM) -> list[SigState]:
-    """Parts of ``state`` that each fit a ``state`` message and join back to it.
-
-    A state may hold a detail of nearly a frame and 256 origins with long host
-    names: more than one frame when it does not compress. Merging is a join,
-    so the detail, the link and slices of the counts can travel apart and the
-    receiver ends with the same state. A detail too big on its own (it came
-    in a frame with less envelope) is cut by :func:`~mesh.wire.bound_report`;
-    its key, which is all the fingerprint sees, is unchanged.
-    """
-    if _stored_size(state) <= room:
-        return [state]
-    base = dataclasses.replace(state, detail=None, counts={})
-    parts = [base]
-    if state.detail is not None:
-        detailed = dataclasses.replace(base, detail=state.detail, link=None)
-        if _stored_size(detailed) > room:
-            detailed = dataclasses.replace(detailed, detail=wire.bound_report(state.detail))
-        parts.append(detailed)
-    chunk: dict[bytes, OriginCount] = {}
-    size = 0
-    for origin, rec in sorted(state.counts.items()):
-        # An upper bound of one packed [origin, count] pair: cheaper than encoding.
-        pair = _PAIR_MAX + len(rec.host.encode("utf-8", "replace"))
-        if chunk and size + pair > room - _PART_HEAD:
-            parts.append(dataclasses.replace(base, link=None, counts=chunk))
-            chunk, size = {}, 0
-        chunk[origin] = rec
-        size += pair
-    if chunk:
-        parts.append(dataclasses.replace(base, link=None, counts=chunk))
-    return parts
-
-
-#: Packed bytes of one origin's pair besides its host (ids, keys, three 9-byte numbers).
-_PAIR_MAX = 64
-#: Room kept for the envelope and a part's other fields (no link, no detail).
-_PART_HEAD = 256
-
-
-def _stored_size(state: SigState) -> float:
-    try:
-        return len(wire.encode_state(state))
-    except LocalError:  # over MAX_STORED or MAX_INFLATED: certainly over a frame
-        return math.inf
-
-
-def state_messages(states: list[SigState]) -> list[wire.StateMsg]:
-    """``states`` as ``state`` messages of at most half a frame each (a state
-    bigger than that goes alone, split by :func:`split_state` if it must)."""
-    out: list[wire.StateMsg] = []
-    batch: list[SigState] = []
-    size = 0.0
-    for state in states:
-        for part in split_state(state):
-            encoded = _stored_size(part)
-            if batch and size + encoded > wire.MAX_MESSAGE // 2:
-                out.append(wire.StateMsg(states=tuple(batch)))
-                batch, size = [], 0.0
-            batch.append(part)
-            size += encoded
-    if batch:
-        out.append(wire.StateMsg(states=tuple(batch)))
-    return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -23,10 +23,11 @@ import trio
 
 from github_sink.sink import Replica
 from mesh.gossip import Gossip, GossipConfig, open_gossip, topics_for
+from node.admission import RejectionCounter, make_validator
 from node.compose import make_replica, make_sink, open_store
 from node.config import Config
 from node.errors import RelayRunning
-from node.peer import MeshPeer, PeerOptions, RejectionCounter, make_validator
+from node.peer import MeshPeer, PeerOptions
 
 __all__ = ["run_relay", "serve_relay"]
 

@@ -69,7 +69,7 @@ from mesh_cluster import (
 from mesh import wire
 from mesh.election import Heartbeat
 from mesh.report import Report
-from node.peer import BAN_AFTER
+from node.admission import BAN_AFTER
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,8 @@ from mesh.aggregate import OriginCount, SigState, state_fingerprint
 from mesh.election import Heartbeat
 from mesh.gossip import GossipCounters
 from mesh.store import Store
-from node.peer import MeshPeer, PeerOptions, RejectionCounter, make_validator
+from node.admission import RejectionCounter, make_validator
+from node.peer import MeshPeer, PeerOptions
 
 KEY = b"k" * 32
 SIG = b"S" * 16

@@ -36,12 +36,8 @@ from mesh.election import Election, Heartbeat, SendHeartbeat
 from mesh.report import Occurrence, Report
 from mesh.severity import Severity
 from mesh.store import Store
-from node.peer import (
-    merge_records,
-    merge_reports,
-    signatures_of,
-    state_messages,
-)
+from node.merging import merge_records, merge_reports, signatures_of
+from node.state_parts import state_messages
 
 KEY = b"k" * 32
 #: The integers a hostile key holder picks first.
