@@ -280,7 +280,7 @@ def issues_close(ctx: click.Context, signature: str) -> None:
     """
     from github_sink.errors import SinkError
     from github_sink.file_sink import FileSink
-    from node.embedded import nudge_relay
+    from node.handover import nudge_relay
 
     config = _config(ctx)
     elsewhere = (

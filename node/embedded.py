@@ -18,29 +18,18 @@ nothing else happens here: the process exits as it would have.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Sequence
-from pathlib import Path
 
 from mesh.report import Report
 from mesh.store import Store
 from node.config import Config
+from node.handover import nudge_relay
 from node.leader import RoundResult
 
-__all__ = ["MAX_SEND", "MeshDelivery", "nudge_relay"]
+__all__ = ["MAX_SEND", "MeshDelivery"]
 
 #: Reports one failing process publishes at most (oldest first).
 MAX_SEND = 16
-
-
-def nudge_relay(path: Path) -> bool:
-    """Wake the local relay; False when no relay listens there."""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.sendto(b"spooled", str(path))
-        return True
-    except OSError:  # no socket file, or a stale one (the relay is gone)
-        return False
 
 
 class MeshDelivery:

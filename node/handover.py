@@ -63,6 +63,7 @@ __all__ = [
     "decode",
     "encode",
     "hand_over",
+    "nudge_relay",
     "scrub_event",
     "take",
 ]
@@ -183,7 +184,7 @@ def hand_over(
         return NOT_APPLICABLE
     if not _commit(os.path.join(directory, _DB_NAME), payload, values, now, skeleton):
         return NOT_APPLICABLE
-    return HANDED if _nudge(sock_path) else WRITTEN
+    return HANDED if nudge_relay(sock_path) else WRITTEN
 
 
 def _commit(
@@ -225,8 +226,12 @@ def _commit(
         conn.close()
 
 
-def _nudge(path: str) -> bool:
-    """One datagram to the relay (``_socket``: ``socket`` costs ~4 ms to import)."""
+def nudge_relay(path: str | os.PathLike[str]) -> bool:
+    """Wake the local relay with one datagram; False when no relay listens there.
+
+    The one nudge of every path (the hand-over, the embedded delivery, the
+    CLI). ``_socket``: ``socket`` costs ~4 ms to import on the dying path.
+    """
     import _socket
 
     try:
@@ -234,7 +239,7 @@ def _nudge(path: str) -> bool:
     except OSError:
         return False
     try:
-        sock.sendto(b"spooled", path)
+        sock.sendto(b"spooled", os.fspath(path))
         return True
     except OSError:  # a stale socket: the relay is gone
         return False
