@@ -46,11 +46,16 @@ import math
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Final
 
 from mesh import wire
 from mesh.aggregate import SigState, summary
 
 __all__ = ["AntiEntropy", "AntiEntropyOptions", "differs", "digest_entry", "digest_messages"]
+
+
+#: Entries per digest message (rule 1).
+DIGEST_BATCH: Final = 512
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,7 +67,7 @@ class AntiEntropyOptions:
     answer_young: float = 1.0
     answer_defer_max: float = 5.0
     answer_jitter: float = 0.2
-    digest_batch: int = 512
+    digest_batch: int = DIGEST_BATCH
     rebuild_every: float = 600.0
 
 
@@ -73,7 +78,7 @@ def digest_entry(state: SigState) -> wire.DigestEntry:
 
 
 def digest_messages(
-    entries: Mapping[bytes, wire.DigestEntry], batch: int = 512
+    entries: Mapping[bytes, wire.DigestEntry], batch: int = DIGEST_BATCH
 ) -> list[wire.DigestMsg]:
     """Rule 1: a digest of ``entries`` in batches, each naming its range."""
     sigs = sorted(entries)

@@ -105,16 +105,15 @@ def act(
                 if action is None:
                     continue
                 done += 1
-                try:
-                    link = execute(sink, action, now=now, term=term)
-                except SinkError as exc:
-                    counts["failed"] += 1
-                    kind = "rejected" if isinstance(exc, SinkRejected) else "unavailable"
-                    errors.append(f"{sink.name} sink {kind}: {exc}")
-                    continue
+                link = execute(sink, action, now=now, term=term)
                 written[sig] = store.set_link(sig, link)
             except StoreUnavailable:
                 raise
+            except SinkError as exc:  # only the sink raises these: not this signature's fault
+                counts["failed"] += 1
+                kind = "rejected" if isinstance(exc, SinkRejected) else "unavailable"
+                errors.append(f"{sink.name} sink {kind}: {exc}")
+                continue
             except Exception as exc:
                 counts["failed"] += 1
                 faulted.append(sig)

@@ -57,7 +57,7 @@ from mesh.election import (
 from mesh.errors import LocalError, StoreError, StoreUnavailable
 from mesh.gossip import Gossip
 from mesh.report import Occurrence, Report
-from mesh.store import Store
+from mesh.store import Store, StoreStatistics
 from node.admission import RejectionCounter
 from node.faults import Faults
 from node.handover import take as take_handovers
@@ -709,22 +709,13 @@ class MeshPeer:
 
     def status(self) -> dict[str, Any]:
         """Never raises: a relay whose store fails must still say so here."""
-        pending: int | None
-        signatures: int | None
-        unreadable: int | None
+        stats: StoreStatistics | None = None
         try:
             stats = self.store.statistics()
-            pending, signatures, unreadable = (
-                stats.pending,
-                stats.signatures,
-                stats.unreadable_rows,
-            )
         except StoreUnavailable as exc:  # a full or unreadable disk: say so, not a fault
             self.faults.store_failed(exc)
-            pending = signatures = unreadable = None
         except StoreError as exc:
             self.faults.fault("status", exc)
-            pending = signatures = unreadable = None
         return {
             "peer_id": self.gossip.peer_id,
             "status_url": self.status_url,
@@ -733,9 +724,9 @@ class MeshPeer:
             "role": self.election.role,
             "leader": self.election.leader,
             "term": self.election.term,
-            "spool_pending": pending,
-            "signatures": signatures,
-            "unreadable_rows": unreadable,
+            "spool_pending": stats.pending if stats else None,
+            "signatures": stats.signatures if stats else None,
+            "unreadable_rows": stats.unreadable_rows if stats else None,
             **self.faults.status(),
             "rejected": dict(self.rejections.by_reason),
             "banned": sorted(self.rejections.banned),
