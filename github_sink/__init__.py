@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from github_sink.budget import Budget, BudgetLimits
-    from github_sink.client import GitHubClient, GitHubResponse
+    from github_sink.client import GitHubClient
     from github_sink.errors import (
         BadCredentials,
         Conflict,
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         render_comment,
         render_title,
     )
+    from github_sink.response import GitHubResponse
     from github_sink.retry import RetryLimits
     from github_sink.settings import GitHubSettings, find_token
     from github_sink.sink import FollowUps, IssueState, Numbering, Replica, Sink, execute
@@ -56,7 +57,7 @@ _EXPORTS: dict[str, str] = {
     "FollowUps": "sink",
     "GitHubClient": "client",
     "GitHubError": "errors",
-    "GitHubResponse": "client",
+    "GitHubResponse": "response",
     "GitHubSettings": "settings",
     "GitHubSink": "github",
     "GitHubSinkOptions": "github",

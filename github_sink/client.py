@@ -35,8 +35,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any, TextIO
 
@@ -52,6 +51,7 @@ from github_sink.errors import (
     Superseded,
     UnexpectedResponse,
 )
+from github_sink.response import GitHubResponse, Params
 from github_sink.rest import RepoEndpoints
 from github_sink.retry import (
     TOKEN_HINT,
@@ -67,32 +67,14 @@ from github_sink.retry import (
 )
 from github_sink.settings import GitHubSettings
 
-__all__ = ["GitHubClient", "GitHubResponse", "Params", "next_link"]
+__all__ = ["GitHubClient", "next_link"]
 
 log = logging.getLogger("errmesh.github")
 
-Params = Mapping[str, str | int]
 _CacheKey = tuple[str, tuple[tuple[str, str], ...]]
 _LINK = re.compile(r"<([^>]*)>\s*((?:;[^,<]*)*)")
 _REL = re.compile(r"""rel\s*=\s*"?([^";]*)"?""")
 API_VERSION = "2022-11-28"
-
-
-@dataclass(frozen=True, slots=True)
-class GitHubResponse:
-    """An accepted answer: a 2xx, a 304 answered from the ETag cache, or a dry run.
-
-    ``json`` is the decoded body (None for 204); ``from_cache`` marks a 304
-    answered with the cached page (``status`` is the cached one, 200);
-    ``dry_run`` marks a write that was printed instead of sent.
-    """
-
-    status: int
-    json: Any
-    headers: Mapping[str, str]
-    etag: str | None = None
-    from_cache: bool = False
-    dry_run: bool = False
 
 
 class GitHubClient(RepoEndpoints):

@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from github_sink.errors import UnexpectedResponse
+from github_sink.response import GitHubResponse, Params
 
 if TYPE_CHECKING:
-    from github_sink.client import GitHubResponse, Params
     from github_sink.settings import GitHubSettings
 
 __all__ = ["RepoEndpoints"]
