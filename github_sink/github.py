@@ -17,17 +17,14 @@ event loop). What it guarantees, whatever the leader or GitHub does:
   (``Outbox`` intents), nor one that a previous leader's comment already
   shows (comments since the link's last sync are read first).
 - **Follow-ups are durable jobs.** Draft PRs, the fixer's patch and the
-  Copilot hand-over are multi-request jobs in the ``Outbox``, advanced one
-  idempotent step at a time: an existing branch (422) or pull is reused. A
-  new leader rebuilds missing jobs from GitHub itself (branches and pulls are
-  named after the signature).
+  Copilot hand-over are multi-request jobs in the ``Outbox``; the sink
+  enqueues one when an issue is open and ``github_sink.followup`` advances
+  them, one idempotent step at a time.
 """
 
 from __future__ import annotations
 
-import base64
 import calendar
-import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -38,35 +35,18 @@ from typing import Any, TextIO
 import httpx
 
 from github_sink.client import GitHubClient
-from github_sink.errors import (
-    FixerError,
-    NotFound,
-    PatchError,
-    SinkRejected,
-    SinkUnavailable,
-    ValidationFailed,
-)
-from github_sink.fixer import run_fixer
-from github_sink.outbox import Job, Outbox
-from github_sink.patch import apply_patch, parse_patch
-from github_sink.render import (
-    MARKER_RE,
-    render_body,
-    render_brief,
-    render_comment,
-    render_title,
-)
+from github_sink.errors import SinkRejected, ValidationFailed
+from github_sink.followup import FollowUpJobs, Load
+from github_sink.outbox import Outbox
+from github_sink.render import MARKER_RE, render_body, render_comment, render_title
 from github_sink.settings import GitHubSettings
 from github_sink.sink import IssueState
 from mesh.aggregate import DEFAULT_WINDOW, IssueLink, SigState, effective_severity
 from mesh.report import sig_hex
 from mesh.severity import Severity
 
-__all__ = ["COPILOT_LOGIN", "GitHubSink", "GitHubSinkOptions", "branch_name", "brief_path"]
+__all__ = ["GitHubSink", "GitHubSinkOptions"]
 
-log = logging.getLogger("errmesh.github")
-
-COPILOT_LOGIN = "copilot-swe-agent[bot]"
 _TOTAL_RE = re.compile(r"\*\*(\d+)\*\* in total")
 #: How far back an incremental listing reaches before the previous one
 #: (GitHub's clock and ours may differ).
@@ -81,14 +61,6 @@ _LABEL_COLORS = {
     "severity:high": ("e99695", "errmesh severity"),
     "severity:critical": ("b60205", "errmesh severity"),
 }
-
-
-def branch_name(signature: bytes) -> str:
-    return f"errmesh/fix-{sig_hex(signature)[:12]}"
-
-
-def brief_path(signature: bytes) -> str:
-    return f".errmesh/{sig_hex(signature)[:12]}.md"
 
 
 def _severity_label(severity: Severity) -> str:
@@ -150,9 +122,8 @@ class GitHubSink:
         self._listing: dict[bytes, list[dict[str, Any]]] = {}
         self._listed_at = float("-inf")
         self._labels: set[str] | None = None
-        self._repo: dict[str, Any] | None = None
-        self._swept_term: int | None = None
         self._checked: set[tuple[bytes, str, int, float, int]] = set()
+        self._jobs = FollowUpJobs(client, options, outbox, kept_issues=self._kept_issues)
 
     @classmethod
     def open(
@@ -223,7 +194,7 @@ class GitHubSink:
             self._remember(state.signature, issue)
             link = self._link(issue, term=term, now=now, total=state.total, severity=severity)
         if link.state == "open":
-            self._enqueue_follow_ups(state.signature, int(issue["number"]))
+            self._jobs.enqueue(state.signature, int(issue["number"]))
         return link
 
     def update_issue(self, state: SigState, link: IssueLink, *, now: float, term: int) -> IssueLink:
@@ -302,170 +273,16 @@ class GitHubSink:
 
     # -- follow-ups -------------------------------------------------------------
 
-    def follow_up(self, *, now: float, term: int, load: Callable[[bytes], SigState | None]) -> int:
+    def follow_up(self, *, now: float, term: int, load: Load) -> int:
         """Advance due draft-PR and hand-over jobs; returns how many steps ran."""
-        if not (self.options.wants_pr or self.options.copilot):
-            return 0
-        if self._swept_term != term:
-            self._sweep(load)
-            self._swept_term = term
-        steps = 0
-        for job in self.outbox.due(now, limit=self.options.jobs_per_round):
-            try:
-                while job.state == "pending":
-                    job = self._step(job, load)
-                    steps += 1
-            except SinkUnavailable as exc:
-                delay = min(3600.0, 30.0 * 2 ** min(job.attempts, 7))
-                self.outbox.retry_later(job, str(exc), now + delay)
-                log.warning("%s for %s: %s (retry in %.0f s)", job.kind, job.sig.hex(), exc, delay)
-                break  # GitHub is struggling: no more jobs this round
-            except SinkRejected as exc:
-                self.outbox.fail(job, str(exc))
-                log.warning("%s for %s failed: %s", job.kind, job.sig.hex(), exc)
-        return steps
+        return self._jobs.run(now=now, term=term, load=load)
 
-    def _enqueue_follow_ups(self, sig: bytes, number: int) -> None:
-        if self.options.copilot:
-            self.outbox.enqueue(sig, "copilot", number, "assign")
-        elif self.options.wants_pr:
-            self.outbox.enqueue(sig, "pr", number, "branch")
-
-    def _sweep(self, load: Callable[[bytes], SigState | None]) -> None:
-        """Rebuild the jobs a previous leader may have left unfinished.
-
-        Reads only: the issue listing shows assignees, the pulls listing the
-        ``errmesh/fix-*`` heads; what is missing becomes a job again, and its
-        steps are idempotent anyway.
-        """
+    def _kept_issues(self) -> list[tuple[bytes, Mapping[str, Any]]]:
+        """Every signature's kept issue (its lowest number), from a fresh listing."""
         self._refresh(force=True)
-        pulls: set[str] = set()
-        if self.options.wants_pr:
-            for pull in self.client.list_pulls(state="all"):
-                head = pull.get("head") or {}
-                pulls.add(str(head.get("ref", "")))
-        for sig, issues in self._listing.items():
-            issue = issues[0]
-            if issue.get("state") != "open" or load(sig) is None:
-                continue
-            number = int(issue["number"])
-            if self.options.copilot:
-                logins = {a.get("login") for a in issue.get("assignees") or ()}
-                if COPILOT_LOGIN not in logins:
-                    self.outbox.enqueue(sig, "copilot", number, "assign")
-            elif branch_name(sig) not in pulls:
-                self.outbox.enqueue(sig, "pr", number, "branch")
-
-    def _step(self, job: Job, load: Callable[[bytes], SigState | None]) -> Job:
-        if job.kind == "copilot":
-            repo = self._repository()
-            self.client.add_assignees(
-                job.issue,
-                [COPILOT_LOGIN],
-                agent_assignment={
-                    "target_repo": f"{self.owner}/{self.repo_name}",
-                    "base_branch": str(repo["default_branch"]),
-                    "custom_instructions": self.options.copilot_instructions,
-                },
-            )
-            return self.outbox.advance(job, "done")
-        branch = branch_name(job.sig)
-        if job.step == "branch":
-            base = str(self._repository()["default_branch"])
-            head = self.client.get_ref(f"heads/{base}")
-            try:
-                self.client.create_ref(f"refs/heads/{branch}", str(head["object"]["sha"]))
-            except ValidationFailed as exc:
-                if not exc.already_exists:
-                    raise
-            return self.outbox.advance(job, "brief", base=base)
-        if job.step == "brief":
-            state = load(job.sig)
-            if state is None:
-                raise SinkRejected(f"signature {job.sig.hex()} is no longer in the aggregate")
-            brief = render_brief(state, issue_number=job.issue)
-            self._put_file(
-                brief_path(job.sig), brief, branch, f"errmesh: fix brief for #{job.issue}"
-            )
-            return self.outbox.advance(job, "fix" if self.options.fixer else "pull", brief=brief)
-        if job.step == "fix":
-            self._run_fixer(job, branch)
-            return self.outbox.advance(job, "pull")
-        if job.step == "pull":
-            state = load(job.sig)
-            title = render_title(state) if state is not None else f"errmesh fix #{job.issue}"
-            existing = self.client.list_pulls(head=f"{self.owner}:{branch}", state="all")
-            if existing:
-                return self.outbox.advance(job, "done", pull=int(existing[0]["number"]))
-            pull = self.client.create_pull(
-                title=title.replace("[errmesh]", "[errmesh] fix:", 1),
-                head=branch,
-                base=str(job.data.get("base") or self._repository()["default_branch"]),
-                body=(
-                    f"Fixes #{job.issue}\n\nDraft opened by errmesh. The fix brief is in "
-                    f"`{brief_path(job.sig)}`."
-                ),
-                draft=True,
-            )
-            return self.outbox.advance(job, "done", pull=int(pull["number"]))
-        raise SinkRejected(f"unknown step {job.step!r}")
-
-    def _run_fixer(self, job: Job, branch: str) -> None:
-        """Apply the fixer's diff to the branch, or comment why not; never half a patch."""
-        done: dict[str, str] = dict(job.data.get("fixed") or {})
-        try:
-            if not done:
-                diff = run_fixer(
-                    self.options.fixer,
-                    str(job.data.get("brief", "")),
-                    timeout=self.options.fixer_timeout,
-                )
-                patches = parse_patch(diff)
-                current = {fp.path: self._read_file(fp.path, branch) for fp in patches}
-                new = apply_patch(patches, current)
-                job = self.outbox.advance(job, "fix", pending_files=new)
-        except (FixerError, PatchError) as exc:
-            self.client.create_comment(
-                job.issue,
-                f"errmesh could not apply an automatic fix: {exc}. The draft PR keeps only "
-                "the fix brief.",
-            )
-            return
-        pending: Mapping[str, str] = job.data.get("pending_files") or {}
-        for path, text in sorted(pending.items()):
-            if path in done:
-                continue
-            self._put_file(path, text, branch, f"errmesh: automatic fix for #{job.issue}")
-            done[path] = "ok"
-            job = self.outbox.advance(job, "fix", fixed=done)
+        return [(sig, issues[0]) for sig, issues in self._listing.items()]
 
     # -- GitHub helpers -----------------------------------------------------------
-
-    def _repository(self) -> dict[str, Any]:
-        if self._repo is None:
-            self._repo = self.client.get_repo()
-        return self._repo
-
-    def _read_file(self, path: str, branch: str) -> str | None:
-        try:
-            found = self.client.get_contents(path, ref=branch)
-        except NotFound:
-            return None
-        return base64.b64decode(str(found.get("content", ""))).decode("utf-8")
-
-    def _put_file(self, path: str, text: str, branch: str, message: str) -> None:
-        sha: str | None = None
-        try:
-            found = self.client.get_contents(path, ref=branch)
-        except NotFound:
-            found = None
-        if found is not None:
-            if base64.b64decode(str(found.get("content", ""))).decode("utf-8") == text:
-                return  # already committed (a replay)
-            sha = str(found["sha"])
-        self.client.put_contents(
-            path, message=message, content=text.encode(), branch=branch, sha=sha
-        )
 
     def _ensure_labels(self, labels: Iterable[str]) -> None:
         if self._labels is None:

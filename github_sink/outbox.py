@@ -9,7 +9,7 @@ job here, in SQLite next to the leader's store, advanced one idempotent step
 at a time and removed from the pending set only when GitHub confirmed the
 last step. A restarted leader resumes its jobs where they stopped; a new
 leader rebuilds missing jobs from GitHub itself (branches and pulls are
-found by their ``errmesh/fix-<sig12>`` names), see ``GitHubSink``.
+found by their ``errmesh/fix-<sig12>`` names), see ``github_sink.followup``.
 
 Intents record issue actions that GitHub confirmed but whose link the
 aggregate may not hold yet (the leader died in between): a restarted leader

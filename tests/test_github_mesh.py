@@ -34,7 +34,7 @@ from mesh_cluster import (
     wait_until,
 )
 
-from github_sink.github import COPILOT_LOGIN
+from github_sink.followup import COPILOT_LOGIN
 from tests.github_fake import GitHubApp, serve
 from tests.github_fake.fixtures import assert_no_violations
 from tests.github_fake.state import Issue

@@ -20,7 +20,8 @@ import httpx
 import pytest
 
 from github_sink.errors import BadCredentials, SinkUnavailable
-from github_sink.github import COPILOT_LOGIN, GitHubSink, GitHubSinkOptions, branch_name, brief_path
+from github_sink.followup import COPILOT_LOGIN, branch_name, brief_path
+from github_sink.github import GitHubSink, GitHubSinkOptions
 from github_sink.render import marker
 from github_sink.settings import GitHubSettings
 from mesh.aggregate import IssueLink, OriginCount, SigState
