@@ -14,7 +14,7 @@ Pure: text in, text out. Deleting files and binary patches are refused
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from github_sink.errors import PatchError
@@ -22,6 +22,8 @@ from github_sink.errors import PatchError
 __all__ = ["FilePatch", "Hunk", "apply_patch", "parse_patch"]
 
 _HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+#: How many lines of the old and of the new file a hunk row of each kind takes.
+_TAKES = {" ": (1, 1), "-": (1, 0), "+": (0, 1)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,61 +72,78 @@ def parse_patch(text: str) -> list[FilePatch]:
         if line.startswith("GIT binary patch") or line.startswith("Binary files "):
             raise PatchError("binary patches are not supported")
         if not line.startswith("--- "):
-            i += 1
+            i += 1  # the fixer's prose around the diff
             continue
-        if i + 1 >= len(lines) or not lines[i + 1].startswith("+++ "):
-            raise PatchError(f"line {i + 1}: '---' without '+++'")
-        old = line[4:].strip()
-        new = _strip_prefix(lines[i + 1][4:])
-        if new == "/dev/null":
-            raise PatchError(f"deleting {_strip_prefix(old)!r} is not supported")
-        path = _safe_path(new)
-        new_file = old.split("\t", 1)[0] == "/dev/null"
-        i += 2
-        hunks: list[Hunk] = []
-        while i < len(lines) and lines[i].startswith("@@"):
-            match = _HUNK.match(lines[i])
-            if match is None:
-                raise PatchError(f"line {i + 1}: bad hunk header {lines[i]!r}")
-            old_start, old_len = int(match[1]), int(match[2] or "1")
-            new_start, new_len = int(match[3]), int(match[4] or "1")
-            i += 1
-            body: list[str] = []
-            need_old, need_new = old_len, new_len
-            while need_old > 0 or need_new > 0:
-                if i >= len(lines):
-                    raise PatchError(f"hunk at {old_start} in {path} is truncated")
-                row = lines[i]
-                i += 1
-                if row.startswith("\\"):
-                    continue  # "\ No newline at end of file"
-                kind = row[:1] or " "  # an empty line is a blank context line
-                if kind == " ":
-                    need_old -= 1
-                    need_new -= 1
-                elif kind == "-":
-                    need_old -= 1
-                elif kind == "+":
-                    need_new -= 1
-                else:
-                    raise PatchError(f"line {i}: unexpected {row[:20]!r} in a hunk of {path}")
-                if need_old < 0 or need_new < 0:
-                    raise PatchError(f"hunk at {old_start} in {path} is longer than its header")
-                body.append(kind + row[1:])
-            while i < len(lines) and lines[i].startswith("\\"):
-                i += 1
-            hunks.append(Hunk(old_start, old_len, new_start, new_len, tuple(body)))
-        if not hunks:
-            raise PatchError(f"no hunks for {path}")
-        out.append(FilePatch(path, tuple(hunks), new_file))
+        file_patch, i = _file_patch(lines, i)
+        out.append(file_patch)
     if not out:
         raise PatchError("no unified diff found in the fixer's output")
+    _refuse_repeated_paths(out)
+    return out
+
+
+def _file_patch(lines: Sequence[str], i: int) -> tuple[FilePatch, int]:
+    """The file patch whose ``---`` line is ``lines[i]``, and the index after its hunks."""
+    if i + 1 >= len(lines) or not lines[i + 1].startswith("+++ "):
+        raise PatchError(f"line {i + 1}: '---' without '+++'")
+    old = lines[i][4:].strip()
+    new = _strip_prefix(lines[i + 1][4:])
+    if new == "/dev/null":
+        raise PatchError(f"deleting {_strip_prefix(old)!r} is not supported")
+    path = _safe_path(new)
+    new_file = old.split("\t", 1)[0] == "/dev/null"
+    i += 2
+    hunks: list[Hunk] = []
+    while i < len(lines) and lines[i].startswith("@@"):
+        hunk, i = _hunk(lines, i, path)
+        hunks.append(hunk)
+    if not hunks:
+        raise PatchError(f"no hunks for {path}")
+    return FilePatch(path, tuple(hunks), new_file), i
+
+
+def _hunk(lines: Sequence[str], i: int, path: str) -> tuple[Hunk, int]:
+    """The hunk whose ``@@`` header is ``lines[i]``, and the index after it.
+
+    Its length comes from the header, not from where the next header is: a
+    removed line ``-- x`` reads ``--- x``, like the start of the next file.
+    """
+    match = _HUNK.match(lines[i])
+    if match is None:
+        raise PatchError(f"line {i + 1}: bad hunk header {lines[i]!r}")
+    old_start, old_len = int(match[1]), int(match[2] or "1")
+    new_start, new_len = int(match[3]), int(match[4] or "1")
+    i += 1
+    body: list[str] = []
+    need_old, need_new = old_len, new_len
+    while need_old > 0 or need_new > 0:
+        if i >= len(lines):
+            raise PatchError(f"hunk at {old_start} in {path} is truncated")
+        row = lines[i]
+        i += 1
+        if row.startswith("\\"):
+            continue  # "\ No newline at end of file"
+        kind = row[:1] or " "  # an empty line is a blank context line
+        takes = _TAKES.get(kind)
+        if takes is None:
+            raise PatchError(f"line {i}: unexpected {row[:20]!r} in a hunk of {path}")
+        need_old -= takes[0]
+        need_new -= takes[1]
+        if need_old < 0 or need_new < 0:
+            raise PatchError(f"hunk at {old_start} in {path} is longer than its header")
+        body.append(kind + row[1:])
+    while i < len(lines) and lines[i].startswith("\\"):
+        i += 1
+    return Hunk(old_start, old_len, new_start, new_len, tuple(body)), i
+
+
+def _refuse_repeated_paths(patches: Sequence[FilePatch]) -> None:
+    """Two patches of one path would each be applied to the original, and one lost."""
     seen: set[str] = set()
-    for fp in out:
+    for fp in patches:
         if fp.path in seen:
             raise PatchError(f"{fp.path} appears twice in the patch")
         seen.add(fp.path)
-    return out
 
 
 def _apply_one(fp: FilePatch, original: str | None) -> str:
