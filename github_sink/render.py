@@ -151,13 +151,27 @@ def _cut_lines(lines: Sequence[str], budget: int) -> str:
 
 def render_body(state: SigState, *, now: float | None = None, max_chars: int = MAX_BODY) -> str:
     """The whole issue body. Always at most ``max_chars`` characters."""
+    head = _body_head(state)
+    tail = _body_tail(state)
+    fixed = "\n".join(head) + "\n" + "\n".join(tail)
+    # What the head and tail leave goes to the trace and the logs, the parts
+    # that can be cut (200: a margin for their headings and fences).
+    budget = max_chars - len(fixed) - 200
+    middle = _body_middle(state.detail, budget) if state.detail is not None and budget > 0 else []
+    body = "\n".join([*head, *middle, *tail])
+    if len(body) > max_chars:  # belt and braces: never exceed the API's limit
+        body = body[: max_chars - 40] + "\n[… cut by errmesh …]"
+    return body
+
+
+def _body_head(state: SigState) -> list[str]:
+    """The marker, the counts and the error: never cut."""
     detail = state.detail
-    severity = effective_severity(state)
     hosts = state.hosts
     head = [
         marker(state.signature),
-        f"**Severity:** {severity.name.lower()} · **Occurrences:** {state.total} on "
-        f"{len(hosts)} host{'s' if len(hosts) != 1 else ''} · **First seen:** "
+        f"**Severity:** {effective_severity(state).name.lower()} · **Occurrences:** "
+        f"{state.total} on {len(hosts)} host{'s' if len(hosts) != 1 else ''} · **First seen:** "
         f"{_when(state.first_seen)} · **Last seen:** {_when(state.last_seen)}",
         "",
     ]
@@ -172,6 +186,12 @@ def render_body(state: SigState, *, now: float | None = None, max_chars: int = M
                 else f"signal {detail.signal}"
             )
             head += [f"**Ended with:** {how}", ""]
+    return head
+
+
+def _body_tail(state: SigState) -> list[str]:
+    """The hosts, the environment and the footer: never cut."""
+    detail = state.detail
     tail = ["## Hosts", _hosts_table(state), ""]
     if detail is not None:
         tail += [
@@ -186,33 +206,30 @@ def render_body(state: SigState, *, now: float | None = None, max_chars: int = M
         f"---\nReported by errmesh · signature `{sig_hex(state.signature)}` · "
         "occurrences are summed over every peer of the mesh."
     )
-    fixed = "\n".join(head) + "\n" + "\n".join(tail)
-    budget = max_chars - len(fixed) - 200
+    return tail
+
+
+def _body_middle(detail: Report, budget: int) -> list[str]:
+    """The trace and the log tail in ``budget`` characters: half each when both
+    are there (the logs get what the trace leaves), the oldest lines cut first."""
+    trace = render_trace(detail) if detail.kind == "exception" else ""
+    logs = list(detail.log_tail)
+    trace_budget = budget // 2 if logs else budget
     middle: list[str] = []
-    if detail is not None and budget > 0:
-        trace = render_trace(detail) if detail.kind == "exception" else ""
-        logs = list(detail.log_tail)
-        log_title = "## Output (stderr tail)" if detail.kind == "command" else "## Preceding logs"
-        trace_budget = budget // 2 if logs else budget
-        if trace:
-            trace_text = (
-                trace
-                if len(trace) <= trace_budget
-                else _cut_lines(trace.splitlines(), trace_budget)
-            )
-            middle += ["## Stack trace", _fence(trace_text, "python"), ""]
-        if logs:
-            used = sum(len(x) + 1 for x in middle)
-            middle += [
-                log_title,
-                f"Last {len(logs)} lines before the error:",
-                _fence(_cut_lines(logs, max(0, budget - used - 100))),
-                "",
-            ]
-    body = "\n".join([*head, *middle, *tail])
-    if len(body) > max_chars:  # belt and braces: never exceed the API's limit
-        body = body[: max_chars - 40] + "\n[… cut by errmesh …]"
-    return body
+    if trace:
+        trace_text = (
+            trace if len(trace) <= trace_budget else _cut_lines(trace.splitlines(), trace_budget)
+        )
+        middle += ["## Stack trace", _fence(trace_text, "python"), ""]
+    if logs:
+        used = sum(len(x) + 1 for x in middle)
+        middle += [
+            "## Output (stderr tail)" if detail.kind == "command" else "## Preceding logs",
+            f"Last {len(logs)} lines before the error:",
+            _fence(_cut_lines(logs, max(0, budget - used - 100))),
+            "",
+        ]
+    return middle
 
 
 def render_comment(state: SigState, *, previous_total: int, regression: bool = False) -> str:
