@@ -93,6 +93,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal, NamedTuple, Protocol
 
+from mesh import defaults
 from mesh.bounds import saturating_add, saturating_sum
 from mesh.errors import LocalError
 from mesh.report import Occurrence, Report
@@ -201,8 +202,8 @@ class SigState:
 #: The bundling defaults, the one place they are written (``node.config``
 #: and the GitHub sink take them from here): seconds a new signature waits
 #: for its first issue, and between two updates of one issue.
-DEFAULT_SETTLE: Final = 5.0
-DEFAULT_WINDOW: Final = 900.0
+DEFAULT_SETTLE: Final = defaults.SETTLE
+DEFAULT_WINDOW: Final = defaults.WINDOW
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

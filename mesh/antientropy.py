@@ -4,7 +4,7 @@ A relay keeps one digest entry per signature (``mesh.aggregate.summary`` of
 its stored state) and exchanges digests with the mesh; a peer that knows
 more about a signature answers with its state, which the other merges
 (DESIGN section 5, PROTOCOL "digest and state"). This module decides; the
-relay (``node.peer.MeshPeer``) feeds it what happened and carries out what
+relay (``node.relay.MeshPeer``) feeds it what happened and carries out what
 it says. No clock, no IO: every input carries ``now`` (a monotonic clock,
 seconds), and the answer delay comes from an injected ``random.Random``.
 
@@ -48,14 +48,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from mesh import wire
+from mesh import defaults, wire
 from mesh.aggregate import SigState, summary
 
 __all__ = ["AntiEntropy", "AntiEntropyOptions", "differs", "digest_entry", "digest_messages"]
 
 
 #: Entries per digest message (rule 1).
-DIGEST_BATCH: Final = 512
+DIGEST_BATCH: Final = defaults.DIGEST_BATCH
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -111,6 +111,7 @@ import math
 from dataclasses import dataclass
 from typing import Final, Literal, TypeAlias
 
+from mesh import defaults
 from mesh.bounds import MAX_TERM
 from mesh.errors import LocalError
 
@@ -175,7 +176,7 @@ class ElectionConfig:
     value.
     """
 
-    heartbeat: float = 0.5
+    heartbeat: float = defaults.HEARTBEAT
     timeout_beats: int = 6
     settle: float | None = None
     #: A settled peer that does not lead beats every this many heartbeats,

@@ -2,42 +2,27 @@
 
 Runs inside gossipsub (a topic validator), so a refused message is neither
 delivered nor forwarded. A signer whose messages keep being refused
-(:data:`BAN_AFTER` of them) is banned: the relay drops its connections.
+(:data:`BAN_AFTER` of them) is banned: the relay drops its connections. Counting and
+the ban decision are ``mesh.relay_policy.Rejections``.
 """
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Final
 
 from mesh import wire
 from mesh.gossip import Validator
+from mesh.relay_policy import BAN_AFTER, Rejections
 
 __all__ = ["BAN_AFTER", "RejectionCounter", "make_validator"]
 
-#: Rejections from one signer before it is banned.
-BAN_AFTER: Final = 20
-
-
-@dataclass
-class RejectionCounter:
-    """Rejected messages by reason and by signer (for status and banning)."""
-
-    by_reason: collections.Counter[str] = field(default_factory=collections.Counter)
-    by_signer: collections.Counter[str] = field(default_factory=collections.Counter)
-    banned: set[str] = field(default_factory=set)
-
-    def add(self, reason: str, signer: str) -> int:
-        self.by_reason[reason] += 1
-        self.by_signer[signer] += 1
-        return self.by_signer[signer]
+#: The rejection counts and ban decisions live in the sans-IO relay policy.
+RejectionCounter = Rejections
 
 
 def make_validator(
     key: bytes | None,
-    rejections: RejectionCounter,
+    rejections: Rejections,
     on_ban: Callable[[str], None] | None = None,
 ) -> Validator:
     """The gossipsub validator: decodes under ``key``, checks the claimed sender.
@@ -54,9 +39,7 @@ def make_validator(
             reason = "forged-sender"
         if not reason:
             return True
-        count = rejections.add(reason, signer)
-        if count % BAN_AFTER == 0 and on_ban is not None:  # every 20 refusals: (re)ban
-            rejections.banned.add(signer)
+        if rejections.refuse(reason, signer) and on_ban is not None:
             on_ban(signer)
         return False
 

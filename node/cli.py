@@ -362,7 +362,7 @@ def relay(
     no_leader: bool,
 ) -> None:
     """Run a long-lived mesh peer: bootstrap address, spool drainer, leader candidate."""
-    from node.relay import run_relay
+    from node.service import run_relay
 
     config = _config(
         ctx,

@@ -1,18 +1,22 @@
-"""A node's parts, built from a ``Config``: the store, the sinks, solo delivery.
+"""A node's parts, built from a ``Config``: the store, the sinks, solo delivery, a relay.
 
 The one place that turns settings into running parts, for every way
 errmesh runs: the error path (``node.pipeline``) and the embedded mesh
 delivery (``node.embedded``) deliver through them, a relay
 (``node.relay``) and the operator commands (``node.cli``) open them. Both
-error paths import this module, and it imports neither (no cycle).
+error paths import this module, and it imports neither (no cycle). The
+relay's parts (trio, libp2p) are imported only by :func:`open_relay`, so the
+error path does not pay for them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
 
 from github_sink.sink import Replica, Sink
 from mesh.aggregate import BundlePolicy, Limits
@@ -24,7 +28,18 @@ from node.errors import ConfigError
 from node.handover import take as take_handovers
 from node.leader import RoundResult, act
 
-__all__ = ["SoloDelivery", "make_github_sink", "make_replica", "make_sink", "open_store"]
+if TYPE_CHECKING:
+    from node.relay import MeshPeer, PeerOptions
+
+__all__ = [
+    "SoloDelivery",
+    "make_github_sink",
+    "make_replica",
+    "make_sink",
+    "open_relay",
+    "open_store",
+    "peer_options",
+]
 
 
 def make_sink(config: Config) -> Sink | None:
@@ -171,3 +186,63 @@ class SoloDelivery:
             term=store.max_link_term(),
             flush={r.signature for r in pending} | {r.signature for r in reports},
         )
+
+
+def peer_options(config: Config, *, key: bytes | None) -> PeerOptions:
+    """The relay's options from the settings (its tuning values included)."""
+    from mesh.antientropy import AntiEntropyOptions
+    from mesh.gossip import topics_for
+    from mesh.relay_policy import RelayOptions
+    from node.relay import PeerOptions
+
+    reports_topic, control_topic = topics_for(config.cluster)
+    return PeerOptions(
+        reports_topic=reports_topic,
+        control_topic=control_topic,
+        key=key,
+        eligible=config.eligible,
+        priority=config.priority,
+        heartbeat=config.heartbeat,
+        digest_every=config.digest_every,
+        status_path=config.cluster_state_dir / "relay-status.json",
+        relay=RelayOptions(backlog_max=config.backlog_max),
+        antientropy=AntiEntropyOptions(digest_batch=config.digest_batch),
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_relay(config: Config) -> AsyncIterator[MeshPeer]:
+    """A relay over its store, sink and gossip, not yet running (``peer.run``).
+
+    Raises ``ConfigError`` for bad settings; closes what it opened on exit.
+    """
+    from mesh.gossip import GossipConfig, open_gossip
+    from node.admission import RejectionCounter, make_validator
+    from node.relay import MeshPeer
+
+    options = peer_options(config, key=config.cluster_key())
+    sink = make_sink(config) if config.eligible else None
+    replica = sink if isinstance(sink, Replica) else make_replica(config)
+    rejections = RejectionCounter()
+    handle: list[Any] = []
+    validator = make_validator(
+        options.key, rejections, on_ban=lambda p: handle[0].ban(p) if handle else None
+    )
+    gossip_config = GossipConfig(
+        topics=(options.reports_topic, options.control_topic),
+        listen=config.listen,
+        bootstrap=config.peers,
+        identity_path=config.cluster_state_dir / "identity.key",
+        library_logs=config.log_level == "debug",
+    )
+    with open_store(config) as store:
+        async with open_gossip(gossip_config, validator) as gossip:
+            handle.append(gossip)
+            yield MeshPeer(
+                store=store,
+                gossip=gossip,
+                sink=sink,
+                replica=replica,
+                rejections=rejections,
+                options=options,
+            )

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from mesh.aggregate import DEFAULT_SETTLE, DEFAULT_WINDOW
 from node.errors import ConfigError
 from node.settings import (
+    DEFAULTS,
     PATH_SETTINGS,
     SETTINGS,
     load_values,
@@ -48,56 +48,61 @@ __all__ = [
 ]
 
 SinkName = Literal["auto", "file", "github", "none"]
+#: Each field's default is its row's in the settings table (one default per setting).
+_D = DEFAULTS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """Every errmesh setting, validated. Build it with :func:`load_config`."""
 
-    cluster: str = "default"
-    app: str = ""
-    app_version: str = ""
-    state_dir: Path = Path("~/.local/state/errmesh")
-    data_dir: Path = Path("~/.local/share/errmesh")
-    issues_dir: Path | None = None
-    sink: SinkName = "auto"
-    auto_issue: bool = True
-    auto_pr: bool = False
-    auto_heal: bool = False
-    repo: str | None = None
-    github_token: str | None = field(default=None, repr=False)
-    github_api_url: str = "https://api.github.com"
-    github_dry_run: bool = False
-    github_timeout: float = 10.0
+    cluster: str = _D["cluster"]
+    app: str = _D["app"]
+    app_version: str = _D["app_version"]
+    state_dir: Path = Path(_D["state_dir"])
+    data_dir: Path = Path(_D["data_dir"])
+    issues_dir: Path | None = _D["issues_dir"]
+    sink: SinkName = _D["sink"]
+    auto_issue: bool = _D["auto_issue"]
+    auto_pr: bool = _D["auto_pr"]
+    auto_heal: bool = _D["auto_heal"]
+    repo: str | None = _D["repo"]
+    github_token: str | None = field(default=_D["github_token"], repr=False)
+    github_api_url: str = _D["github_api_url"]
+    github_dry_run: bool = _D["github_dry_run"]
+    github_timeout: float = _D["github_timeout"]
     #: GitHub's content-creation limits (the notes' 80/min, 500/h, 1 s apart).
-    github_per_minute: int = 80
-    github_per_hour: int = 500
-    github_min_interval: float = 1.0
-    fixer: tuple[str, ...] = ()
-    fixer_timeout: float = 300.0
-    window: float = DEFAULT_WINDOW
-    settle: float = DEFAULT_SETTLE
-    reopen_on_regression: bool = True
-    log_lines: int = 50
-    spool_max_reports: int = 10_000
-    spool_max_bytes: int = 64 * 1024 * 1024
-    spool_sync: Literal["full", "normal"] = "full"
-    max_signatures: int = 10_000
-    scrub_patterns: tuple[str, ...] = ()
-    scrub_keys: tuple[str, ...] = ()
-    in_app_include: tuple[str, ...] = ()
-    in_app_exclude: tuple[str, ...] = ()
-    capture_keyboard_interrupt: bool = False
-    peers: tuple[str, ...] = ()
-    key_file: Path | None = None
-    listen: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/4001",)
-    eligible: bool = True
-    priority: int = 0
-    heartbeat: float = 0.5
-    ack_timeout: float = 2.0
-    status_port: int = 0
+    github_per_minute: int = _D["github_per_minute"]
+    github_per_hour: int = _D["github_per_hour"]
+    github_min_interval: float = _D["github_min_interval"]
+    fixer: tuple[str, ...] = _D["fixer"]
+    fixer_timeout: float = _D["fixer_timeout"]
+    window: float = _D["window"]
+    settle: float = _D["settle"]
+    reopen_on_regression: bool = _D["reopen_on_regression"]
+    log_lines: int = _D["log_lines"]
+    spool_max_reports: int = _D["spool_max_reports"]
+    spool_max_bytes: int = _D["spool_max_bytes"]
+    spool_sync: Literal["full", "normal"] = _D["spool_sync"]
+    max_signatures: int = _D["max_signatures"]
+    scrub_patterns: tuple[str, ...] = _D["scrub_patterns"]
+    scrub_keys: tuple[str, ...] = _D["scrub_keys"]
+    in_app_include: tuple[str, ...] = _D["in_app_include"]
+    in_app_exclude: tuple[str, ...] = _D["in_app_exclude"]
+    capture_keyboard_interrupt: bool = _D["capture_keyboard_interrupt"]
+    peers: tuple[str, ...] = _D["peers"]
+    key_file: Path | None = _D["key_file"]
+    listen: tuple[str, ...] = _D["listen"]
+    eligible: bool = _D["eligible"]
+    priority: int = _D["priority"]
+    heartbeat: float = _D["heartbeat"]
+    digest_every: float = _D["digest_every"]
+    digest_batch: int = _D["digest_batch"]
+    backlog_max: int = _D["backlog_max"]
+    ack_timeout: float = _D["ack_timeout"]
+    status_port: int = _D["status_port"]
     #: The relay's log level on stderr (elections, sink errors, bans).
-    log_level: Literal["debug", "info", "warning", "error"] = "warning"
+    log_level: Literal["debug", "info", "warning", "error"] = _D["log_level"]
 
     @property
     def cluster_state_dir(self) -> Path:

@@ -2,7 +2,7 @@
 
 A relay is a long-running process that other machines depend on: one bad
 message, one bad stored row or a full disk must cost that message, that row
-or that write, never the process. Its loops (``node.peer.MeshPeer``) report
+or that write, never the process. Its loops (``node.relay.MeshPeer``) report
 every failure here instead of dying:
 
 - **faults by loop**: counted for ``/status`` and logged at most once per

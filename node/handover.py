@@ -40,7 +40,7 @@ import os
 
 from mesh.scrub import process_scrubber
 from node.event import exception_event, process_context
-from node.skeleton import _DB_NAME, DEFAULTS, locate
+from node.skeleton import _DB_NAME, locate
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -54,7 +54,6 @@ if TYPE_CHECKING:
     from node.skeleton import Located
 
 __all__ = [
-    "DEFAULTS",
     "HANDED",
     "MAX_PAYLOAD",
     "NOT_APPLICABLE",
@@ -257,14 +256,12 @@ def take(store: Store, *, limit: int = 1000) -> list[Report]:
     """
     import time
 
-    from mesh.signature import report_signature
-    from mesh.wire import bound_report
+    from mesh.wire import seal_report
     from node import skeleton
     from node.event import host_facts, to_report
 
     def signed(event: Mapping[str, object]) -> Report:
-        report = to_report(event)
-        return bound_report(report.replace(signature=report_signature(report)))
+        return seal_report(to_report(event))
 
     def from_skeleton(payload: str) -> Report:
         return signed(skeleton.to_event(payload, facts=facts))

@@ -1,6 +1,6 @@
 """A relay's receive path into its store, without a network.
 
-The relay (``node.peer.MeshPeer``) merges what gossip brings in batches;
+The relay (``node.relay.MeshPeer``) merges what gossip brings in batches;
 these functions do the merging, so that the property tests
 (``tests/test_poison.py``) drive the very code the relay runs.
 """

@@ -26,9 +26,8 @@ from typing import Protocol
 
 from mesh.report import Report
 from mesh.scrub import process_scrubber
-from mesh.signature import report_signature
 from mesh.store import Store
-from mesh.wire import bound_report
+from mesh.wire import seal_report
 from node.compose import SoloDelivery, open_store
 from node.config import Config
 from node.leader import RoundResult
@@ -96,8 +95,7 @@ class Pipeline:
             if edited is None:
                 return None
             report = self.scrubber.report(edited)
-        report = report.replace(signature=report_signature(report))
-        return bound_report(report)
+        return seal_report(report)
 
     def process(self, raw: Report, *, exiting: bool, skeleton: int | None = None) -> Outcome:
         """All steps. Raises ``StoreError``/``ConfigError``; the caller reports them once.

@@ -1,252 +1,581 @@
-"""``errmesh relay``: the long-running durable peer.
+"""The relay: a durable mesh peer that merges, acks, elects, leads and repairs.
 
-It listens for the mesh (bootstrap address for others), keeps its libp2p
-identity next to its spool (a restarted relay keeps its peer id), drains the
-machine's spool (nudged by failing CLIs over a Unix datagram socket), acks
-what it stores, takes part in the election when it has a sink, and writes
-its status to ``relay-status.json`` for ``errmesh status``.
+One trio task per duty, all around one store and one :class:`~mesh.gossip.Gossip`;
+what each decides is sans-IO policy (``mesh.relay_policy``, ``mesh.antientropy``,
+``mesh.election``), this module only feeds it and carries out its answers:
+
+- **receive**: every validated message is decoded and applied: a ``report``
+  is merged into the store and then acked on the control topic (the ack
+  means "durably stored here", DESIGN section 7); ``occ`` and ``state``
+  merge; ``issue`` records the leader's links; ``hb`` feeds the election;
+  ``digest`` is answered with the states the sender lacks.
+- **tick**: the election's clock. Heartbeats go out when due; while this
+  peer leads it asks for leader rounds (``node.leading``).
+- **drain**: reports left in this machine's spool (by CLIs whose delivery
+  failed, or handed over through the local nudge socket) are merged and
+  published, so nothing spooled is stranded.
+- **digest**: every few seconds, and whenever the set of peers changes, a
+  summary goes out so that dropped gossip and healed partitions converge.
+
+Validation (before any of this, inside gossipsub, ``node.admission``): a
+payload must decode under the cluster key, and a message that names its
+sender must name its libp2p signer. Rejections are counted by reason; a
+peer that keeps sending rejected messages is banned. The process around
+the relay (status server, nudge socket, lock) is ``node.service``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import gc
+import collections
 import json
-import os
-import sys
-from collections.abc import Callable, Iterator
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import trio
+import trio.lowlevel
 
-from github_sink.sink import Replica
-from mesh.gossip import Gossip, GossipConfig, open_gossip, topics_for
-from node.admission import RejectionCounter, make_validator
-from node.compose import make_replica, make_sink, open_store
-from node.config import Config
-from node.errors import RelayRunning
-from node.peer import MeshPeer, PeerOptions
+from github_sink.sink import Replica, Sink
+from mesh import defaults, wire
+from mesh.aggregate import SigState
+from mesh.antientropy import AntiEntropy, AntiEntropyOptions, digest_entry
+from mesh.election import (
+    BecameLeader,
+    Election,
+    ElectionConfig,
+    LeaderChanged,
+    SendHeartbeat,
+    SteppedDown,
+)
+from mesh.errors import LocalError, StoreUnavailable
+from mesh.gossip import Gossip
+from mesh.relay_policy import (
+    Backlog,
+    Backoff,
+    Dialer,
+    Rejections,
+    RelayOptions,
+    StatusThrottle,
+    acks_for,
+    plan_drain,
+)
+from mesh.store import Store
+from node.faults import Faults
+from node.handover import take as take_handovers
+from node.leading import Leading
+from node.merging import Batch, merge_records, merge_reports, signatures_of
+from node.relay_status import relay_status
+from node.replica_sync import ReplicaSync
+from node.state_parts import state_messages
 
-__all__ = ["run_relay", "serve_relay"]
+__all__ = ["MeshPeer", "PeerOptions"]
+
+log = logging.getLogger("errmesh.peer")
 
 
-async def _listen_for_nudges(path: os.PathLike[str] | str, peer: MeshPeer) -> None:
-    """Each datagram on the relay socket means "the spool has something new"."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_DGRAM)
-    try:
-        await sock.bind(os.fspath(path))
+def _unspecified(maddr: str) -> bool:
+    """A wildcard listen address, which no other machine can dial."""
+    return maddr.startswith(("/ip4/0.0.0.0/", "/ip6/::/"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerOptions:
+    """How this durable peer takes part (``node.compose.peer_options`` fills it from a Config)."""
+
+    reports_topic: str
+    control_topic: str
+    key: bytes | None = None
+    eligible: bool = True
+    priority: int = 0
+    heartbeat: float = defaults.HEARTBEAT
+    digest_every: float = defaults.DIGEST_EVERY
+    status_path: Path | None = None
+    relay: RelayOptions = field(default_factory=RelayOptions)
+    antientropy: AntiEntropyOptions = field(default_factory=AntiEntropyOptions)
+
+
+class MeshPeer:
+    """A relay's duties over one store and one gossip handle."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        gossip: Gossip,
+        options: PeerOptions,
+        sink: Sink | None,
+        rejections: Rejections,
+        clock: Callable[[], float] = time.time,
+        replica: Replica | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.gossip = gossip
+        self.options = options
+        self.policy = options.relay
+        self.sink = sink if options.eligible else None
+        self.rejections = rejections
+        self.clock = clock
+        self._election_clock = clock()
+        self.election = Election(
+            me=gossip.peer_id,
+            priority=options.priority,
+            eligible=options.eligible and sink is not None,
+            config=ElectionConfig(heartbeat=options.heartbeat),
+            now=self._election_clock,
+            term=store.max_link_term(),
+        )
+        self.nudged = trio.Event()
+        self._believed: str | None = None
+        if self.sink is not None:  # the sink checks before every write that we still lead
+            self.sink.set_gate(lambda: self.election.role == "leader")
+        self.stats: collections.Counter[str] = collections.Counter()
+        self.faults = Faults(store_path=str(store.path), clock=clock)
+        self.leading = Leading(
+            store=store,
+            sink=self.sink,
+            election=self.election,
+            faults=self.faults,
+            clock=clock,
+            batch=self.policy.lead_batch,
+            announce=self._announce_links,
+        )
+        self.replica = ReplicaSync(replica, store, clock)  # this machine's issue folder
+        self.status_url = ""
+        #: What digests say and which differences to answer (mesh/antientropy.py),
+        #: on trio's monotonic clock.
+        self.antientropy = AntiEntropy(options.antientropy, rng)
+        # The receive loop's hand-offs (see _receive_loop).
+        self._backlog: Backlog[tuple[wire.Message, str]] = Backlog(self.policy.backlog_max)
+        self._apply_wanted = trio.Event()
+        self._digests: dict[tuple[str, bytes], wire.DigestMsg] = {}
+        self._digest_wanted = trio.Event()
+        #: The longest a message of each kind waited in our receive channel.
+        self.lag_max: dict[str, float] = {}
+        self._dialer = Dialer(self.policy)
+        self._status_due = StatusThrottle(self.policy.status_every)
+        self._peers_changed = trio.Event()  # set by _watch_peers, awaited by _digest_loop
+
+    # -- the loops --------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        loops: dict[str, Callable[[], Any]] = {
+            "receive": self._receive_loop,
+            "apply": self._apply_loop,
+            "answer": self._answer_loop,
+            "tick": self._tick_loop,
+            "drain": self._drain_loop,
+            "digest": self._digest_loop,
+            "lead": self.leading.loop,
+            "watch": self._watch_peers,
+        }
+        if self.election.role != "observer":
+            loops["connect"] = self._connect_candidates
+        async with trio.open_nursery() as nursery:
+            for name, loop in loops.items():
+                nursery.start_soon(self._supervise, name, loop, name=f"errmesh-{name}")
+            task_status.started()
+
+    async def _supervise(self, name: str, loop: Callable[[], Any]) -> None:
+        """Run ``loop`` for ever: a failure is counted and logged, and the loop restarts.
+
+        The loops isolate one message, one signature, one store write
+        themselves; this catches what slips past (a bug, an exhausted
+        resource), so that no failure of one duty stops the relay. Restarts
+        back off (``mesh.relay_policy.Backoff``) so a failure that repeats at
+        once costs little CPU. Cancellation and KeyboardInterrupt are
+        BaseExceptions and pass.
+        """
+        backoff = Backoff(self.policy.restart_min, self.policy.restart_max)
         while True:
-            await sock.recv(64)
-            peer.nudged.set()
-    finally:
-        sock.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+            started = trio.current_time()
+            try:
+                await loop()
+                return  # ended by itself: its input closed
+            except StoreUnavailable as exc:
+                self.faults.store_failed(exc)
+                self.faults.by_loop[name] += 1
+            except Exception as exc:
+                self.faults.fault(name, exc)
+            await trio.sleep(backoff.failed(trio.current_time() - started))
 
+    async def _receive_loop(self) -> None:
+        """Sort what arrives so that nothing time-critical waits behind bulk work.
 
-def _gauge(value: Any) -> str:
-    """A status number as a sample; NaN when the store could not tell (None)."""
-    return "NaN" if value is None else str(value)
+        Heartbeats go to the election at once: queued behind a few thousand
+        reports and state answers they arrived late, live leaders expired and
+        a second leader was elected (``scripts/bench/github_cost.py``).
+        Digests are answered by their own task, the latest per sender and
+        range. Everything else is merged in batches by :meth:`_apply_loop`.
+        """
+        async for received in self.gossip.receive:
+            decoded = wire.decode(received.data, self.options.key)
+            if isinstance(decoded, wire.Rejected):
+                continue  # the validator already refused and counted it
+            lag = trio.current_time() - received.at if received.at else 0.0
+            try:
+                self.accept(decoded, received.sender, lag)
+                if isinstance(decoded, wire.HeartbeatMsg):
+                    await self.handle(decoded, received.sender)
+            except Exception as exc:  # one bad message must not stop the peer
+                self.faults.fault("receive", exc, signatures_of(decoded))
+                self.stats["handler_errors"] += 1
 
+    def accept(self, msg: wire.Message, sender: str, lag: float = 0.0) -> None:
+        """Route one decoded message; ``lag``: seconds it waited in our channel."""
+        kind = type(msg).__name__
+        self.lag_max[kind] = max(self.lag_max.get(kind, 0.0), lag)
+        if isinstance(msg, wire.HeartbeatMsg):
+            return  # applied by the caller, now
+        if isinstance(msg, wire.DigestMsg):
+            self._digests[(sender, msg.after)] = msg  # a newer one replaces it
+            self._digest_wanted.set()
+            return
+        if isinstance(msg, wire.StateMsg):
+            # Someone answered a digest, to everybody: ours would repeat it.
+            self.antientropy.heard_answer((s.signature for s in msg.states), trio.current_time())
+        if not self._backlog.offer((msg, sender)):
+            # Anti-entropy repairs what is dropped here; an unacked report is
+            # sent again by its reporter.
+            self.stats["dropped_busy"] += 1
+            return
+        self._apply_wanted.set()
 
-def metrics_text(status: dict[str, Any]) -> str:
-    """The status as Prometheus text exposition (gauges and counters)."""
-    lines = [
-        "# TYPE errmesh_peers gauge",
-        f"errmesh_peers {len(status.get('peers', []))}",
-        "# TYPE errmesh_is_leader gauge",
-        f"errmesh_is_leader {1 if status.get('role') == 'leader' else 0}",
-        "# TYPE errmesh_term gauge",
-        f"errmesh_term {status.get('term', 0)}",
-        "# TYPE errmesh_spool_pending gauge",
-        f"errmesh_spool_pending {_gauge(status.get('spool_pending', 0))}",
-        "# TYPE errmesh_signatures gauge",
-        f"errmesh_signatures {_gauge(status.get('signatures', 0))}",
-        "# TYPE errmesh_rejected_total counter",
-    ]
-    for reason, count in sorted(status.get("rejected", {}).items()):
-        lines.append(f'errmesh_rejected_total{{reason="{reason}"}} {count}')
-    lines.append("# TYPE errmesh_faults_total counter")
-    for loop, count in sorted(status.get("faults", {}).items()):
-        lines.append(f'errmesh_faults_total{{loop="{loop}"}} {count}')
-    store_ok = status.get("store", {}).get("ok", True)
-    lines += [
-        "# TYPE errmesh_store_ok gauge",
-        f"errmesh_store_ok {1 if store_ok else 0}",
-        "# TYPE errmesh_quarantined gauge",
-        f"errmesh_quarantined {status.get('quarantined_count', 0)}",
-    ]
-    lines.append("# TYPE errmesh_events_total counter")
-    for name, count in sorted(status.get("stats", {}).items()):
-        lines.append(f'errmesh_events_total{{event="{name}"}} {count}')
-    return "\n".join(lines) + "\n"
+    async def _apply_loop(self) -> None:
+        while True:
+            await self._apply_wanted.wait()
+            self._apply_wanted = trio.Event()
+            while self._backlog:
+                await self.apply(self._backlog.take(self.policy.apply_batch))
+                await trio.lowlevel.checkpoint()
 
+    async def _answer_loop(self) -> None:
+        while True:
+            await self._digest_wanted.wait()
+            self._digest_wanted = trio.Event()
+            await trio.sleep(self.antientropy.answer_delay())
+            while self._digests:
+                key = next(iter(self._digests))
+                msg = self._digests.pop(key)
+                try:
+                    await self._answer_digest(msg)
+                except StoreUnavailable as exc:
+                    self.faults.store_failed(exc)
+                except Exception as exc:
+                    self.faults.fault("answer", exc)
+                    self.stats["handler_errors"] += 1
 
-def task_dump() -> str:
-    """Every trio task and where it waits: for a relay that seems stuck.
+    async def _tick_loop(self) -> None:
+        while True:
+            now = self._election_now()
+            await self._apply_election(self.election.tick(now))
+            if self.election.role == "leader":
+                self.leading.wanted.set()
+            self._write_status()
+            deadline = self.election.next_deadline()
+            await trio.sleep(max(0.01, min(self.options.heartbeat, deadline - self.clock())))
 
-    A task parked in ``await`` has no thread stack for a profiler to show;
-    its await frames say what it waits for.
-    """
-    lines: list[str] = []
+    async def _drain_loop(self) -> None:
+        probed_at = -math.inf
+        while True:
+            try:
+                await self.drain()
+            except StoreUnavailable as exc:
+                self.faults.store_failed(exc)
+            if (
+                self.faults.store_down
+                and trio.current_time() - probed_at >= self.policy.probe_every
+            ):
+                # Nothing else may write for a while: find out when space is back.
+                probed_at = trio.current_time()
+                self._probe_store()
+            with trio.move_on_after(self.policy.drain_every):
+                await self.nudged.wait()
+            self.nudged = trio.Event()
 
-    def walk(task: trio.lowlevel.Task, depth: int) -> None:
-        lines.append(f"{'  ' * depth}{task.name}")
-        for frame, lineno in task.iter_await_frames():
-            code = frame.f_code
-            lines.append(f"{'  ' * depth}  {code.co_filename}:{lineno} {code.co_name}")
-        for nursery in task.child_nurseries:
-            for child in nursery.child_tasks:
-                walk(child, depth + 1)
-
-    walk(trio.lowlevel.current_root_task(), 0)
-    return "\n".join(lines) + "\n"
-
-
-async def _serve_status_connection(stream: trio.SocketStream, peer: MeshPeer) -> None:
-    """GET /status (JSON) or /metrics (Prometheus) on localhost; anything else 404."""
-    try:
-        with trio.move_on_after(5):
-            request = b""
-            while b"\r\n\r\n" not in request and len(request) < 8192:
-                chunk = await stream.receive_some(4096)
-                if not chunk:
-                    return
-                request += chunk
-            words = request.split(b"\r\n", 1)[0].split()
-            path = words[1].decode("latin-1") if len(words) >= 2 else "/"
-            status, ctype, body = "200 OK", "application/json", b""
-            if path.startswith("/metrics"):
-                ctype = "text/plain; version=0.0.4"
-                body = metrics_text(peer.status()).encode()
-            elif path.startswith("/debug/tasks"):
-                ctype = "text/plain"
-                body = task_dump().encode()
-            elif path in ("/", "/status"):
-                body = json.dumps(peer.status(), indent=1).encode()
-            else:
-                status, ctype, body = "404 Not Found", "text/plain", b"not found\n"
-            head = (
-                f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            )
-            await stream.send_all(head.encode() + body)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-        pass
-    finally:
-        await stream.aclose()
-
-
-@contextlib.contextmanager
-def hold_state_dir(directory: Path) -> Iterator[None]:
-    """Be the only relay on ``directory``, for as long as the block runs.
-
-    Two relays on one state directory share its identity (one peer id on
-    two hosts) and its spool, and both lead. ``flock`` on ``relay.lock``
-    (holding our pid, for the other's message) is released by the kernel
-    when the process dies, even by SIGKILL: no stale lock to clean up.
-    Raises ``RelayRunning`` naming the holder's pid, ``OSError`` when the
-    directory is unusable.
-    """
-    import fcntl
-
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(directory / "relay.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
+    def _probe_store(self) -> None:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-            raise RelayRunning(str(directory), holder) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)
+            self.store.probe_write()
+        except StoreUnavailable as exc:
+            self.faults.store_failed(exc)
+        else:
+            self.faults.store_ok()
 
+    async def _digest_loop(self) -> None:
+        """A digest every ``digest_every`` seconds and whenever the peer set changes."""
+        while True:
+            self._peers_changed = trio.Event()
+            await self.send_digest()
+            with trio.move_on_after(self.options.digest_every):
+                await self._peers_changed.wait()
 
-async def serve_relay(config: Config, *, announce: Callable[[Gossip, str], None]) -> None:
-    """Run a relay until cancelled. Raises ``ConfigError`` for bad settings,
-    ``RelayRunning`` beside another relay on the same state directory."""
-    with hold_state_dir(config.cluster_state_dir):
-        await _serve_relay(config, announce=announce)
+    # -- handling ---------------------------------------------------------
 
+    async def handle(self, msg: wire.Message, sender: str) -> None:
+        """Apply one decoded message from ``sender`` now."""
+        if isinstance(msg, wire.HeartbeatMsg):
+            if msg.heartbeat.eligible and msg.addrs:
+                self._dialer.heard(msg.heartbeat.peer, msg.addrs)
+            await self._apply_election(self.election.receive(msg.heartbeat, self._election_now()))
+        elif isinstance(msg, wire.DigestMsg):
+            await self._answer_digest(msg)
+        else:
+            await self.apply([(msg, sender)])
 
-async def _serve_relay(config: Config, *, announce: Callable[[Gossip, str], None]) -> None:
-    key = config.cluster_key()
-    sink = make_sink(config) if config.eligible else None
-    replica = sink if isinstance(sink, Replica) else make_replica(config)
-    reports_topic, control_topic = topics_for(config.cluster)
-    rejections = RejectionCounter()
-    handle: list[Gossip] = []
-    validator = make_validator(
-        key, rejections, on_ban=lambda p: handle[0].ban(p) if handle else None
-    )
-    gossip_config = GossipConfig(
-        topics=(reports_topic, control_topic),
-        listen=config.listen,
-        bootstrap=config.peers,
-        identity_path=config.cluster_state_dir / "identity.key",
-        library_logs=config.log_level == "debug",
-    )
-    with open_store(config) as store:
-        async with open_gossip(gossip_config, validator) as gossip:
-            handle.append(gossip)
-            peer = MeshPeer(
-                store=store,
-                gossip=gossip,
-                sink=sink,
-                replica=replica,
-                rejections=rejections,
-                options=PeerOptions(
-                    reports_topic=reports_topic,
-                    control_topic=control_topic,
-                    key=key,
-                    eligible=config.eligible,
-                    priority=config.priority,
-                    heartbeat=config.heartbeat,
-                    status_path=config.cluster_state_dir / "relay-status.json",
-                ),
-            )
-            async with trio.open_nursery() as nursery:
-                listeners = await nursery.start(
-                    functools.partial(trio.serve_tcp, host="127.0.0.1"),
-                    lambda stream: _serve_status_connection(stream, peer),
-                    config.status_port,
+    async def apply(self, batch: Batch) -> None:
+        """Merge a batch of data messages in one transaction per kind, then ack.
+
+        Merging is a join, so order within the batch does not matter. A report
+        is acked only after its transaction committed (DESIGN section 7); if
+        the store fails, nothing is acked and the reporter sends it again.
+        A store that cannot be written (full disk) marks the store down and
+        drops the batch (reporters retry, anti-entropy repairs the rest); any
+        other failure is isolated by merging the batch's messages one by one,
+        so one poison costs only itself and its signatures are blamed
+        (quarantined if it keeps failing).
+        """
+        try:
+            await self._apply(batch)
+        except StoreUnavailable as exc:
+            self.faults.store_failed(exc)
+            self.stats["dropped_store_down"] += len(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                self.faults.fault("apply", exc, signatures_of(batch[0][0]))
+                self.stats["dropped_faulty"] += 1
+                return
+            for item in batch:
+                await self.apply([item])
+
+    async def _apply(self, batch: Batch) -> None:
+        skip = self.faults.quarantined
+        reports, changed = merge_reports(self.store, batch, skip)
+        if reports:
+            self.faults.store_ok()
+            self._note(*changed)
+            self.stats["reports"] += len(reports)
+            direct = set(self.gossip.peers())
+            me, per = self.gossip.peer_id, self.policy.ack_batch
+            for ack in acks_for(reports, direct=direct, acker=me, batch=per):
+                await self._publish(self.options.control_topic, ack)
+        merged, records = merge_records(self.store, batch, skip)
+        if records:
+            self.faults.store_ok()
+            self._note(*merged)
+            self.stats["states_merged"] += records
+            await self.replica.mirror([s for s in merged if s.link is not None])
+
+    async def drain(self) -> int:
+        """Merge and publish what this machine's spool holds; returns how many.
+
+        The wire carries state, not events: what goes out is
+        ``mesh.relay_policy.plan_drain``'s coalesced plan, paced, so a burst
+        of thousands of spooled reports is a few messages and never
+        overflows libp2p's 32-slot queues.
+        """
+        take_handovers(self.store)  # reports failing processes here handed over
+        await self._observe_replica()
+        pending = self.store.pending(limit=self.policy.drain_limit)
+        if not pending:
+            return 0
+        known = {
+            sig
+            for sig in {r.signature for r in pending}
+            if (state := self.store.load_state(sig)) is not None and state.detail is not None
+        }
+        self._note(*self.store.merge_reports(pending))
+        self.faults.store_ok()
+        plan = plan_drain(pending, known, self.policy.occ_batch)
+        for report in plan.reports:
+            # Already committed here (merge_reports unspooled it): no acks wanted.
+            # Not bulk: a report is what propagation latency is measured on.
+            msg = wire.ReportMsg(report=report, ack=False)
+            await self._publish(self.options.reports_topic, msg)
+            await trio.sleep(self.policy.pace)
+        for occ in plan.occurrences:
+            await self._publish(self.options.reports_topic, occ, bulk=True)
+            await trio.sleep(self.policy.pace)
+        self.stats["drained"] += len(pending)
+        return len(pending)
+
+    async def _observe_replica(self) -> None:
+        """Send what people changed in this machine's folder (``errmesh issues close``)."""
+        states, changed = await self.replica.observe()
+        self._note(*changed)
+        await self.replica.mirror(states)  # the folder now shows the link it asked for
+        links = tuple((s.signature, s.link) for s in states if s.link is not None)
+        if links:
+            await self._publish(self.options.control_topic, wire.IssueMsg(links=links))
+
+    async def _announce_links(self, states: list[SigState]) -> None:
+        """A leader round wrote these links: note them and tell the mesh."""
+        self._note(*states)
+        links = tuple((st.signature, st.link) for st in states if st.link)
+        if links:
+            await self._publish(self.options.control_topic, wire.IssueMsg(links=links))
+
+    def _note(self, *states: SigState) -> None:
+        self.antientropy.note(states, trio.current_time())
+
+    async def _refresh_entries(self) -> None:
+        """Rebuild the digest entries from the store, a batch at a time."""
+        if not self.antientropy.rebuild_due(trio.current_time()):
+            return
+        entries: dict[bytes, wire.DigestEntry] = {}
+        for batch in self.store.iter_states():
+            for state in batch:
+                entries[state.signature] = digest_entry(state)
+            await self.replica.mirror([s for s in batch if s.link is not None])
+            await trio.lowlevel.checkpoint()
+        self.antientropy.rebuilt(entries, trio.current_time())
+
+    async def send_digest(self) -> None:
+        """The digest in batches; each says which signature range it covers."""
+        await self._refresh_entries()
+        self.stats["digests_sent"] += 1
+        for msg in self.antientropy.digest():
+            await self._publish(self.options.control_topic, msg, bulk=True)
+            await trio.sleep(self.policy.pace)
+
+    async def _answer_digest(self, msg: wire.DigestMsg) -> None:
+        """Send the states the digest's sender lacks or holds differently
+        (which: ``mesh.antientropy``); a quarantined or unreadable signature
+        is left out, the rest are answered."""
+        await self._refresh_entries()
+        states = []
+        for sig in self.antientropy.to_answer(msg, trio.current_time()):
+            if self.faults.quarantined(sig):
+                continue
+            try:
+                state = self.store.load_state(sig)
+            except StoreUnavailable:
+                raise
+            except Exception as exc:  # this signature's row: blame it, answer the rest
+                self.faults.fault("answer", exc, (sig,))
+                continue
+            if state is not None:
+                states.append(state)
+        self.stats["digests_answered"] += 1
+        self.stats["states_sent"] += len(states)
+        await self._send_states(states)
+
+    async def _send_states(self, states: list[SigState]) -> None:
+        for i, msg in enumerate(state_messages(states)):
+            if i:
+                await trio.sleep(self.policy.pace * 5)
+            try:
+                await self._publish(self.options.control_topic, msg, bulk=True)
+            except LocalError as exc:  # cannot be sent: blame its signatures, send the rest
+                self.faults.fault("answer", exc, signatures_of(msg))
+
+    # -- election ---------------------------------------------------------
+
+    async def _apply_election(self, events: list[Any]) -> None:
+        previous = self._believed
+        for event in events:
+            if isinstance(event, SendHeartbeat):
+                addrs = tuple(a for a in self.gossip.addrs if not _unspecified(a))
+                msg = wire.HeartbeatMsg(
+                    heartbeat=event.heartbeat, addrs=addrs[: self.policy.heartbeat_addrs]
                 )
-                port = listeners[0].socket.getsockname()[1]
-                peer.status_url = f"http://127.0.0.1:{port}/status"
-                await nursery.start(peer.run)
-                nursery.start_soon(_listen_for_nudges, config.relay_socket, peer)
-                # What exists now (~100k objects: libp2p's modules, the host)
-                # lives as long as the relay: keep it out of the collector's
-                # full passes, each of which stalls the loop ~50 ms or more.
-                gc.collect()
-                gc.freeze()
-                announce(gossip, peer.status_url)
+                await self._publish(self.options.control_topic, msg)
+            elif isinstance(event, BecameLeader):
+                log.info("leading in term %d", event.term)
+                self.stats["elections_won"] += 1
+                if previous not in (None, self.gossip.peer_id) and previous in self.election.alive(
+                    self.clock()
+                ):
+                    # Taking over from a live leader (we outrank it): give it a
+                    # heartbeat to hear us and stop before our first write.
+                    self.leading.hold_off(self.clock() + self.options.heartbeat)
+            elif isinstance(event, SteppedDown):
+                log.info("stepped down (term %d): %s", event.term, event.reason)
+            elif isinstance(event, LeaderChanged):
+                log.info("leader is now %s (term %d)", event.leader, event.term)
+        self._believed = self.election.leader
 
+    def _election_now(self) -> float:
+        """The clock, never going back: the election refuses time that does
+        (LocalError), and a wall clock stepped back by NTP would otherwise
+        fail every tick and heartbeat until it caught up."""
+        self._election_clock = max(self._election_clock, self.clock())
+        return self._election_clock
 
-def run_relay(config: Config) -> None:
-    """Blocking entry point for the CLI: prints the addresses, runs until killed."""
+    async def _watch_peers(self) -> None:
+        """Tell the election which direct connections opened and closed, and
+        the digest loop that the peer set changed.
 
-    def announce(gossip: Gossip, status_url: str) -> None:
-        print(f"errmesh relay {gossip.peer_id}", flush=True)
-        for addr in gossip.addrs:
-            print(f"listening on {addr}", flush=True)
-        print(f"status on {status_url}", flush=True)
+        A killed process's connections close within ~0.2 s: its peers stop
+        counting it at once instead of waiting out the heartbeat timeout.
+        libp2p offers no event for it, hence the poll.
+        """
+        known: set[str] = set()
+        while True:
+            current = set(self.gossip.peers())
+            if current != known:
+                self._peers_changed.set()
+            now = self._election_now()
+            for peer in sorted(known - current):
+                await self._apply_election(self.election.disconnected(peer, now))
+            for peer in sorted(current - known):
+                await self._apply_election(self.election.connected(peer, now))
+            known = current
+            await trio.sleep(self.policy.watch_every)
 
-    import logging
+    async def _connect_candidates(self) -> None:
+        """Keep a direct connection to the leader and to the best-ranked candidate.
 
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    try:
-        trio.run(lambda: serve_relay(config, announce=announce))
-    except KeyboardInterrupt:
-        sys.exit(130)
+        Only a direct connection shows a leader's death within the grace
+        (see ``_watch_peers``), and the one who must see it first is the
+        best-ranked other candidate, its successor. Heartbeats carry the
+        addresses to dial. Dialling every candidate (tried first) turned a
+        star of 10 all-eligible relays into 45 links and doubled their CPU.
+        """
+        while True:
+            await trio.sleep(self.policy.connect_every)
+            due = self._dialer.due(
+                me=self.gossip.peer_id,
+                leader=self.election.leader,
+                ranked=self.election.alive(self.clock()),
+                direct=set(self.gossip.peers()),
+                now=trio.current_time(),
+            )
+            for peer, addrs in due:
+                for addr in addrs:
+                    try:
+                        await self.gossip.dial(addr)
+                        self._dialer.reached(peer)
+                        self.stats["candidate_dials"] += 1
+                        break
+                    except Exception as exc:  # unreachable from here: try later
+                        log.debug("cannot reach candidate %s at %s: %s", peer, addr, exc)
+                else:
+                    self._dialer.unreachable(peer, trio.current_time())
+
+    async def _publish(self, topic: str, msg: wire.Message, *, bulk: bool = False) -> None:
+        """``bulk``: yield to heartbeats, acks and links (see ``Gossip.publish``)."""
+        await self.gossip.publish(topic, wire.encode(msg, self.options.key), bulk=bulk)
+
+    # -- status -----------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Never raises: a relay whose store fails must still say so here."""
+        return relay_status(self)
+
+    def _write_status(self) -> None:
+        """Rewrite ``relay-status.json`` when the election changed, else once a second."""
+        path = self.options.status_path
+        belief = (self.election.role, self.election.leader, self.election.term)
+        if path is None or not self._status_due.due(belief, trio.current_time()):
+            return
+        try:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.status(), indent=1))
+            tmp.replace(path)
+        except OSError:
+            pass

@@ -22,6 +22,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 
+from mesh import defaults
 from node.errors import ConfigError
 
 TYPE_CHECKING = False
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 __all__ = [
+    "DEFAULTS",
     "PATH_SETTINGS",
     "SETTINGS",
     "Setting",
@@ -250,65 +252,77 @@ def _optional_str(value: object) -> str | None:
 
 
 class Setting:
-    """One row of the settings table: field name, parser, env names."""
+    """One row of the settings table: field name, parser, env names, default.
 
-    __slots__ = ("env", "name", "parse")
+    The default is the setting's only one: ``Config`` and the hand-over take it
+    from here (paths as ``str``).
+    """
 
-    def __init__(self, name: str, parse: Callable[[object], Any], env: tuple[str, ...]) -> None:
+    __slots__ = ("default", "env", "name", "parse")
+
+    def __init__(
+        self, name: str, parse: Callable[[object], Any], env: tuple[str, ...], default: object
+    ) -> None:
         self.name = name
         self.parse = parse
         self.env = env
+        self.default = default
 
 
-def _s(name: str, parse: Callable[[object], Any], *aliases: str) -> Setting:
-    return Setting(name, parse, ("ERRMESH_" + name.upper(), *aliases))
+def _s(name: str, parse: Callable[[object], Any], default: object, *aliases: str) -> Setting:
+    return Setting(name, parse, ("ERRMESH_" + name.upper(), *aliases), default)
 
 
 #: The settings, their parsers and their environment names (first wins).
 SETTINGS: tuple[Setting, ...] = (
-    _s("cluster", _name),
-    _s("app", _str),
-    _s("app_version", _str),
-    _s("state_dir", _path),
-    _s("data_dir", _path),
-    _s("issues_dir", _optional_path),
-    _s("sink", _choice("auto", "file", "github", "none")),
-    _s("auto_issue", _bool, "IPFS_AUTO_ISSUE"),
-    _s("auto_pr", _bool, "IPFS_AUTO_PR"),
-    _s("auto_heal", _bool, "IPFS_AUTO_HEAL"),
-    _s("repo", _repo, "IPFS_REPO"),
-    _s("github_token", _optional_str, "GITHUB_TOKEN", "GH_TOKEN"),
-    _s("github_api_url", _url),
-    _s("github_dry_run", _bool),
-    _s("github_timeout", _positive_seconds),
-    _s("github_per_minute", _positive_int),
-    _s("github_per_hour", _positive_int),
-    _s("github_min_interval", _positive_float),
-    _s("fixer", _command),
-    _s("fixer_timeout", _positive_seconds),
-    _s("window", _positive_float),
-    _s("settle", _positive_float),
-    _s("reopen_on_regression", _bool),
-    _s("log_lines", _positive_int),
-    _s("spool_max_reports", _positive_int),
-    _s("spool_max_bytes", _positive_int),
-    _s("spool_sync", _choice("full", "normal")),
-    _s("max_signatures", _positive_int),
-    _s("scrub_patterns", _patterns),
-    _s("scrub_keys", _tuple),
-    _s("in_app_include", _tuple),
-    _s("in_app_exclude", _tuple),
-    _s("capture_keyboard_interrupt", _bool),
-    _s("peers", _peers),
-    _s("key_file", _optional_path),
-    _s("listen", _listen),
-    _s("eligible", _bool),
-    _s("priority", _int),
-    _s("heartbeat", _positive_seconds),
-    _s("ack_timeout", _positive_seconds),
-    _s("status_port", _port),
-    _s("log_level", _choice("debug", "info", "warning", "error")),
+    _s("cluster", _name, "default"),
+    _s("app", _str, ""),
+    _s("app_version", _str, ""),
+    _s("state_dir", _path, "~/.local/state/errmesh"),
+    _s("data_dir", _path, "~/.local/share/errmesh"),
+    _s("issues_dir", _optional_path, None),
+    _s("sink", _choice("auto", "file", "github", "none"), "auto"),
+    _s("auto_issue", _bool, True, "IPFS_AUTO_ISSUE"),
+    _s("auto_pr", _bool, False, "IPFS_AUTO_PR"),
+    _s("auto_heal", _bool, False, "IPFS_AUTO_HEAL"),
+    _s("repo", _repo, None, "IPFS_REPO"),
+    _s("github_token", _optional_str, None, "GITHUB_TOKEN", "GH_TOKEN"),
+    _s("github_api_url", _url, "https://api.github.com"),
+    _s("github_dry_run", _bool, False),
+    _s("github_timeout", _positive_seconds, 10.0),
+    _s("github_per_minute", _positive_int, 80),
+    _s("github_per_hour", _positive_int, 500),
+    _s("github_min_interval", _positive_float, 1.0),
+    _s("fixer", _command, ()),
+    _s("fixer_timeout", _positive_seconds, 300.0),
+    _s("window", _positive_float, defaults.WINDOW),
+    _s("settle", _positive_float, defaults.SETTLE),
+    _s("reopen_on_regression", _bool, True),
+    _s("log_lines", _positive_int, 50),
+    _s("spool_max_reports", _positive_int, 10_000),
+    _s("spool_max_bytes", _positive_int, 64 * 1024 * 1024),
+    _s("spool_sync", _choice("full", "normal"), "full"),
+    _s("max_signatures", _positive_int, 10_000),
+    _s("scrub_patterns", _patterns, ()),
+    _s("scrub_keys", _tuple, ()),
+    _s("in_app_include", _tuple, ()),
+    _s("in_app_exclude", _tuple, ()),
+    _s("capture_keyboard_interrupt", _bool, False),
+    _s("peers", _peers, ()),
+    _s("key_file", _optional_path, None),
+    _s("listen", _listen, ("/ip4/0.0.0.0/tcp/4001",)),
+    _s("eligible", _bool, True),
+    _s("priority", _int, 0),
+    _s("heartbeat", _positive_seconds, defaults.HEARTBEAT),
+    _s("digest_every", _positive_seconds, defaults.DIGEST_EVERY),
+    _s("digest_batch", _positive_int, defaults.DIGEST_BATCH),
+    _s("backlog_max", _positive_int, defaults.BACKLOG_MAX),
+    _s("ack_timeout", _positive_seconds, 2.0),
+    _s("status_port", _port, 0),
+    _s("log_level", _choice("debug", "info", "warning", "error"), "warning"),
 )
+#: Every setting's default (``Config``'s fields and the hand-over read them here).
+DEFAULTS: dict[str, Any] = {setting.name: setting.default for setting in SETTINGS}
 _BY_NAME = {s.name: s for s in SETTINGS}
 
 

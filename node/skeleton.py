@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     Located = tuple[Mapping[str, str], dict[str, Any], str]
 
 __all__ = [
-    "DEFAULTS",
     "GRACE",
     "LOST_MESSAGE",
     "MAGIC",
@@ -54,19 +53,6 @@ __all__ = [
     "to_event",
 ]
 
-#: Defaults of the settings the hand-over reads (the test pins them to Config's).
-DEFAULTS: dict[str, Any] = {
-    "cluster": "default",
-    "app": "",
-    "app_version": "",
-    "github_token": None,
-    "scrub_patterns": (),
-    "scrub_keys": (),
-    "in_app_include": (),
-    "in_app_exclude": (),
-    "spool_sync": "full",
-    "spool_max_bytes": 64 * 1024 * 1024,
-}
 _DB_NAME = "errmesh.sqlite3"  # mesh.store.DB_NAME (pinned by the tests)
 #: First line of every skeleton payload (and its version).
 MAGIC = "errmesh-skeleton 1"
@@ -260,7 +246,7 @@ def locate(flags: Mapping[str, object], environ: Mapping[str, str] | None) -> Lo
     A bad setting falls back to its default, said once on stderr: errmesh's
     own settings never stop the host program (DECISIONS 32).
     """
-    from node.settings import load_values, say_problems
+    from node.settings import DEFAULTS, load_values, say_problems
 
     env = os.environ if environ is None else environ
     problems: list[Any] = []

@@ -8,6 +8,7 @@ with a row is ``node.handover.take``, the function the relay itself calls.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import socket
 import sqlite3
 from collections.abc import Iterator
@@ -266,9 +267,17 @@ def test_a_solo_process_delivers_handed_over_rows_first(sandbox: Sandbox) -> Non
     assert [i["title"] for i in sandbox.issues()] == ["[errmesh] RuntimeError: handed"]
 
 
-def test_the_hand_overs_constants_match_the_full_paths() -> None:
+def test_every_setting_has_one_default_in_the_settings_table() -> None:
+    """Config's fields, and the hand-over's values, come from the table's defaults."""
+    from node.settings import DEFAULTS, PATH_SETTINGS
+
     defaults = Config()
-    for name, value in handover.DEFAULTS.items():
-        assert getattr(defaults, name) == value, name
+    for name, value in DEFAULTS.items():
+        expected = Path(value) if name in PATH_SETTINGS and value is not None else value
+        assert getattr(defaults, name) == expected, name
+    assert set(DEFAULTS) == {f.name for f in dataclasses.fields(Config)}
+
+
+def test_the_hand_overs_constants_match_the_full_paths() -> None:
     assert handover._DB_NAME == DB_NAME
     assert Config().relay_socket.name == handover._SOCKET_NAME

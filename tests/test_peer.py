@@ -18,7 +18,7 @@ from mesh.election import Heartbeat
 from mesh.gossip import GossipCounters
 from mesh.store import Store
 from node.admission import RejectionCounter, make_validator
-from node.peer import MeshPeer, PeerOptions
+from node.relay import MeshPeer, PeerOptions
 
 KEY = b"k" * 32
 SIG = b"S" * 16
@@ -306,7 +306,7 @@ def test_a_poisoned_signature_costs_only_itself_and_is_quarantined(tmp_path: Pat
 
 def test_faults_and_the_store_show_in_the_metrics(tmp_path: Path) -> None:
     from mesh.errors import StoreUnavailable
-    from node.relay import metrics_text
+    from node.relay_status import metrics_text
 
     with Store.open(tmp_path) as store:
         peer, _ = peer_over(store)

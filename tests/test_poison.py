@@ -8,7 +8,7 @@ stores what it merges, so a poison that breaks it breaks every restart too.
 
 The property: any sequence of frames the decoder accepts, with integers at
 the extremes, merged in any order through the relay's own receive path
-(``node.peer.merge_reports`` / ``merge_records``, the functions its apply
+(``node.merging.merge_reports`` / ``merge_records``, the functions its apply
 loop calls) into a real store, leaves every frame the relay would send in
 reply (digest, state answers, heartbeat, ack, issue links) encodable and
 decodable, and the store opens again and says the same.

@@ -64,7 +64,7 @@ One module per concept, all re-exported here; import from ``mesh.wire``.
 
 from __future__ import annotations
 
-from mesh.wire.bound import bound_report
+from mesh.wire.bound import bound_report, seal_report
 from mesh.wire.envelope import _mac as _mac
 from mesh.wire.envelope import decode, encode
 from mesh.wire.limits import (
@@ -176,4 +176,5 @@ __all__ = [
     "encode",
     "encode_report",
     "encode_state",
+    "seal_report",
 ]

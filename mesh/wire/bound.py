@@ -197,3 +197,16 @@ def bound_report(report: Report) -> Report:
     except (AttributeError, TypeError, ValueError, OverflowError) as exc:
         raise LocalError(f"report cannot be bounded: {exc}") from exc
     return bounded
+
+
+def seal_report(report: Report) -> Report:
+    """The one step between a scrubbed report and the spool: sign, then bound.
+
+    Both error paths (``node.pipeline.Pipeline.prepare`` and the relay's
+    ``node.handover.take``) call it, so a report handed over and the same
+    report spooled directly carry the same signature and the same cuts. The
+    signature is taken before the cuts, from the whole trace.
+    """
+    from mesh.signature import report_signature
+
+    return bound_report(report.replace(signature=report_signature(report)))

@@ -3,7 +3,7 @@
 Run by the mesh benchmarks as ``python _timed_relay.py --cluster C
 --state-dir S --data-dir D --issues-dir I --key-file K [--bootstrap MADDR]...``
 (other settings from ``ERRMESH_*`` as usual). It runs
-:func:`node.relay.serve_relay` unchanged, with ``MeshPeer`` replaced by
+:func:`node.service.serve_relay` unchanged, with ``MeshPeer`` replaced by
 :class:`TimedPeer`, a subclass that only observes: it stamps each report's
 arrival with ``time.time()`` as :meth:`MeshPeer.accept` routes it (after
 gossipsub's validator and the decode) and counts messages by kind, received
@@ -42,10 +42,10 @@ from typing import Any
 
 import trio
 
-import node.relay
+import node.service
 from mesh import wire
 from node.config import load_config
-from node.peer import MeshPeer
+from node.relay import MeshPeer
 
 PEERS: list[TimedPeer] = []
 
@@ -197,7 +197,7 @@ async def main(args: argparse.Namespace) -> None:
     if args.bootstrap:
         flags["peers"] = tuple(args.bootstrap)
     config = load_config(flags)
-    node.relay.MeshPeer = TimedPeer  # type: ignore[misc]
+    node.service.MeshPeer = TimedPeer  # type: ignore[misc]
     ready = trio.Event()
 
     def announce(gossip: Any, *_: Any) -> None:  # newer relays also pass the status URL
@@ -205,7 +205,7 @@ async def main(args: argparse.Namespace) -> None:
         ready.set()
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(lambda: node.relay.serve_relay(config, announce=announce))
+        nursery.start_soon(lambda: node.service.serve_relay(config, announce=announce))
         await ready.wait()
         nursery.start_soon(watch_stalls)
         await commands(PEERS[0])

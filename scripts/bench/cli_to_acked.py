@@ -52,7 +52,7 @@ CODE = {
     "local": f"import node; node.install(); raise ValueError('{MESSAGES['local']}')",
     "mesh": f"import node; node.install(); raise ValueError('{MESSAGES['mesh']}')",
     "mesh-imports": (
-        "import node, node.pipeline, node.embedded, node.peer, mesh.gossip, trio, multiaddr; "
+        "import node, node.pipeline, node.embedded, node.relay, mesh.gossip, trio, multiaddr; "
         "mesh.libp2p_host.import_libp2p(lean=True); "
         "from libp2p.pubsub.gossipsub import GossipSub; "
         "from libp2p.pubsub.pubsub import Pubsub; "

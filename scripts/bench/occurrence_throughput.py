@@ -14,7 +14,7 @@ gossips them coalesced (one full report per signature and drain round, then
 cumulative ``occ`` counters in batches, paced); the other peers merge what
 they hear, and anti-entropy digests repair anything gossip dropped.
 
-Five peers, all real relays (``node.relay.serve_relay``) run by
+Five peers, all real relays (``node.service.serve_relay``) run by
 ``_timed_relay.py`` so that they can count messages by kind: the fed relay
 and four more, each bootstrapped to it. Reported:
 

@@ -3,7 +3,7 @@
 Goal: a report published by one peer reaches every other peer within
 100 ms at the 99th percentile.
 
-Every peer is a real relay (``node.relay.serve_relay``: store, acks,
+Every peer is a real relay (``node.service.serve_relay``: store, acks,
 election, digests) run by ``_timed_relay.py``, which stamps each report's
 arrival with ``time.time()`` when ``MeshPeer.handle`` gets it, i.e. after
 gossipsub's validator (HMAC, decode) and the relay's decode. All processes

@@ -1,0 +1,120 @@
+"""The leader's rounds, off the event loop: the only code that calls the sink.
+
+A sink may take seconds per round (GitHub spaces mutating requests a second
+apart), so rounds run in a worker thread with their own store handle while
+heartbeats, acks and digests keep flowing on the loop: a leader that stops
+sending heartbeats would be replaced by a second one. What a round does is
+``node.leader.act``; this module decides when it runs and for how long.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from github_sink.sink import Sink
+from mesh.aggregate import SigState
+from mesh.election import Election
+from mesh.errors import LocalError
+from mesh.store import Store
+from node.faults import Faults
+from node.leader import RoundResult, act
+
+__all__ = ["Leading"]
+
+log = logging.getLogger("errmesh.peer")
+
+
+class Leading:
+    """Leader rounds of at most ``batch`` sink actions, while this peer leads."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        sink: Sink | None,
+        election: Election,
+        faults: Faults,
+        clock: Callable[[], float],
+        batch: int,
+        announce: Callable[[list[SigState]], Awaitable[None]],
+    ) -> None:
+        self.store = store
+        self.sink = sink
+        self.election = election
+        self.faults = faults
+        self.clock = clock
+        self.batch = batch
+        self.announce = announce  # publishes the links a round wrote
+        self.wanted = trio.Event()
+        self._worker_store: Store | None = None  # the rounds' own handle (worker threads)
+        self._in_round = False
+        self._not_before = -math.inf
+
+    def hold_off(self, until: float) -> None:
+        """Taking over from a live leader: let it hear us and stop before our first write."""
+        self._not_before = until
+
+    def _leads(self, term: int) -> bool:
+        return self.election.role == "leader" and self.election.term == term
+
+    async def loop(self) -> None:
+        """One round at a time, whenever the tick loop asks while we lead."""
+        try:
+            while True:
+                await self.wanted.wait()
+                self.wanted = trio.Event()
+                if self.election.role == "leader":
+                    await self.lead(self.clock())
+        finally:
+            # Not while an abandoned round may still be using it in its thread.
+            if self._worker_store is not None and not self._in_round:
+                self._worker_store.close()
+                self._worker_store = None  # a restarted loop opens a fresh one
+
+    async def lead(self, now: float) -> None:
+        """Rounds until nothing is due or leadership ends."""
+        if self.sink is None or self.clock() < self._not_before:
+            return
+        term = self.election.term
+        while self._leads(term):
+            # Abandoned on cancellation: a shutdown does not wait for GitHub's
+            # retry-after; the thread's work is durable step by step anyway.
+            self._in_round = True
+            try:
+                result = await trio.to_thread.run_sync(  # type: ignore[call-arg,unused-ignore]
+                    functools.partial(self._round, now, term), abandon_on_cancel=True
+                )
+            finally:
+                self._in_round = False
+            for error in result.errors:
+                log.warning("%s", error)
+            if result.faulted:
+                self.faults.fault("lead", LocalError("; ".join(result.errors)), result.faulted)
+            await self.announce(list(result.links))
+            if not (result.opened or result.updated or result.reopened):
+                return
+            now = self.clock()
+
+    def _round(self, now: float, term: int) -> RoundResult:
+        """One leader round in the worker thread."""
+        if self._worker_store is None:
+            self._worker_store = self.store.sibling()
+        return self.round_with(self._worker_store, now, term)
+
+    def round_with(self, store: Store, now: float, term: int) -> RoundResult:
+        assert self.sink is not None
+        return act(
+            store,
+            self.sink,
+            now=now,
+            term=term,
+            lock_timeout=0.2,
+            max_actions=self.batch,
+            keep_going=lambda: self._leads(term),
+            skip=self.faults.quarantined,
+        )
