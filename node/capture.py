@@ -84,7 +84,7 @@ class _LogRing:
             logging.Logger.callHandlers = self._original  # type: ignore[method-assign,assignment]
 
     def lines(self) -> tuple[str, ...]:
-        from node.event import LOG_LINE_CHARS, LOG_RECORD_CHARS, cut_text, last_lines
+        from node.cut import LOG_LINE_CHARS, LOG_RECORD_CHARS, cut_text, last_lines
 
         out: list[str] = []
         for record in list(self.records):
