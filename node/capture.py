@@ -244,14 +244,27 @@ class _Hub:
             )
             if handed_over:
                 return None
-        return self._report(
-            exc,
-            exiting=exiting,
-            fingerprint=fingerprint,
-            now=now,
+        # The full path: the Report, then the pipeline (scrub, sign, spool, deliver).
+        from node.event import from_exception, process_context
+
+        pipeline = self.pipeline()
+        config = pipeline.config
+        ctx = process_context(
+            app=config.app or _default_app(),
+            app_version=config.app_version,
             log_tail=log_tail,
-            skeleton=skeleton,
+            in_app_include=config.in_app_include
+            + ((self.caller_package,) if self.caller_package else ()),
+            in_app_exclude=config.in_app_exclude,
         )
+        raw = from_exception(exc, ctx, now=now)
+        if fingerprint is not None:
+            raw = raw.replace(fingerprint=tuple(fingerprint))
+        outcome = pipeline.process(raw, exiting=exiting, skeleton=skeleton)
+        self.last = outcome
+        if outcome.round is not None and outcome.round.errors:
+            self.warn("; ".join(outcome.round.errors))
+        return outcome
 
     def _commit_first(
         self,
@@ -307,38 +320,6 @@ class _Hub:
             if round_result is not None and round_result.errors:
                 self.warn("; ".join(round_result.errors))
         return skeleton, True
-
-    def _report(
-        self,
-        exc: BaseException,
-        *,
-        exiting: bool,
-        fingerprint: Sequence[str] | None,
-        now: float,
-        log_tail: tuple[str, ...],
-        skeleton: int | None,
-    ) -> Outcome:
-        """The full path: the Report, then the pipeline (scrub, sign, spool, deliver)."""
-        from node.event import from_exception, process_context
-
-        pipeline = self.pipeline()
-        config = pipeline.config
-        ctx = process_context(
-            app=config.app or _default_app(),
-            app_version=config.app_version,
-            log_tail=log_tail,
-            in_app_include=config.in_app_include
-            + ((self.caller_package,) if self.caller_package else ()),
-            in_app_exclude=config.in_app_exclude,
-        )
-        raw = from_exception(exc, ctx, now=now)
-        if fingerprint is not None:
-            raw = raw.replace(fingerprint=tuple(fingerprint))
-        outcome = pipeline.process(raw, exiting=exiting, skeleton=skeleton)
-        self.last = outcome
-        if outcome.round is not None and outcome.round.errors:
-            self.warn("; ".join(outcome.round.errors))
-        return outcome
 
     def warn(self, message: str) -> None:
         """Say once per process that errmesh failed; the host goes on."""
