@@ -84,7 +84,7 @@ class _LogRing:
             logging.Logger.callHandlers = self._original  # type: ignore[method-assign,assignment]
 
     def lines(self) -> tuple[str, ...]:
-        from node.event import LOG_LINE_CHARS, LOG_RECORD_CHARS, cut_text, last_lines
+        from node.cut import LOG_LINE_CHARS, LOG_RECORD_CHARS, cut_text, last_lines
 
         out: list[str] = []
         for record in list(self.records):
@@ -239,47 +239,12 @@ class _Hub:
         log_tail = self.ring.lines() if self.ring is not None else ()
         skeleton = None
         if exiting and self.before_send is None and self.delivery is None:
-            # Commit first, enrich after (node/skeleton.py): the type and call
-            # site are durable before anything slow runs. Then, with a relay
-            # on this machine, hand the report over without loading the
-            # pipeline (node/handover.py explains the ~50 ms budget).
-            from node import skeleton as first
-
-            try:  # read once, for both the skeleton and the hand-over
-                located = first.locate(self.flags, None)
-            except Exception:  # the hand-over reads them again, and says why
-                located = None
-            skeleton = first.record(
-                exc,
-                flags=self.flags,
-                caller_package=self.caller_package,
-                fingerprint=fingerprint,
-                now=now,
-                located=located,
+            skeleton, handed_over = self._commit_first(
+                exc, fingerprint=fingerprint, now=now, log_tail=log_tail
             )
-            from node import handover
-
-            try:
-                result = handover.hand_over(
-                    exc,
-                    flags=self.flags,
-                    log_tail=log_tail,
-                    caller_package=self.caller_package,
-                    default_app=_default_app,
-                    fingerprint=fingerprint,
-                    now=now,
-                    skeleton=skeleton,
-                    located=located,
-                )
-            except Exception:  # nothing committed: the full path reports it (or the failure)
-                result = handover.NOT_APPLICABLE
-            if result != handover.NOT_APPLICABLE:
-                self.last = None
-                if result == handover.WRITTEN:  # committed, but no relay took it
-                    round_result = self.pipeline().deliver_spooled(exiting=exiting)
-                    if round_result is not None and round_result.errors:
-                        self.warn("; ".join(round_result.errors))
+            if handed_over:
                 return None
+        # The full path: the Report, then the pipeline (scrub, sign, spool, deliver).
         from node.event import from_exception, process_context
 
         pipeline = self.pipeline()
@@ -300,6 +265,61 @@ class _Hub:
         if outcome.round is not None and outcome.round.errors:
             self.warn("; ".join(outcome.round.errors))
         return outcome
+
+    def _commit_first(
+        self,
+        exc: BaseException,
+        *,
+        fingerprint: Sequence[str] | None,
+        now: float,
+        log_tail: tuple[str, ...],
+    ) -> tuple[int | None, bool]:
+        """The skeleton's row id, and whether the hand-over took the report.
+
+        Commit first, enrich after (node/skeleton.py): the type and call site
+        are durable before anything slow runs. Then, with a relay on this
+        machine, hand the report over without loading the pipeline
+        (node/handover.py explains the ~50 ms budget). Only a dying process
+        comes here, so the spooled row is delivered as one that exits.
+        """
+        from node import skeleton as first
+
+        try:  # read once, for both the skeleton and the hand-over
+            located = first.locate(self.flags, None)
+        except Exception:  # the hand-over reads them again, and says why
+            located = None
+        skeleton = first.record(
+            exc,
+            flags=self.flags,
+            caller_package=self.caller_package,
+            fingerprint=fingerprint,
+            now=now,
+            located=located,
+        )
+        from node import handover
+
+        try:
+            result = handover.hand_over(
+                exc,
+                flags=self.flags,
+                log_tail=log_tail,
+                caller_package=self.caller_package,
+                default_app=_default_app,
+                fingerprint=fingerprint,
+                now=now,
+                skeleton=skeleton,
+                located=located,
+            )
+        except Exception:  # nothing committed: the full path reports it (or the failure)
+            result = handover.NOT_APPLICABLE
+        if result == handover.NOT_APPLICABLE:
+            return skeleton, False
+        self.last = None
+        if result == handover.WRITTEN:  # committed, but no relay took it
+            round_result = self.pipeline().deliver_spooled(exiting=True)
+            if round_result is not None and round_result.errors:
+                self.warn("; ".join(round_result.errors))
+        return skeleton, True
 
     def warn(self, message: str) -> None:
         """Say once per process that errmesh failed; the host goes on."""

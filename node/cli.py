@@ -124,7 +124,8 @@ def _report_command(config: Config, argv: list[str], result: Any) -> None:
     from node.capture import warn_failure
 
     try:
-        from node.event import EventContext, from_command, host_facts
+        from node.context import EventContext, host_facts
+        from node.event import from_command
         from node.pipeline import Pipeline
 
         facts = host_facts()

@@ -100,8 +100,51 @@ def _relay_status(directory: Path) -> dict[str, object]:
 
 def run_demo(directory: Path, *, rounds: int = 3) -> int:
     """A relay, and each scenario failing ``rounds`` times on 3 machines, 4 at a time."""
-    write = print
     directory = directory.resolve()
+    base, key = _prepare(directory)
+    print(f"errmesh demo in {directory}")
+    relay, address = _start_relay(directory, base, key)
+    try:
+        print(f"relay up: {address}")
+        machines = _machines(directory, address)
+        jobs = [
+            (name, argv, machines[i % len(machines)])
+            for i, (name, argv) in enumerate(
+                (name, argv) for _ in range(rounds) for name, argv in SCENARIOS.items()
+            )
+        ]
+        print(
+            f"{len(jobs)} failing processes ({len(SCENARIOS)} kinds x {rounds}) on "
+            f"{len(machines)} machines, 4 at a time"
+        )
+        started = time.monotonic()
+        _run_jobs(jobs, base, key)
+        elapsed = time.monotonic() - started
+        entries = _wait_for_issues(directory, len(jobs))
+        status = _relay_status(directory)
+    finally:
+        relay.terminate()
+        relay.wait(10)
+    print(
+        f"\n{len(jobs)} failures in {elapsed:.1f}s -> {len(entries)} distinct signatures "
+        f"(leader {str(status.get('leader', '?'))[:16]}..., term {status.get('term', '?')}):"
+    )
+    _show_issues(directory, entries)
+    ok = len(entries) == len(SCENARIOS) and all(e["total"] == rounds for _, e in entries)
+    print(
+        "demo OK: one issue per signature, every occurrence counted"
+        if ok
+        else "demo: unexpected result (see above)"
+    )
+    return 0 if ok else 1
+
+
+def _prepare(directory: Path) -> tuple[dict[str, str], Path]:
+    """A fresh demo folder and cluster key; the children's environment without ours.
+
+    The host's own ``ERRMESH_*`` (and IPFS) settings are dropped so that the
+    demo runs the same anywhere; the token in it is what the scrubber must hide.
+    """
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     key = directory / "cluster.key"
@@ -111,67 +154,60 @@ def run_demo(directory: Path, *, rounds: int = 3) -> int:
     base.update(
         ERRMESH_SETTLE="0.5", DEMO_API_TOKEN="ghp_" + "Demo0Token1Never2Leaves3The4Box5abcd"
     )
-    write(f"errmesh demo in {directory}")
-    relay, address = _start_relay(directory, base, key)
-    try:
-        write(f"relay up: {address}")
-        machines = [
-            # machine 0 is the relay's own: its CLIs only nudge the relay (no libp2p)
-            {"ERRMESH_STATE_DIR": str(directory / "relay" / "state")},
-            {"ERRMESH_STATE_DIR": str(directory / "machine-1" / "state"), "ERRMESH_PEERS": address},
-            {"ERRMESH_STATE_DIR": str(directory / "machine-2" / "state"), "ERRMESH_PEERS": address},
-        ]
-        jobs = [
-            (name, argv, machines[i % len(machines)])
-            for i, (name, argv) in enumerate(
-                (name, argv) for _ in range(rounds) for name, argv in SCENARIOS.items()
-            )
-        ]
-        write(
-            f"{len(jobs)} failing processes ({len(SCENARIOS)} kinds x {rounds}) on "
-            f"{len(machines)} machines, 4 at a time"
-        )
-        started = time.monotonic()
-        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-            futures = {}
-            for name, argv, machine in jobs:
-                env = {**base, **machine, "ERRMESH_CLUSTER": "demo", "ERRMESH_KEY_FILE": str(key)}
-                where = "relay's machine" if "ERRMESH_PEERS" not in machine else "via libp2p"
-                futures[pool.submit(_run_one, argv, env)] = f"{name} ({where})"
-            for i, future in enumerate(concurrent.futures.as_completed(futures), 1):
-                write(f"  [{i:>2}/{len(jobs)}] {futures[future]:<58} exited {future.result()}")
-        elapsed = time.monotonic() - started
-        index_path = directory / "issues" / "index.json"
-        deadline = time.monotonic() + 20
-        entries: list[tuple[str, dict[str, Any]]] = []
-        while time.monotonic() < deadline:
-            try:
-                index = json.loads(index_path.read_text(encoding="utf-8"))
-                entries = sorted(index["issues"].items(), key=lambda kv: kv[1]["number"])
-            except (OSError, ValueError):
-                entries = []
-            if sum(int(str(e["total"])) for _, e in entries) >= len(jobs):
-                break
-            time.sleep(0.2)
-        status = _relay_status(directory)
-    finally:
-        relay.terminate()
-        relay.wait(10)
-    write(
-        f"\n{len(jobs)} failures in {elapsed:.1f}s -> {len(entries)} distinct signatures "
-        f"(leader {str(status.get('leader', '?'))[:16]}..., term {status.get('term', '?')}):"
-    )
+    return base, key
+
+
+def _machines(directory: Path, address: str) -> list[dict[str, str]]:
+    """Three machines' settings (spool folders): the relay's own, and two that dial it."""
+    return [
+        # machine 0 is the relay's own: its CLIs only nudge the relay (no libp2p)
+        {"ERRMESH_STATE_DIR": str(directory / "relay" / "state")},
+        {"ERRMESH_STATE_DIR": str(directory / "machine-1" / "state"), "ERRMESH_PEERS": address},
+        {"ERRMESH_STATE_DIR": str(directory / "machine-2" / "state"), "ERRMESH_PEERS": address},
+    ]
+
+
+def _run_jobs(
+    jobs: list[tuple[str, list[str], dict[str, str]]], base: dict[str, str], key: Path
+) -> None:
+    """Run every failing process, 4 at a time, saying how each ended as it ends."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {}
+        for name, argv, machine in jobs:
+            env = {**base, **machine, "ERRMESH_CLUSTER": "demo", "ERRMESH_KEY_FILE": str(key)}
+            where = "relay's machine" if "ERRMESH_PEERS" not in machine else "via libp2p"
+            futures[pool.submit(_run_one, argv, env)] = f"{name} ({where})"
+        for i, future in enumerate(concurrent.futures.as_completed(futures), 1):
+            print(f"  [{i:>2}/{len(jobs)}] {futures[future]:<58} exited {future.result()}")
+
+
+def _wait_for_issues(directory: Path, expected: int) -> list[tuple[str, dict[str, Any]]]:
+    """The file sink's index entries by number, once they count ``expected`` occurrences.
+
+    The leader files issues after the settle delay, so the demo polls the
+    index for up to 20 s and then shows whatever is there.
+    """
+    index_path = directory / "issues" / "index.json"
+    deadline = time.monotonic() + 20
+    entries: list[tuple[str, dict[str, Any]]] = []
+    while time.monotonic() < deadline:
+        try:
+            index = json.loads(index_path.read_text(encoding="utf-8"))
+            entries = sorted(index["issues"].items(), key=lambda kv: kv[1]["number"])
+        except (OSError, ValueError):
+            entries = []
+        if sum(int(str(e["total"])) for _, e in entries) >= expected:
+            break
+        time.sleep(0.2)
+    return entries
+
+
+def _show_issues(directory: Path, entries: list[tuple[str, dict[str, Any]]]) -> None:
+    """One line per issue, then the first issue's file in full."""
     for sig, entry in entries:
-        write(f"  #{entry['number']} {sig[:12]} x{entry['total']!s:<3} {entry['title']}")
-        write(f"       {directory / 'issues' / str(entry['file'])}")
+        print(f"  #{entry['number']} {sig[:12]} x{entry['total']!s:<3} {entry['title']}")
+        print(f"       {directory / 'issues' / str(entry['file'])}")
     if entries:
         first = directory / "issues" / str(entries[0][1]["file"])
-        write(f"\n----- {first} -----")
-        write(first.read_text(encoding="utf-8"))
-    ok = len(entries) == len(SCENARIOS) and all(e["total"] == rounds for _, e in entries)
-    write(
-        "demo OK: one issue per signature, every occurrence counted"
-        if ok
-        else "demo: unexpected result (see above)"
-    )
-    return 0 if ok else 1
+        print(f"\n----- {first} -----")
+        print(first.read_text(encoding="utf-8"))

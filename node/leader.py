@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from github_sink.errors import SinkError, SinkRejected
 from github_sink.sink import FollowUps, Numbering, Replica, Sink, execute
@@ -76,85 +76,120 @@ def act(
     with store.leader_lock(lock_timeout) as held:
         if not held:
             return RoundResult(skipped=True)
-        limit = 1000 if max_actions is None else max(1, max_actions * 2)
-        candidates: dict[bytes, SigState] = {
-            s.signature: s for s in store.due_states(now, limit=limit)
-        }
-        for sig in flush:
-            state = store.load_state(sig)
-            if state is not None:
-                candidates[sig] = state
-        written: dict[bytes, SigState] = {}
+        candidates = _candidates(store, now, flush, max_actions)
+        tally = _Tally()
         if isinstance(sink, Numbering):  # continue the mesh's numbering, not this folder's
             sink.number_above(store.max_link_number())
-        candidates = _observe(store, sink, candidates, now, written)
-        counts = {"opened": 0, "updated": 0, "reopened": 0, "failed": 0, "renumbered": 0}
-        errors: list[str] = []
-        faulted: list[bytes] = []
+        candidates = _observe(store, sink, candidates, now, tally.written)
         done = 0
         for sig in sorted(candidates):
             if (max_actions is not None and done >= max_actions) or not keep_going():
                 break
             if skip is not None and skip(sig):
                 continue
-            try:
-                # Re-read the state: links announced by another leader while this
-                # round was busy with GitHub (seconds per action) must be seen.
-                current = store.load_state(sig) or candidates[sig]
-                action = plan(current, now, store.policy, flush=sig in flush)
-                if action is None:
-                    continue
+            if _act_on(store, sink, sig, candidates[sig], tally, now=now, term=term, flush=flush):
                 done += 1
-                link = execute(sink, action, now=now, term=term)
-                written[sig] = store.set_link(sig, link)
-            except StoreUnavailable:
-                raise
-            except SinkError as exc:  # only the sink raises these: not this signature's fault
-                counts["failed"] += 1
-                kind = "rejected" if isinstance(exc, SinkRejected) else "unavailable"
-                errors.append(f"{sink.name} sink {kind}: {exc}")
-                continue
-            except Exception as exc:
-                counts["failed"] += 1
-                faulted.append(sig)
-                errors.append(f"acting on {sig.hex()} failed: {type(exc).__name__}: {exc}"[:500])
-                continue
-            if isinstance(action, OpenIssue):
-                counts["opened"] += 1
-            elif isinstance(action, ReopenIssue):
-                counts["reopened"] += 1
-            else:
-                counts["updated"] += 1
         if isinstance(sink, Numbering) and keep_going():
-            _renumber(store, sink, now, term, counts, errors, written)
-        follow_ups = 0
+            _renumber(store, sink, tally, now=now, term=term)
         if isinstance(sink, FollowUps) and keep_going():
             try:
-                follow_ups = sink.follow_up(now=now, term=term, load=store.load_state)
+                tally.follow_ups = sink.follow_up(now=now, term=term, load=store.load_state)
             except SinkError as exc:
-                errors.append(f"{sink.name} sink follow-ups: {exc}")
+                tally.errors.append(f"{sink.name} sink follow-ups: {exc}")
+        return tally.result()
+
+
+@dataclass(slots=True)
+class _Tally:
+    """A round in progress: what each step did, for the one :class:`RoundResult`."""
+
+    counts: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(
+            ("opened", "updated", "reopened", "failed", "renumbered"), 0
+        )
+    )
+    errors: list[str] = field(default_factory=list)
+    faulted: list[bytes] = field(default_factory=list)
+    written: dict[bytes, SigState] = field(default_factory=dict)
+    follow_ups: int = 0
+
+    def result(self) -> RoundResult:
         return RoundResult(
-            follow_ups=follow_ups,
-            opened=counts["opened"],
-            updated=counts["updated"],
-            reopened=counts["reopened"],
-            failed=counts["failed"],
-            renumbered=counts["renumbered"],
-            errors=tuple(errors),
-            links=tuple(written.values()),
-            faulted=tuple(faulted),
+            follow_ups=self.follow_ups,
+            opened=self.counts["opened"],
+            updated=self.counts["updated"],
+            reopened=self.counts["reopened"],
+            failed=self.counts["failed"],
+            renumbered=self.counts["renumbered"],
+            errors=tuple(self.errors),
+            links=tuple(self.written.values()),
+            faulted=tuple(self.faulted),
         )
 
 
-def _renumber(
+def _candidates(
+    store: Store, now: float, flush: Collection[bytes], max_actions: int | None
+) -> dict[bytes, SigState]:
+    """The states due at ``now`` (a bounded batch) and every ``flush`` signature's."""
+    limit = 1000 if max_actions is None else max(1, max_actions * 2)
+    candidates: dict[bytes, SigState] = {s.signature: s for s in store.due_states(now, limit=limit)}
+    for sig in flush:
+        state = store.load_state(sig)
+        if state is not None:
+            candidates[sig] = state
+    return candidates
+
+
+def _act_on(
     store: Store,
-    sink: Numbering,
+    sink: Sink,
+    sig: bytes,
+    candidate: SigState,
+    tally: _Tally,
+    *,
     now: float,
     term: int,
-    counts: dict[str, int],
-    errors: list[str],
-    written: dict[bytes, SigState],
-) -> None:
+    flush: Collection[bytes],
+) -> bool:
+    """Carry out ``sig``'s due action, if any; True if one was due (done or failed).
+
+    Every error of the action is caught in the one ``try``: the sink's count
+    against the sink, any other costs only this signature (``faulted``), and
+    a store that cannot be written at all ends the round.
+    """
+    due = False
+    try:
+        # Re-read the state: links announced by another leader while this
+        # round was busy with GitHub (seconds per action) must be seen.
+        current = store.load_state(sig) or candidate
+        action = plan(current, now, store.policy, flush=sig in flush)
+        if action is None:
+            return False
+        due = True
+        link = execute(sink, action, now=now, term=term)
+        tally.written[sig] = store.set_link(sig, link)
+    except StoreUnavailable:
+        raise
+    except SinkError as exc:  # only the sink raises these: not this signature's fault
+        tally.counts["failed"] += 1
+        kind = "rejected" if isinstance(exc, SinkRejected) else "unavailable"
+        tally.errors.append(f"{sink.name} sink {kind}: {exc}")
+        return due
+    except Exception as exc:
+        tally.counts["failed"] += 1
+        tally.faulted.append(sig)
+        tally.errors.append(f"acting on {sig.hex()} failed: {type(exc).__name__}: {exc}"[:500])
+        return due
+    if isinstance(action, OpenIssue):
+        tally.counts["opened"] += 1
+    elif isinstance(action, ReopenIssue):
+        tally.counts["reopened"] += 1
+    else:
+        tally.counts["updated"] += 1
+    return True
+
+
+def _renumber(store: Store, sink: Numbering, tally: _Tally, *, now: float, term: int) -> None:
     """Give a fresh number to every issue whose number another signature owns.
 
     Two leaders of a partition (or an old leader's late write) may have given
@@ -164,7 +199,7 @@ def _renumber(
     try:
         losers = sink.collisions()
     except SinkError as exc:
-        errors.append(f"file sink numbering: {exc}")
+        tally.errors.append(f"file sink numbering: {exc}")
         return
     for sig, number in losers:
         state = store.load_state(sig)
@@ -173,10 +208,10 @@ def _renumber(
         try:
             link = sink.renumber(state, state.link, now=now, term=term)
         except SinkError as exc:
-            errors.append(f"file sink renumbering: {exc}")
+            tally.errors.append(f"file sink renumbering: {exc}")
             continue
-        written[sig] = store.set_link(sig, link)
-        counts["renumbered"] += 1
+        tally.written[sig] = store.set_link(sig, link)
+        tally.counts["renumbered"] += 1
 
 
 def _observe(

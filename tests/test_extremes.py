@@ -21,7 +21,9 @@ import pytest
 
 from conftest import ROOT, Sandbox
 from mesh.scrub import Scrubber
-from node.event import MESSAGE_CHARS, EventContext, cut_text, exception_event
+from node.context import EventContext
+from node.cut import MESSAGE_CHARS, cut_text
+from node.event import exception_event
 
 INSTALL = "import node; node.install(app='hostapp')\n"
 
@@ -366,7 +368,8 @@ GROUP_ON_310 = textwrap.dedent(
     import json, sys, trio
     assert sys.version_info < (3, 11) and "exceptiongroup" in sys.modules
     from mesh.signature import report_signature, signature_leaf
-    from node.event import EventContext, from_exception
+    from node.context import EventContext
+    from node.event import from_exception
     def parse(raw):
         return int(raw)
     def lookup(key):

@@ -24,7 +24,8 @@ from mesh.store import DB_NAME, Store
 from node import handover
 from node.compose import SoloDelivery, open_store
 from node.config import Config, resolve
-from node.event import EventContext, exception_event, from_exception
+from node.context import EventContext
+from node.event import exception_event, from_exception
 from node.pipeline import Pipeline
 
 HEAVY = (

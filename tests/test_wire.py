@@ -48,7 +48,7 @@ from mesh.wire import (
     encode_state,
 )
 from mesh.wire import bound as wire_bound
-from node import event
+from node.frames import INNER_FRAMES, OUTER_FRAMES
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
@@ -950,8 +950,8 @@ def test_bound_report_counts_frames_a_capture_marker_stood_for() -> None:
 
 
 def test_the_capture_walk_has_the_wires_shape() -> None:
-    assert event.OUTER_FRAMES == wire_bound.OUTER_FRAMES
-    assert event.OUTER_FRAMES + 1 + event.INNER_FRAMES == wire.MAX_FRAMES
+    assert OUTER_FRAMES == wire_bound.OUTER_FRAMES
+    assert OUTER_FRAMES + 1 + INNER_FRAMES == wire.MAX_FRAMES
 
 
 def test_bound_report_cuts_strings_with_a_visible_marker() -> None:

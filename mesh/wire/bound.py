@@ -105,7 +105,7 @@ def _cut_frames(
 ) -> tuple[Frame, ...]:
     """The outermost ``outer`` frames, a marker, and the innermost, ``limit`` in all.
 
-    The same shape as the capture side's walk (``node.event``); the marker's
+    The same shape as the capture side's walk (``node.frames``); the marker's
     count is exact even when the frames cut already held a marker.
     """
     if len(frames) <= limit:

@@ -34,7 +34,8 @@ from _common import emit, parser, summary_ms, table
 
 from node.compose import open_store
 from node.config import load_config
-from node.event import EventContext, from_exception, host_facts, process_facts
+from node.context import EventContext, host_facts, process_facts
+from node.event import from_exception
 from node.pipeline import Pipeline
 
 GOAL_EXTRA_MS = 50.0

@@ -67,7 +67,8 @@ from mesh.signature import report_signature
 from mesh.store import Store
 from node.compose import open_store
 from node.config import Config, load_config
-from node.event import EventContext, from_exception, host_facts, process_facts
+from node.context import EventContext, host_facts, process_facts
+from node.event import from_exception
 from node.pipeline import Pipeline
 
 GOAL_P50_MS = 0.5

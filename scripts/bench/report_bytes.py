@@ -36,7 +36,8 @@ from _common import REPO, emit, parser, table
 from mesh import wire
 from mesh.report import Cause, Frame, Occurrence, Report
 from mesh.severity import Severity
-from node.event import EventContext, from_exception
+from node.context import EventContext
+from node.event import from_exception
 
 REPORT_GOAL = 4096
 OCC_GOAL = 128
