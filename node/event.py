@@ -33,8 +33,6 @@ from node.cut import (
     cut_argv,
     cut_text,
 )
-from node.frames import _in_app as _in_app  # for node/skeleton.py's frames
-from node.frames import _is_library_file as _is_library_file  # likewise
 from node.frames import trace_frames
 
 TYPE_CHECKING = False
@@ -42,7 +40,7 @@ if TYPE_CHECKING:
     from typing import TypedDict
 
     from mesh.report import Cause, Frame, Leaf, Report
-    from node.frames import FrameData as FrameData
+    from node.frames import FrameData
 
     #: (type, message, relation), as in mesh.report.Cause.
     CauseData = tuple[str, str, str]

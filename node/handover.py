@@ -39,7 +39,8 @@ from __future__ import annotations
 import os
 
 from mesh.scrub import process_scrubber
-from node.event import exception_event, process_context
+from node.context import process_context
+from node.event import exception_event
 from node.skeleton import _DB_NAME, locate
 
 TYPE_CHECKING = False
@@ -50,7 +51,8 @@ if TYPE_CHECKING:
     from mesh.report import Report
     from mesh.scrub import Scrubber
     from mesh.store import Store
-    from node.event import Event, FrameData
+    from node.event import Event
+    from node.frames import FrameData
     from node.skeleton import Located
 
 __all__ = [
@@ -258,7 +260,8 @@ def take(store: Store, *, limit: int = 1000) -> list[Report]:
 
     from mesh.wire import seal_report
     from node import skeleton
-    from node.event import host_facts, to_report
+    from node.context import host_facts
+    from node.event import to_report
 
     def signed(event: Mapping[str, object]) -> Report:
         return seal_report(to_report(event))

@@ -169,7 +169,8 @@ def to_event(payload: str, *, facts: Mapping[str, str]) -> Event:
     ``facts``: the taker's :func:`node.event.host_facts` (the same machine).
     """
     from mesh.severity import severity_for_types
-    from node.event import EventContext, _in_app, _is_library_file
+    from node.context import EventContext
+    from node.frames import _in_app, _is_library_file
 
     fields = decode(payload)
     include = tuple(fields["include"]) + ((fields["caller"],) if fields["caller"] else ())
