@@ -98,6 +98,8 @@ class RelayOptions:
     dial_min: float = 1.0
     dial_max: float = 30.0
     candidates_max: int = 1_024
+    #: Seconds between looks at the key file (a rotation step: ``node.keyfile``).
+    keys_every: float = 2.0
     #: Addresses a heartbeat carries.
     heartbeat_addrs: int = 8
     ban_after: int = BAN_AFTER

@@ -21,17 +21,20 @@ RejectionCounter = Rejections
 
 
 def make_validator(
-    key: bytes | None,
+    key: wire.Keys | Callable[[], wire.Keys],
     rejections: Rejections,
     on_ban: Callable[[str], None] | None = None,
 ) -> Validator:
     """The gossipsub validator: decodes under ``key``, checks the claimed sender.
 
-    Never raises; a refused message is counted by its reason.
+    ``key`` may be a callable returning the keys accepted now (a relay whose
+    key file is rotated, ``node.keyfile.KeyWatch``). Never raises; a refused
+    message is counted by its reason.
     """
+    keys = key if callable(key) else (lambda: key)
 
     def validate(topic: str, signer: str, data: bytes) -> bool:
-        decoded = wire.decode(data, key)
+        decoded = wire.decode(data, keys())
         reason = ""
         if isinstance(decoded, wire.Rejected):
             reason = decoded.reason

@@ -218,15 +218,17 @@ async def open_relay(config: Config) -> AsyncIterator[MeshPeer]:
     """
     from mesh.gossip import GossipConfig, open_gossip
     from node.admission import RejectionCounter, make_validator
+    from node.keyfile import KeyWatch
     from node.relay import MeshPeer
 
-    options = peer_options(config, key=config.cluster_key())
+    keys = KeyWatch(config.cluster_keys(), config.key_file)
+    options = peer_options(config, key=keys.current)
     sink = make_sink(config) if config.eligible else None
     replica = sink if isinstance(sink, Replica) else make_replica(config)
     rejections = RejectionCounter()
     handle: list[Any] = []
     validator = make_validator(
-        options.key, rejections, on_ban=lambda p: handle[0].ban(p) if handle else None
+        lambda: keys.accepted, rejections, on_ban=lambda p: handle[0].ban(p) if handle else None
     )
     gossip_config = GossipConfig(
         topics=(options.reports_topic, options.control_topic),
@@ -245,4 +247,5 @@ async def open_relay(config: Config) -> AsyncIterator[MeshPeer]:
                 replica=replica,
                 rejections=rejections,
                 options=options,
+                keys=keys,
             )

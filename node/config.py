@@ -24,7 +24,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from node.errors import ConfigError
 from node.settings import (
@@ -38,11 +38,15 @@ from node.settings import (
     validate_flags,
 )
 
+if TYPE_CHECKING:
+    from mesh.keyring import KeyRing
+
 __all__ = [
     "SETTINGS",
     "Config",
     "load_config",
     "parse_bool",
+    "read_key_file",
     "resolve",
     "validate_flags",
 ]
@@ -122,25 +126,22 @@ class Config:
         return self.cluster_state_dir / "relay.sock"
 
     def cluster_key(self) -> bytes | None:
-        """The cluster key from ``key_file`` (hex), or None when none is set.
+        """The current cluster key (frames are signed with it), or None when none is set.
+
+        Raises ``ConfigError`` as :meth:`cluster_keys` does.
+        """
+        ring = self.cluster_keys()
+        return None if ring is None else ring.current
+
+    def cluster_keys(self) -> KeyRing | None:
+        """Every key in ``key_file`` (current first; two during a rotation), or None.
 
         Raises ``ConfigError`` naming ``key_file`` when it cannot be read or
-        is not at least 16 bytes of hex.
+        does not hold one or two hex keys of at least 16 bytes.
         """
         if self.key_file is None:
             return None
-        try:
-            text = self.key_file.read_text().strip()
-            key = bytes.fromhex(text)
-        except OSError as exc:
-            raise ConfigError("key_file", f"cannot read {self.key_file}: {exc.strerror}") from None
-        except ValueError:
-            raise ConfigError(
-                "key_file", f"{self.key_file} is not hex (make one: errmesh keygen)"
-            ) from None
-        if len(key) < 16:
-            raise ConfigError("key_file", f"{self.key_file} holds {len(key)} bytes; at least 16")
-        return key
+        return read_key_file(self.key_file)
 
     @property
     def sink_name(self) -> Literal["file", "github", "none"]:
@@ -216,3 +217,20 @@ def _config(values: dict[str, object]) -> Config:
         if isinstance(value, str):
             values[name] = Path(value)
     return Config(**values)  # type: ignore[arg-type]
+
+
+def read_key_file(path: Path) -> KeyRing:
+    """The key ring in ``path``. Raises ``ConfigError`` naming ``key_file``."""
+    from mesh.errors import LocalError
+    from mesh.keyring import parse_keys
+
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError("key_file", f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError("key_file", f"{path} is not text (make one: errmesh keygen)") from None
+    try:
+        return parse_keys(text)
+    except LocalError as exc:
+        raise ConfigError("key_file", f"{path}: {exc}") from None

@@ -69,7 +69,8 @@ class MeshDelivery:
         from mesh.gossip import GossipConfig, open_gossip, topics_for
         from node.admission import RejectionCounter, make_validator
 
-        key = self.config.cluster_key()
+        ring = self.config.cluster_keys()
+        key, accepted = (None, None) if ring is None else (ring.current, ring.accepted)
         reports_topic, control_topic = topics_for(self.config.cluster)
         wanted = {(r.origin, r.seq) for r in pending}
         # A report leaves the spool only on the ack of a peer we were told is
@@ -85,7 +86,7 @@ class MeshDelivery:
         )
         with trio.move_on_after(self.config.ack_timeout + 3.0):  # + start-up and flush
             async with open_gossip(
-                gossip_config, make_validator(key, RejectionCounter())
+                gossip_config, make_validator(accepted, RejectionCounter())
             ) as gossip:
                 with trio.move_on_after(self.config.ack_timeout):
                     await gossip.wait_for_subscribers(reports_topic, self.config.ack_timeout)
@@ -97,7 +98,7 @@ class MeshDelivery:
                     async for received in gossip.receive:
                         if received.sender not in trusted:
                             continue  # only the configured relays' acks delete reports
-                        msg = wire.decode(received.data, key)
+                        msg = wire.decode(received.data, accepted)
                         if isinstance(msg, wire.AckMsg):
                             acked.update(i for i in msg.ids if i in wanted)
                             if acked >= wanted:

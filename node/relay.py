@@ -67,6 +67,7 @@ from mesh.relay_policy import (
 from mesh.store import Store
 from node.faults import Faults
 from node.handover import take as take_handovers
+from node.keyfile import KeyWatch
 from node.leading import Leading
 from node.merging import Batch, merge_records, merge_reports, signatures_of
 from node.relay_status import relay_status
@@ -113,8 +114,11 @@ class MeshPeer:
         clock: Callable[[], float] = time.time,
         replica: Replica | None = None,
         rng: random.Random | None = None,
+        keys: KeyWatch | None = None,
     ) -> None:
         self.store = store
+        #: What frames are signed and checked with (re-read on a rotation).
+        self.keys = keys if keys is not None else KeyWatch.static(options.key)
         self.gossip = gossip
         self.options = options
         self.policy = options.relay
@@ -173,6 +177,7 @@ class MeshPeer:
             "digest": self._digest_loop,
             "lead": self.leading.loop,
             "watch": self._watch_peers,
+            "keys": self._watch_keys,
         }
         if self.election.role != "observer":
             loops["connect"] = self._connect_candidates
@@ -214,7 +219,7 @@ class MeshPeer:
         range. Everything else is merged in batches by :meth:`_apply_loop`.
         """
         async for received in self.gossip.receive:
-            decoded = wire.decode(received.data, self.options.key)
+            decoded = wire.decode(received.data, self.keys.accepted)
             if isinstance(decoded, wire.Rejected):
                 continue  # the validator already refused and counted it
             lag = trio.current_time() - received.at if received.at else 0.0
@@ -527,6 +532,13 @@ class MeshPeer:
             known = current
             await trio.sleep(self.policy.watch_every)
 
+    async def _watch_keys(self) -> None:
+        """Pick up a rotation step written to the key file (``node.keyfile``)."""
+        while True:
+            await trio.sleep(self.policy.keys_every)
+            if self.keys.refresh():
+                self.stats["key_reloads"] += 1
+
     async def _connect_candidates(self) -> None:
         """Keep a direct connection to the leader and to the best-ranked candidate.
 
@@ -559,7 +571,7 @@ class MeshPeer:
 
     async def _publish(self, topic: str, msg: wire.Message, *, bulk: bool = False) -> None:
         """``bulk``: yield to heartbeats, acks and links (see ``Gossip.publish``)."""
-        await self.gossip.publish(topic, wire.encode(msg, self.options.key), bulk=bulk)
+        await self.gossip.publish(topic, wire.encode(msg, self.keys.current), bulk=bulk)
 
     # -- status -----------------------------------------------------------
 

@@ -65,8 +65,8 @@ One module per concept, all re-exported here; import from ``mesh.wire``.
 from __future__ import annotations
 
 from mesh.wire.bound import bound_report, seal_report
+from mesh.wire.envelope import Keys, decode, encode
 from mesh.wire.envelope import _mac as _mac
-from mesh.wire.envelope import decode, encode
 from mesh.wire.limits import (
     COMPRESS_OVER,
     MAC_BYTES,
@@ -163,6 +163,7 @@ __all__ = [
     "DigestMsg",
     "HeartbeatMsg",
     "IssueMsg",
+    "Keys",
     "Message",
     "OccMsg",
     "RejectReason",

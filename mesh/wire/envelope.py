@@ -51,9 +51,25 @@ def _mac(key: bytes, payload: bytes) -> bytes:
     return hmac.new(key, payload, hashlib.sha256).digest()[:MAC_BYTES]
 
 
+#: What a frame may be checked against: no key, one key, or during a key
+#: rotation every key still accepted (``mesh.keyring.KeyRing.accepted``).
+Keys = bytes | tuple[bytes, ...] | None
+
+
 def _check_key(key: bytes | None) -> None:
     if key is not None and (not isinstance(key, bytes) or len(key) < MIN_KEY):
         raise LocalError(f"the cluster key must be at least {MIN_KEY} bytes")
+
+
+def _key_tuple(key: Keys) -> tuple[bytes, ...] | None:
+    if key is None or isinstance(key, bytes):
+        _check_key(key)
+        return None if key is None else (key,)
+    if not key:
+        raise LocalError("no cluster key to check frames against")
+    for one in key:
+        _check_key(one)
+    return tuple(key)
 
 
 def _write_envelope(msg: Message, limit: int) -> bytes:
@@ -123,32 +139,33 @@ def encode(msg: Message, key: bytes | None = None) -> bytes:
     return payload + _mac(key, payload) if key is not None else payload
 
 
-def decode(data: bytes, key: bytes | None = None) -> Message | Rejected:
+def decode(data: bytes, key: Keys = None) -> Message | Rejected:
     """A received frame -> the message, or why it was rejected.
 
     Never raises for any ``data``: every problem with the bytes is a
     :class:`Rejected`. With a ``key``, the frame must end with the MAC of the
-    rest; without one, no MAC is expected (trailing bytes are undecodable).
-    Raises :class:`~mesh.errors.LocalError` only for a ``key`` shorter than
-    :data:`MIN_KEY` (a configuration bug).
+    rest; with several (a key rotation), the MAC of any of them; without one,
+    no MAC is expected (trailing bytes are undecodable). Raises
+    :class:`~mesh.errors.LocalError` only for a ``key`` shorter than
+    :data:`MIN_KEY` or an empty tuple of keys (a configuration bug).
     """
-    _check_key(key)
+    keys = _key_tuple(key)
     try:
-        return _decode_frame(data, key)
+        return _decode_frame(data, keys)
     except _Reject as exc:
         return Rejected(reason=exc.reason, detail=exc.text())
 
 
-def _decode_frame(data: bytes, key: bytes | None) -> Message:
+def _decode_frame(data: bytes, keys: tuple[bytes, ...] | None) -> Message:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise _Reject("undecodable", f"expected bytes, got {_tname(data)}")
     data = bytes(data)
     if len(data) > MAX_MESSAGE:
         raise _Reject("oversized", f"{len(data)} bytes, at most {MAX_MESSAGE}")
-    if key is None:
+    if keys is None:
         return _read_envelope(data)
     payload, mac = data[:-MAC_BYTES], data[-MAC_BYTES:]
-    if len(data) > MAC_BYTES and hmac.compare_digest(mac, _mac(key, payload)):
+    if len(data) > MAC_BYTES and any(hmac.compare_digest(mac, _mac(k, payload)) for k in keys):
         return _read_envelope(payload)
     if _is_message(data):
         raise _Reject("missing-mac", "a message without a MAC where the cluster requires one")
