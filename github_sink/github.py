@@ -58,9 +58,10 @@ from github_sink.render import (
 )
 from github_sink.settings import GitHubSettings
 from github_sink.sink import IssueState
-from mesh.aggregate import DEFAULT_WINDOW, IssueLink, SigState, effective_severity
+from mesh.bundling import DEFAULT_WINDOW, effective_severity
 from mesh.report import sig_hex
 from mesh.severity import Severity
+from mesh.sigstate import IssueLink, SigState
 
 __all__ = ["COPILOT_LOGIN", "GitHubSink", "GitHubSinkOptions", "branch_name", "brief_path"]
 

@@ -28,7 +28,7 @@ Theory of operation:
 - Bounds: at most ``max_reports`` pending rows (the oldest are dropped and
   counted as ``spool_dropped``), at most ``max_bytes`` of database
   (``max_page_count``: SQLite answers "full" like a full disk would), at most
-  ``limits.max_signatures`` states (evicted in ``mesh.aggregate.eviction_key``'s
+  ``limits.max_signatures`` states (evicted in ``mesh.sigstate.eviction_key``'s
   order: no open issue first, then least recently seen; counted).
 
 Every SQLite or OS failure surfaces as :class:`~mesh.errors.StoreError`;
@@ -48,21 +48,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mesh import wire
-from mesh.aggregate import (
-    BundlePolicy,
+from mesh.bounds import MAX_NUMBER, MAX_TERM
+from mesh.bundling import BundlePolicy, next_due
+from mesh.errors import MeshError, StoreError, StoreUnavailable, WireError
+from mesh.report import Report
+from mesh.sigstate import (
     IssueLink,
     Limits,
     SigState,
     eviction_key,
     join,
     merge_states,
-    next_due,
     state_of_link,
     state_of_report,
 )
-from mesh.bounds import MAX_NUMBER, MAX_TERM
-from mesh.errors import MeshError, StoreError, StoreUnavailable, WireError
-from mesh.report import Report
 
 __all__ = ["DB_NAME", "Store", "StoreStatistics"]
 
@@ -97,7 +96,7 @@ CREATE TABLE IF NOT EXISTS states (
 );
 CREATE INDEX IF NOT EXISTS states_next_due ON states (next_due);
 """
-#: ``mesh.aggregate.eviction_key`` as persisted columns (created after the
+#: ``mesh.sigstate.eviction_key`` as persisted columns (created after the
 #: migration in ``_create_schema``: a store from before has no ``open``).
 _EVICTION_INDEX = "CREATE INDEX IF NOT EXISTS states_eviction ON states (open, last_seen, sig)"
 _UNAVAILABLE = ("readonly", "read-only", "disk is full", "unable to open", "disk i/o")
@@ -643,7 +642,7 @@ class Store:
         total = int(self._conn.execute("SELECT COUNT(*) FROM states").fetchone()[0])
         excess = total - self.limits.max_signatures
         if excess > 0:
-            self._conn.execute(  # mesh.aggregate.eviction_key's order
+            self._conn.execute(  # mesh.sigstate.eviction_key's order
                 "DELETE FROM states WHERE sig IN "
                 "(SELECT sig FROM states ORDER BY open, last_seen, sig LIMIT ?)",
                 (excess,),

@@ -15,9 +15,10 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 
 from github_sink.sink import Replica, Sink
-from mesh.aggregate import BundlePolicy, Limits
+from mesh.bundling import BundlePolicy
 from mesh.errors import StoreError
 from mesh.report import Report
+from mesh.sigstate import Limits
 from mesh.store import Store
 from node.config import Config
 from node.errors import ConfigError

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from mesh.aggregate import DEFAULT_SETTLE, DEFAULT_WINDOW
+from mesh.bundling import DEFAULT_SETTLE, DEFAULT_WINDOW
 from node.errors import ConfigError
 from node.settings import (
     PATH_SETTINGS,

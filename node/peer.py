@@ -44,7 +44,6 @@ import trio.lowlevel
 from github_sink.errors import SinkError
 from github_sink.sink import Replica, Sink
 from mesh import wire
-from mesh.aggregate import SigState
 from mesh.antientropy import AntiEntropy, AntiEntropyOptions, digest_entry
 from mesh.election import (
     BecameLeader,
@@ -57,6 +56,7 @@ from mesh.election import (
 from mesh.errors import LocalError, StoreError, StoreUnavailable
 from mesh.gossip import Gossip
 from mesh.report import Occurrence, Report
+from mesh.sigstate import SigState
 from mesh.store import Store, StoreStatistics
 from node.admission import RejectionCounter
 from node.faults import Faults
