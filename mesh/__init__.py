@@ -2,7 +2,8 @@
 
 Signature, scrubbing, severity, the wire codec, the replicated aggregate and
 the election take inputs and an explicit ``now`` and return decisions: no
-clock, socket or file (``mesh.store`` is the one IO module, SQLite).
+clock, socket or file (the IO is the store's, SQLite: ``mesh.store``, the
+``mesh.store_*`` modules beside it and ``mesh.leader_lock``).
 
 Names are re-exported lazily (PEP 562): ``import mesh`` defines things and
 nothing else, and using ``mesh.Report`` loads only ``mesh.report``.
