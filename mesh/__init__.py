@@ -2,8 +2,9 @@
 
 Signature, scrubbing, severity, the wire codec, the replicated aggregate and
 the election take inputs and an explicit ``now`` and return decisions: no
-clock, socket or file (the IO is the store's, SQLite: ``mesh.store``, the
-``mesh.store_*`` modules beside it and ``mesh.leader_lock``).
+clock, socket or file. The IO is SQLite in the store (``mesh.store``, the
+``mesh.store_*`` modules beside it, ``mesh.leader_lock``) and libp2p in
+``mesh.gossip`` and ``mesh.libp2p_host``.
 
 Names are re-exported lazily (PEP 562): ``import mesh`` defines things and
 nothing else, and using ``mesh.Report`` loads only ``mesh.report``.
