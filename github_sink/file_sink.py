@@ -42,10 +42,11 @@ from typing import Any, Literal
 from github_sink.errors import SinkRejected, SinkUnavailable
 from github_sink.render import render_body, render_comment, render_title
 from github_sink.sink import IssueState
-from mesh.aggregate import IssueLink, SigState, effective_severity, link_order
 from mesh.bounds import MAX_NUMBER
+from mesh.bundling import effective_severity
 from mesh.report import sig_hex
 from mesh.severity import Severity
+from mesh.sigstate import IssueLink, SigState, link_order
 
 __all__ = ["FileSink"]
 

@@ -34,8 +34,8 @@ from github_sink.fixer import run_fixer
 from github_sink.outbox import Job, Outbox
 from github_sink.patch import apply_patch, parse_patch
 from github_sink.render import render_brief, render_title
-from mesh.aggregate import SigState
 from mesh.report import sig_hex
+from mesh.sigstate import SigState
 
 __all__ = [
     "COPILOT_LOGIN",

@@ -41,9 +41,10 @@ from github_sink.outbox import Outbox
 from github_sink.render import MARKER_RE, render_body, render_comment, render_title
 from github_sink.settings import GitHubSettings
 from github_sink.sink import IssueState
-from mesh.aggregate import DEFAULT_WINDOW, IssueLink, SigState, effective_severity
+from mesh.bundling import DEFAULT_WINDOW, effective_severity
 from mesh.report import sig_hex
 from mesh.severity import Severity
+from mesh.sigstate import IssueLink, SigState
 
 __all__ = ["GitHubSink", "GitHubSinkOptions"]
 

@@ -1,6 +1,6 @@
 """Issue titles and bodies, the same for every sink.
 
-Pure: a :class:`~mesh.aggregate.SigState` (and ``now``) in, Markdown out. The
+Pure: a :class:`~mesh.sigstate.SigState` (and ``now``) in, Markdown out. The
 file sink writes it to disk, the GitHub sink posts it; both therefore show
 exactly the same issue. Bodies stay under GitHub's 65,536-character limit:
 the log tail, then the trace, are cut with a visible marker when needed.
@@ -15,9 +15,10 @@ import re
 import time
 from collections.abc import Sequence
 
-from mesh.aggregate import SigState, effective_severity
+from mesh.bundling import effective_severity
 from mesh.report import Frame, Report, sig_hex
 from mesh.signature import normalise_message, signature_leaf
+from mesh.sigstate import SigState
 
 __all__ = [
     "MARKER_RE",

@@ -1,8 +1,8 @@
 """What every sink (files, GitHub) offers the leader.
 
-The pure core decides *what* to do (``mesh.aggregate.plan`` returns an
-:data:`~mesh.aggregate.Action`); a sink only knows *how*. Each method returns
-the :class:`~mesh.aggregate.IssueLink` that the leader merges back into the
+The pure core decides *what* to do (``mesh.bundling.plan`` returns an
+:data:`~mesh.bundling.Action`); a sink only knows *how*. Each method returns
+the :class:`~mesh.sigstate.IssueLink` that the leader merges back into the
 replicated aggregate, stamped with the leader's ``term``, so that every peer
 learns where the issue is and what it last showed.
 
@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Literal, Protocol, runtime_checkable
 
-from mesh.aggregate import Action, IssueLink, OpenIssue, ReopenIssue, SigState, UpdateIssue
+from mesh.bundling import Action, OpenIssue, ReopenIssue, UpdateIssue
+from mesh.sigstate import IssueLink, SigState
 
 __all__ = ["FollowUps", "IssueState", "Numbering", "Replica", "Sink", "execute"]
 

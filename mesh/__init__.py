@@ -2,7 +2,9 @@
 
 Signature, scrubbing, severity, the wire codec, the replicated aggregate and
 the election take inputs and an explicit ``now`` and return decisions: no
-clock, socket or file (``mesh.store`` is the one IO module, SQLite).
+clock, socket or file. The IO is SQLite in the store (``mesh.store``, the
+``mesh.store_*`` modules beside it, ``mesh.leader_lock``) and libp2p in
+``mesh.gossip`` and ``mesh.libp2p_host``.
 
 Names are re-exported lazily (PEP 562): ``import mesh`` defines things and
 nothing else, and using ``mesh.Report`` loads only ``mesh.report``.
@@ -17,19 +19,14 @@ if TYPE_CHECKING:
     from typing import Any
 
     from mesh import wire
-    from mesh.aggregate import (
+    from mesh.aggregate import Aggregate
+    from mesh.bundling import (
         Action,
-        Aggregate,
         BundlePolicy,
-        IssueLink,
-        Limits,
         OpenIssue,
-        OriginCount,
         ReopenIssue,
-        SigState,
         UpdateIssue,
         effective_severity,
-        merge_states,
         next_due,
         plan,
     )
@@ -46,43 +43,44 @@ if TYPE_CHECKING:
     from mesh.scrub import REDACTED, Scrubber, ScrubRules
     from mesh.severity import Severity
     from mesh.signature import normalise_message, report_signature
+    from mesh.sigstate import IssueLink, Limits, OriginCount, SigState, merge_states
     from mesh.store import Store, StoreStatistics
 
 _EXPORTS: dict[str, str] = {
-    "Action": "aggregate",
+    "Action": "bundling",
     "Aggregate": "aggregate",
-    "BundlePolicy": "aggregate",
+    "BundlePolicy": "bundling",
     "Cause": "report",
     "Election": "election",
     "ElectionConfig": "election",
     "Frame": "report",
     "Heartbeat": "election",
-    "IssueLink": "aggregate",
-    "Limits": "aggregate",
+    "IssueLink": "sigstate",
+    "Limits": "sigstate",
     "LocalError": "errors",
     "MeshError": "errors",
     "Occurrence": "report",
-    "OpenIssue": "aggregate",
-    "OriginCount": "aggregate",
+    "OpenIssue": "bundling",
+    "OriginCount": "sigstate",
     "REDACTED": "scrub",
     "RemoteError": "errors",
-    "ReopenIssue": "aggregate",
+    "ReopenIssue": "bundling",
     "Report": "report",
     "ScrubRules": "scrub",
     "Scrubber": "scrub",
     "Severity": "severity",
-    "SigState": "aggregate",
+    "SigState": "sigstate",
     "Store": "store",
     "StoreError": "errors",
     "StoreStatistics": "store",
     "StoreUnavailable": "errors",
-    "UpdateIssue": "aggregate",
+    "UpdateIssue": "bundling",
     "WireError": "errors",
-    "effective_severity": "aggregate",
-    "merge_states": "aggregate",
-    "next_due": "aggregate",
+    "effective_severity": "bundling",
+    "merge_states": "sigstate",
+    "next_due": "bundling",
     "normalise_message": "signature",
-    "plan": "aggregate",
+    "plan": "bundling",
     "report_signature": "signature",
     "sig_hex": "report",
     "wire": "",

@@ -1,6 +1,6 @@
 """Anti-entropy without a network: which digests to send, which differences to answer.
 
-A relay keeps one digest entry per signature (``mesh.aggregate.summary`` of
+A relay keeps one digest entry per signature (``mesh.sigstate.summary`` of
 its stored state) and exchanges digests with the mesh; a peer that knows
 more about a signature answers with its state, which the other merges
 (DESIGN section 5, PROTOCOL "digest and state"). This module decides; the
@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from mesh import defaults, wire
-from mesh.aggregate import SigState, summary
+from mesh.sigstate import SigState, summary
 
 __all__ = ["AntiEntropy", "AntiEntropyOptions", "differs", "digest_entry", "digest_messages"]
 
@@ -72,7 +72,7 @@ class AntiEntropyOptions:
 
 
 def digest_entry(state: SigState) -> wire.DigestEntry:
-    """``mesh.aggregate.summary`` as a wire record (every number in it is
+    """``mesh.sigstate.summary`` as a wire record (every number in it is
     bounded: totals saturate, terms stop at the ceiling; see ``mesh.bounds``)."""
     return wire.DigestEntry(**summary(state)._asdict())
 

@@ -102,7 +102,7 @@ time (``tests/test_election.py`` runs whole clusters in memory).
 # gets through ends it: the worse steps down; the better, hearing a newer
 # leader, moves to a fresh term above it. Terms only grow, so the surviving
 # leader's side effects win every last-writer-wins comparison by term
-# (mesh/aggregate.py), and the sink reconciles duplicates (DESIGN 6).
+# (mesh/sigstate.py), and the sink reconciles duplicates (DESIGN 6).
 # ---------------------------------------------------------------------------
 
 from __future__ import annotations

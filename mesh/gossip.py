@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -40,7 +39,14 @@ from typing import Any
 import trio
 
 from mesh.errors import ListenError
-from mesh.libp2p_host import TCP_PROTOCOLS, import_libp2p, new_tcp_host
+from mesh.libp2p_host import (
+    TCP_PROTOCOLS,
+    build_host,
+    check_listening,
+    import_libp2p,
+    listen_exclusively,
+    route_library_logs,
+)
 
 __all__ = [
     "Gossip",
@@ -296,6 +302,42 @@ async def open_gossip(config: GossipConfig, validator: Validator) -> AsyncIterat
 
     Raises whatever libp2p raises when the listen address cannot be bound.
     """
+    listen, lean = _listen_addrs(config)
+    import_libp2p(lean=lean)
+    from libp2p.tools.anyio_service import background_trio_service
+
+    # After the imports: ``import libp2p`` (a relay's) resets its loggers.
+    route_library_logs(verbose=config.library_logs)
+    listen_exclusively()
+    host = build_host(listen, load_or_create_identity(config.identity_path), lean=lean)
+    gossipsub, pubsub = _new_pubsub(host, config)
+    send, receive = trio.open_memory_channel[Received](config.receive_buffer)
+    gossip = Gossip(host, pubsub, receive)
+    # The pubsub services must run before the host listens (see the notes).
+    async with (
+        background_trio_service(pubsub),
+        background_trio_service(gossipsub),
+        host.run(listen_addrs=listen),
+    ):
+        check_listening(host, listen)
+        await pubsub.wait_until_ready()
+        async with trio.open_nursery() as nursery:
+            for topic in config.topics:
+                pubsub.set_topic_validator(topic, _topic_validator(gossip, validator, topic), False)
+                subscription = await pubsub.subscribe(topic)
+                nursery.start_soon(_pump, subscription, topic, send, gossip)
+            for maddr in config.bootstrap:
+                nursery.start_soon(_keep_connected, gossip, maddr, config)
+            nursery.start_soon(_lift_bans, gossip)
+            nursery.start_soon(_drop_stuck_links, gossip, config.stuck_after)
+            try:
+                yield gossip
+            finally:
+                nursery.cancel_scope.cancel()
+
+
+def _listen_addrs(config: GossipConfig) -> tuple[list[Any], bool]:
+    """The parsed listen addresses, and whether the lean import serves them all."""
     import multiaddr
 
     try:
@@ -305,42 +347,14 @@ async def open_gossip(config: GossipConfig, validator: Validator) -> AsyncIterat
     lean = config.lean_import and all(
         {p.name for p in a.protocols()} <= TCP_PROTOCOLS for a in listen
     )
-    import_libp2p(lean=lean)
-    from libp2p.crypto.x25519 import create_new_key_pair as create_x25519
-    from libp2p.custom_types import TProtocol
-    from libp2p.network.config import ConnectionConfig
+    return listen, lean
+
+
+def _new_pubsub(host: Any, config: GossipConfig) -> tuple[Any, Any]:
+    """Gossipsub 1.1/1.0 and its pubsub on ``host``, tuned as the module docstring says."""
     from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
     from libp2p.pubsub.pubsub import Pubsub
-    from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
-    from libp2p.security.noise.transport import Transport as NoiseTransport
-    from libp2p.tools.anyio_service import background_trio_service
 
-    # After the imports: ``import libp2p`` (a relay's) resets its loggers.
-    route_library_logs(verbose=config.library_logs)
-    _listen_exclusively()
-
-    # py-libp2p's yamux answers every read with a WINDOW_UPDATE frame (its
-    # PY_YAMUX_RELEASE_ON_READ knob, on by default): one Noise-encrypted write
-    # per message received, most of a relay's CPU at rest. Off, it credits the
-    # window as go-yamux does, once half of it is consumed (DECISIONS 27).
-    # Read at call time, so set before any stream exists; a value set by the
-    # user wins.
-    os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
-    key_pair = load_or_create_identity(config.identity_path)
-    options: dict[str, Any] = {
-        "key_pair": key_pair,
-        "sec_opt": {
-            TProtocol(NOISE_ID): NoiseTransport(key_pair, noise_privkey=create_x25519().private_key)
-        },
-        "listen_addrs": listen,
-        "connection_config": ConnectionConfig(max_connections_per_peer=1),
-    }
-    if lean:
-        host = new_tcp_host(**options)
-    else:
-        from libp2p import new_host
-
-        host = new_host(**options, enable_mDNS=False)
     gossipsub = GossipSub(
         protocols=[PROTOCOL_ID_V11, PROTOCOL_ID],
         degree=6,
@@ -357,122 +371,28 @@ async def open_gossip(config: GossipConfig, validator: Validator) -> AsyncIterat
     # identity would reuse seen ids and its first messages would be dropped
     # as duplicates. Nanoseconds, as go-libp2p does, never collide.
     pubsub.counter = time.time_ns()
-    send, receive = trio.open_memory_channel[Received](config.receive_buffer)
-    gossip = Gossip(host, pubsub, receive)
-
-    def make_validator(topic: str) -> Callable[[Any, Any], bool]:
-        def validate(forwarder: Any, msg: Any) -> bool:
-            try:
-                from libp2p.peer.id import ID
-
-                signer = str(ID(msg.from_id).to_base58())
-                ok = validator(topic, signer, bytes(msg.data))
-            except Exception:  # a validator bug must not crash gossipsub
-                log.exception("validator failed")
-                ok = False
-            if not ok:  # also counts our own publishes our validator refuses
-                gossip.counters.rejected += 1
-            return ok
-
-        return validate
-
-    # The pubsub services must run before the host listens (see the notes).
-    async with (
-        background_trio_service(pubsub),
-        background_trio_service(gossipsub),
-        host.run(listen_addrs=listen),
-    ):
-        _check_listening(host, listen)
-        await pubsub.wait_until_ready()
-        async with trio.open_nursery() as nursery:
-            for topic in config.topics:
-                pubsub.set_topic_validator(topic, make_validator(topic), False)
-                subscription = await pubsub.subscribe(topic)
-                nursery.start_soon(_pump, subscription, topic, send, gossip)
-            for maddr in config.bootstrap:
-                nursery.start_soon(_keep_connected, gossip, maddr, config)
-            nursery.start_soon(_lift_bans, gossip)
-            nursery.start_soon(_drop_stuck_links, gossip, config.stuck_after)
-            try:
-                yield gossip
-            finally:
-                nursery.cancel_scope.cancel()
+    return gossipsub, pubsub
 
 
-#: The loggers of py-libp2p and the parsers it uses.
-LIBRARY_LOGGERS = ("libp2p", "multiaddr")
+def _topic_validator(
+    gossip: Gossip, validator: Validator, topic: str
+) -> Callable[[Any, Any], bool]:
+    """``validator`` as gossipsub's topic validator: never raises, counts refusals."""
 
+    def validate(forwarder: Any, msg: Any) -> bool:
+        try:
+            from libp2p.peer.id import ID
 
-def route_library_logs(*, verbose: bool) -> None:
-    """Keep py-libp2p's log records off stderr unless ``verbose``.
+            signer = str(ID(msg.from_id).to_base58())
+            ok = validator(topic, signer, bytes(msg.data))
+        except Exception:  # a validator bug must not crash gossipsub
+            log.exception("validator failed")
+            ok = False
+        if not ok:  # also counts our own publishes our validator refuses
+            gossip.counters.rejected += 1
+        return ok
 
-    Its ``setup_logging`` (run at import) leaves the ``libp2p`` logger with no
-    handler and ``propagate = False``, so Python's last-resort handler prints
-    every WARNING and ERROR on stderr: a failing program with a dead relay
-    address got eight "Failed to open TCP stream" lines. A ``NullHandler``
-    on those loggers silences them without touching the host's root logger;
-    ``verbose`` (or py-libp2p's own ``LIBP2P_DEBUG``) hands them to the root
-    handlers instead. What matters is said by errmesh's own loggers.
-    """
-    libp2p_debug = bool(os.environ.get("LIBP2P_DEBUG"))
-    for name in LIBRARY_LOGGERS:
-        logger = logging.getLogger(name)
-        if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
-            logger.addHandler(logging.NullHandler())
-        if not libp2p_debug:
-            logger.propagate = verbose
-
-
-#: Why binding (host, port) failed last, for :func:`_check_listening`'s message.
-_BIND_ERRORS: dict[tuple[str | None, int], OSError] = {}
-
-
-def _listen_exclusively() -> None:
-    """Make py-libp2p's TCP listeners exclusive: no ``SO_REUSEPORT``.
-
-    py-libp2p 0.8 sets ``SO_REUSEPORT`` on its listening sockets (for hole
-    punching, which we do not use), so a second relay on a port another one
-    holds starts and shares it: the kernel then hands each dialer to either
-    process. Its ``_open_reuseport_listeners`` is replaced by
-    :func:`_open_exclusive_listeners`; idempotent.
-    """
-    from libp2p.transport.tcp import tcp
-
-    tcp._open_reuseport_listeners = _open_exclusive_listeners
-
-
-async def _open_exclusive_listeners(host: str | None, port: int) -> list[trio.SocketListener]:
-    """Listen on (host, port) as ``trio.open_tcp_listeners`` does: exclusive.
-
-    Raises the ``OSError`` of the bind (address in use, not on this host);
-    py-libp2p's swarm only logs it, so it is kept for :func:`_check_listening`.
-    """
-    try:
-        return list(await trio.open_tcp_listeners(port, host=host))
-    except OSError as exc:
-        _BIND_ERRORS[(host, port)] = exc
-        raise
-
-
-def _check_listening(host: Any, listen: list[Any]) -> None:
-    """Raise ``ListenError`` naming each listen address the swarm could not serve.
-
-    py-libp2p's ``Swarm.listen`` logs a failed bind and carries on without
-    the listener; a relay nobody can dial must not look healthy.
-    """
-    from libp2p.utils.multiaddr_utils import extract_ip_from_multiaddr
-
-    serving = host.get_network().listeners
-    failed = []
-    for maddr in listen:
-        if str(maddr) in serving:
-            continue
-        port = int(maddr.value_for_protocol("tcp") or 0)
-        reason = _BIND_ERRORS.pop((extract_ip_from_multiaddr(maddr), port), None)
-        why = reason.strerror if reason is not None and reason.strerror else "cannot bind it"
-        failed.append(f"{maddr} ({why})")
-    if failed:
-        raise ListenError(f"cannot listen on {', '.join(failed)}")
+    return validate
 
 
 async def _pump(

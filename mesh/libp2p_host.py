@@ -1,23 +1,42 @@
-"""Importing py-libp2p lean, and building its TCP host by hand (DECISIONS 30).
+"""py-libp2p's host as errmesh needs it: imported lean, built by hand, its
+defaults fixed (DECISIONS 27, 30 and 33).
 
 ``mesh.gossip`` is the interface the rest of errmesh uses; this module is the
-surgery behind it that makes a failing CLI's embedded node cheap: the lean
-import skips libp2p's package ``__init__`` files, stand-ins hide the modules
+surgery behind it. The lean import that makes a failing CLI's embedded node
+cheap skips libp2p's package ``__init__`` files, stand-ins hide the modules
 of features we leave off, and :func:`new_tcp_host` builds the host the way
 py-libp2p 0.8.1's ``new_host`` builds it. ``tests/test_gossip.py`` checks
 that the hand-built host has ``new_host``'s shape, so a py-libp2p upgrade that
-changes either fails a test. Re-check both when py-libp2p changes.
+changes either fails a test. :func:`build_host` picks it or ``new_host`` with
+Noise only and one connection per peer; :func:`listen_exclusively` and
+:func:`check_listening` make a taken port an error, and
+:func:`route_library_logs` keeps the library off the host program's stderr.
+Re-check all of them when py-libp2p changes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["TCP_PROTOCOLS", "import_libp2p", "new_tcp_host"]
+import trio
+
+from mesh.errors import ListenError
+
+__all__ = [
+    "LIBRARY_LOGGERS",
+    "TCP_PROTOCOLS",
+    "build_host",
+    "check_listening",
+    "import_libp2p",
+    "listen_exclusively",
+    "new_tcp_host",
+    "route_library_logs",
+]
 
 log = logging.getLogger("errmesh.gossip")
 
@@ -202,3 +221,114 @@ def new_tcp_host(
     )
     swarm.set_resource_manager(resource_manager)
     return BasicHost(network=swarm, resource_manager=resource_manager)
+
+
+def build_host(listen: list[Any], key_pair: Any, *, lean: bool) -> Any:
+    """A libp2p host for ``listen`` with Noise only and one connection per peer.
+
+    ``lean``: :func:`new_tcp_host`, as a lean import (:func:`import_libp2p`)
+    needs; else py-libp2p's own ``new_host`` without mDNS. Raises what
+    libp2p raises.
+    """
+    from libp2p.crypto.x25519 import create_new_key_pair as create_x25519
+    from libp2p.custom_types import TProtocol
+    from libp2p.network.config import ConnectionConfig
+    from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
+    from libp2p.security.noise.transport import Transport as NoiseTransport
+
+    # py-libp2p's yamux answers every read with a WINDOW_UPDATE frame (its
+    # PY_YAMUX_RELEASE_ON_READ knob, on by default): one Noise-encrypted write
+    # per message received, most of a relay's CPU at rest. Off, it credits the
+    # window as go-yamux does, once half of it is consumed (DECISIONS 27).
+    # Read at call time, so set before any stream exists; a value set by the
+    # user wins.
+    os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
+    options: dict[str, Any] = {
+        "key_pair": key_pair,
+        "sec_opt": {
+            TProtocol(NOISE_ID): NoiseTransport(key_pair, noise_privkey=create_x25519().private_key)
+        },
+        "listen_addrs": listen,
+        "connection_config": ConnectionConfig(max_connections_per_peer=1),
+    }
+    if lean:
+        return new_tcp_host(**options)
+    from libp2p import new_host
+
+    return new_host(**options, enable_mDNS=False)
+
+
+#: The loggers of py-libp2p and the parsers it uses.
+LIBRARY_LOGGERS = ("libp2p", "multiaddr")
+
+
+def route_library_logs(*, verbose: bool) -> None:
+    """Keep py-libp2p's log records off stderr unless ``verbose``.
+
+    Its ``setup_logging`` (run at import) leaves the ``libp2p`` logger with no
+    handler and ``propagate = False``, so Python's last-resort handler prints
+    every WARNING and ERROR on stderr: a failing program with a dead relay
+    address got eight "Failed to open TCP stream" lines. A ``NullHandler``
+    on those loggers silences them without touching the host's root logger;
+    ``verbose`` (or py-libp2p's own ``LIBP2P_DEBUG``) hands them to the root
+    handlers instead. What matters is said by errmesh's own loggers.
+    """
+    libp2p_debug = bool(os.environ.get("LIBP2P_DEBUG"))
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+            logger.addHandler(logging.NullHandler())
+        if not libp2p_debug:
+            logger.propagate = verbose
+
+
+#: Why binding (host, port) failed last, for :func:`check_listening`'s message.
+_BIND_ERRORS: dict[tuple[str | None, int], OSError] = {}
+
+
+def listen_exclusively() -> None:
+    """Make py-libp2p's TCP listeners exclusive: no ``SO_REUSEPORT``.
+
+    py-libp2p 0.8 sets ``SO_REUSEPORT`` on its listening sockets (for hole
+    punching, which we do not use), so a second relay on a port another one
+    holds starts and shares it: the kernel then hands each dialer to either
+    process. Its ``_open_reuseport_listeners`` is replaced by
+    :func:`_open_exclusive_listeners`; idempotent.
+    """
+    from libp2p.transport.tcp import tcp
+
+    tcp._open_reuseport_listeners = _open_exclusive_listeners
+
+
+async def _open_exclusive_listeners(host: str | None, port: int) -> list[trio.SocketListener]:
+    """Listen on (host, port) as ``trio.open_tcp_listeners`` does: exclusive.
+
+    Raises the ``OSError`` of the bind (address in use, not on this host);
+    py-libp2p's swarm only logs it, so it is kept for :func:`check_listening`.
+    """
+    try:
+        return list(await trio.open_tcp_listeners(port, host=host))
+    except OSError as exc:
+        _BIND_ERRORS[(host, port)] = exc
+        raise
+
+
+def check_listening(host: Any, listen: list[Any]) -> None:
+    """Raise ``ListenError`` naming each listen address the swarm could not serve.
+
+    py-libp2p's ``Swarm.listen`` logs a failed bind and carries on without
+    the listener; a relay nobody can dial must not look healthy.
+    """
+    from libp2p.utils.multiaddr_utils import extract_ip_from_multiaddr
+
+    serving = host.get_network().listeners
+    failed = []
+    for maddr in listen:
+        if str(maddr) in serving:
+            continue
+        port = int(maddr.value_for_protocol("tcp") or 0)
+        reason = _BIND_ERRORS.pop((extract_ip_from_multiaddr(maddr), port), None)
+        why = reason.strerror if reason is not None and reason.strerror else "cannot bind it"
+        failed.append(f"{maddr} ({why})")
+    if failed:
+        raise ListenError(f"cannot listen on {', '.join(failed)}")

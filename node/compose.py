@@ -19,9 +19,10 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from github_sink.sink import Replica, Sink
-from mesh.aggregate import BundlePolicy, Limits
+from mesh.bundling import BundlePolicy
 from mesh.errors import StoreError
 from mesh.report import Report
+from mesh.sigstate import Limits
 from mesh.store import Store
 from node.config import Config
 from node.errors import ConfigError

@@ -2,7 +2,7 @@
 
 Solo mode runs this in the failing process itself (a mesh of one is its own
 leader); the mesh's elected leader will run the same function from its loop.
-The decisions come from the pure core (``mesh.aggregate.plan``); this module
+The decisions come from the pure core (``mesh.bundling.plan``); this module
 only feeds it the persisted state, carries out the actions through a sink,
 and records the resulting issue links, stamped with the leader's ``term``.
 
@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 
 from github_sink.errors import SinkError, SinkRejected
 from github_sink.sink import FollowUps, Numbering, Replica, Sink, execute
-from mesh.aggregate import OpenIssue, ReopenIssue, SigState, plan
+from mesh.bundling import OpenIssue, ReopenIssue, plan
 from mesh.errors import StoreUnavailable
+from mesh.sigstate import SigState
 from mesh.store import Store
 
 __all__ = ["RoundResult", "act"]

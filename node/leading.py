@@ -17,9 +17,9 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from github_sink.sink import Sink
-from mesh.aggregate import SigState
 from mesh.election import Election
 from mesh.errors import LocalError
+from mesh.sigstate import SigState
 from mesh.store import Store
 from node.faults import Faults
 from node.leader import RoundResult, act

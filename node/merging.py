@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mesh import wire
-from mesh.aggregate import SigState, state_of_link, state_of_occurrence
+from mesh.sigstate import SigState, state_of_link, state_of_occurrence
 from mesh.store import Store
 
 __all__ = ["Batch", "merge_records", "merge_reports", "signatures_of"]

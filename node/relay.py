@@ -42,7 +42,6 @@ import trio.lowlevel
 
 from github_sink.sink import Replica, Sink
 from mesh import defaults, wire
-from mesh.aggregate import SigState
 from mesh.antientropy import AntiEntropy, AntiEntropyOptions, digest_entry
 from mesh.election import (
     BecameLeader,
@@ -64,6 +63,7 @@ from mesh.relay_policy import (
     acks_for,
     plan_drain,
 )
+from mesh.sigstate import SigState
 from mesh.store import Store
 from node.faults import Faults
 from node.handover import take as take_handovers

@@ -19,7 +19,7 @@ import trio
 
 from github_sink.errors import SinkError
 from github_sink.sink import Replica
-from mesh.aggregate import SigState
+from mesh.sigstate import SigState
 from mesh.store import Store
 
 __all__ = ["ReplicaSync"]

@@ -12,8 +12,8 @@ import math
 from typing import Final
 
 from mesh import wire
-from mesh.aggregate import OriginCount, SigState
 from mesh.errors import LocalError
+from mesh.sigstate import OriginCount, SigState
 
 __all__ = ["STATE_ROOM", "split_state", "state_messages"]
 

@@ -15,20 +15,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule
 
-from mesh.aggregate import (
+from mesh.aggregate import Aggregate
+from mesh.bundling import (
     Action,
-    Aggregate,
     BundlePolicy,
-    IssueLink,
-    Limits,
     OpenIssue,
-    OriginCount,
     ReopenIssue,
-    SigState,
     UpdateIssue,
     effective_severity,
-    empty_state,
-    merge_states,
     next_due,
     per_hour,
     plan,
@@ -36,6 +30,7 @@ from mesh.aggregate import (
 from mesh.errors import LocalError
 from mesh.report import Occurrence, Report
 from mesh.severity import Severity
+from mesh.sigstate import IssueLink, Limits, OriginCount, SigState, empty_state, merge_states
 
 SIG = b"\x01" * 16
 OTHER_SIG = b"\x02" * 16

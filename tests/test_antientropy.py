@@ -14,7 +14,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mesh import wire
-from mesh.aggregate import OriginCount, SigState
 from mesh.antientropy import (
     AntiEntropy,
     AntiEntropyOptions,
@@ -22,6 +21,7 @@ from mesh.antientropy import (
     digest_entry,
     digest_messages,
 )
+from mesh.sigstate import OriginCount, SigState
 
 SIGS = [bytes([i]) * 16 for i in range(1, 9)]
 OPTS = AntiEntropyOptions()

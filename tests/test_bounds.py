@@ -14,9 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mesh import wire
-from mesh.aggregate import OriginCount, SigState, merge_states
 from mesh.antientropy import digest_entry
 from mesh.bounds import MAX_COUNT, saturating_add, saturating_sum
+from mesh.sigstate import OriginCount, SigState, merge_states
 from mesh.store import Store
 
 SIG = b"\x01" * 16

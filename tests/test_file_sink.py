@@ -15,9 +15,9 @@ from conftest import ROOT
 from github_sink.errors import SinkRejected
 from github_sink.file_sink import FileSink
 from github_sink.render import MAX_BODY, marker, render_body, render_title
-from mesh.aggregate import OriginCount, SigState
 from mesh.report import Frame, Report
 from mesh.severity import Severity
+from mesh.sigstate import OriginCount, SigState
 
 SIG = bytes.fromhex("0123456789abcdef0123456789abcdef")
 

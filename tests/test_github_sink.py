@@ -24,9 +24,9 @@ from github_sink.followup import COPILOT_LOGIN, branch_name, brief_path
 from github_sink.github import GitHubSink, GitHubSinkOptions
 from github_sink.render import marker
 from github_sink.settings import GitHubSettings
-from mesh.aggregate import IssueLink, OriginCount, SigState
 from mesh.report import Frame, Report
 from mesh.severity import Severity
+from mesh.sigstate import IssueLink, OriginCount, SigState
 from tests.github_fake import FakeClock, GitHubApp
 from tests.github_fake.fixtures import HTTPX_TRANSPORT_ERRORS, assert_no_violations
 from tests.github_fake.state import Issue

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from github_sink.file_sink import FileSink
-from mesh.aggregate import BundlePolicy, IssueLink
+from mesh.bundling import BundlePolicy
 from mesh.report import Report
+from mesh.sigstate import IssueLink
 from mesh.store import Store
 from node.leader import act
 

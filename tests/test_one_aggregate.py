@@ -17,15 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_aggregate import SIGS, links, make_link, make_report, occurrences, reports, sig_states
 
-from mesh.aggregate import (
-    Aggregate,
-    IssueLink,
-    Limits,
-    SigState,
-    state_of_occurrence,
-)
+from mesh.aggregate import Aggregate
 from mesh.report import Occurrence, Report
 from mesh.severity import Severity
+from mesh.sigstate import IssueLink, Limits, SigState, state_of_occurrence
 from mesh.store import Store
 
 Record = Report | Occurrence | tuple[bytes, IssueLink] | SigState

@@ -13,9 +13,9 @@ from pathlib import Path
 import trio
 
 from mesh import wire
-from mesh.aggregate import OriginCount, SigState, state_fingerprint
 from mesh.election import Heartbeat
 from mesh.gossip import GossipCounters
+from mesh.sigstate import OriginCount, SigState, state_fingerprint
 from mesh.store import Store
 from node.admission import RejectionCounter, make_validator
 from node.relay import MeshPeer, PeerOptions

@@ -29,12 +29,12 @@ from hypothesis import strategies as st
 from mesh_cluster import Cluster
 
 from mesh import wire
-from mesh.aggregate import IssueLink, OriginCount, SigState
 from mesh.antientropy import digest_entry, digest_messages
 from mesh.bounds import MAX_COUNT, MAX_NUMBER, MAX_TERM
 from mesh.election import Election, Heartbeat, SendHeartbeat
 from mesh.report import Occurrence, Report
 from mesh.severity import Severity
+from mesh.sigstate import IssueLink, OriginCount, SigState
 from mesh.store import Store
 from node.merging import merge_records, merge_reports, signatures_of
 from node.state_parts import state_messages

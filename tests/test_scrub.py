@@ -475,7 +475,8 @@ def test_report_keeps_types_and_call_path() -> None:
 
 
 def test_every_secret_name_part_contains_a_pair_hint() -> None:
-    from mesh.scrub import PAIR_HINTS, SECRET_ENDINGS, SECRET_PARTS, WEAK_PARTS
+    from mesh.scrub_patterns import PAIR_HINTS
+    from mesh.secret_names import SECRET_ENDINGS, SECRET_PARTS, WEAK_PARTS
 
     for part in (*SECRET_PARTS, *SECRET_ENDINGS, *WEAK_PARTS, "key", "keys"):
         assert any(hint in part for hint in PAIR_HINTS), part
@@ -483,7 +484,8 @@ def test_every_secret_name_part_contains_a_pair_hint() -> None:
 
 @given(st.text(alphabet=st.characters(codec="ascii"), max_size=40))
 def test_a_secret_name_always_contains_a_pair_hint(name: str) -> None:
-    from mesh.scrub import PAIR_HINTS, is_secret_name
+    from mesh.scrub_patterns import PAIR_HINTS
+    from mesh.secret_names import is_secret_name
 
     if is_secret_name(name):
         assert any(hint in name.lower() for hint in PAIR_HINTS)
@@ -497,7 +499,7 @@ def test_a_secret_name_always_contains_a_pair_hint(name: str) -> None:
 def test_the_token_hint_finds_every_token_the_rule_finds(
     before: str, middle: str, after: str
 ) -> None:
-    from mesh.scrub import _TOKEN_HINT, _TOKENS
+    from mesh.scrub_patterns import _TOKEN_HINT, _TOKENS
 
     text = before + middle + after
     if _TOKENS.search(text):
@@ -512,7 +514,7 @@ def test_extra_keys_are_hints_in_any_spelling() -> None:
 
 @given(st.text(max_size=40), st.sampled_from([text for text, _ in SECRETS]))
 def test_the_fast_path_hints_cover_the_token_hint(noise: str, secret_text: str) -> None:
-    from mesh.scrub import _TOKEN_HINT, _TOKEN_HINT_LITERALS
+    from mesh.scrub_patterns import _TOKEN_HINT, _TOKEN_HINT_LITERALS
 
     for text in (noise, secret_text, noise + secret_text):
         if _TOKEN_HINT.search(text):

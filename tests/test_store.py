@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from mesh.aggregate import BundlePolicy, IssueLink
+from mesh.bundling import BundlePolicy
 from mesh.errors import StoreUnavailable
 from mesh.report import Report
+from mesh.sigstate import IssueLink
 from mesh.store import Store
 
 
@@ -154,7 +155,7 @@ def test_read_only_database_is_store_unavailable(tmp_path: Path) -> None:
     store.path = tmp_path / "errmesh.sqlite3"
     store.max_reports = 10
     store.policy = BundlePolicy()
-    from mesh.aggregate import Limits
+    from mesh.sigstate import Limits
 
     store.limits = Limits()
     store.origin = b"O" * 16
@@ -263,8 +264,8 @@ def _stored_with_term(state_bytes: bytes, term: int) -> bytes:
 def test_poisoned_rows_load_without_dying_and_are_counted(tmp_path: Path) -> None:
     """A relay that stored a poison (or whose disk garbled a row) must come up again."""
     from mesh import wire
-    from mesh.aggregate import OriginCount, SigState
     from mesh.bounds import MAX_TERM
+    from mesh.sigstate import OriginCount, SigState
 
     good, text, old = b"G" * 16, b"T" * 16, b"O" * 16
     link = IssueLink(

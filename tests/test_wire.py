@@ -21,11 +21,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from mesh import wire
-from mesh.aggregate import IssueLink, Limits, OriginCount, SigState
 from mesh.election import Heartbeat
 from mesh.errors import LocalError, WireError
 from mesh.report import Cause, Frame, Leaf, Occurrence, Report
 from mesh.severity import Severity
+from mesh.sigstate import IssueLink, Limits, OriginCount, SigState
 from mesh.wire import (
     MAC_BYTES,
     MAX_MESSAGE,

@@ -44,7 +44,7 @@ MAX_LEAF_FRAMES: Final = 16
 MAX_BATCH: Final = 1024
 #: Multiaddrs in one heartbeat.
 MAX_ADDRS: Final = 8
-#: Origins per signature state; at least ``aggregate.Limits().max_origins``.
+#: Origins per signature state; at least ``sigstate.Limits().max_origins``.
 MAX_ORIGINS: Final = 256
 
 #: The reported exception's message (UTF-8 bytes, like every string limit).

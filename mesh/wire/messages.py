@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from mesh.aggregate import IssueLink, SigState
 from mesh.election import Heartbeat
 from mesh.report import Occurrence, Report
+from mesh.sigstate import IssueLink, SigState
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,7 +80,7 @@ class DigestEntry:
     total: int
     link_term: int
     link_synced_total: int
-    #: ``mesh.aggregate.state_fingerprint`` (8 bytes), or empty from an older
+    #: ``mesh.sigstate.state_fingerprint`` (8 bytes), or empty from an older
     #: peer: it tells apart states with equal totals and links.
     fingerprint: bytes = b""
 

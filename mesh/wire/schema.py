@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from mesh.aggregate import IssueLink, OriginCount, SigState
 from mesh.election import Heartbeat
 from mesh.report import Cause, Frame, Leaf, Occurrence, Report
 from mesh.severity import Severity
+from mesh.sigstate import IssueLink, OriginCount, SigState
 from mesh.wire.codecs import (
     _BIN16,
     _BOOL,

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from mesh.aggregate import SigState
 from mesh.errors import WireError
 from mesh.report import Report
+from mesh.sigstate import SigState
 from mesh.wire.envelope import _read_envelope, _write_envelope
 from mesh.wire.limits import MAX_STORED
 from mesh.wire.messages import ReportMsg, StateMsg

@@ -31,9 +31,10 @@ from collections.abc import Sequence
 
 from _common import emit, parser, table
 
-from mesh.aggregate import Aggregate, IssueLink, Limits, OriginCount, SigState, merge_states
+from mesh.aggregate import Aggregate
 from mesh.report import Occurrence, Report
 from mesh.severity import Severity
+from mesh.sigstate import IssueLink, Limits, OriginCount, SigState, merge_states
 
 GOAL_PER_S = 100_000
 SIGNATURES = 20
