@@ -334,17 +334,69 @@ def show_config(ctx: click.Context) -> None:
 @cli.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--force", is_flag=True, help="Overwrite an existing key file.")
-def keygen(path: Path, force: bool) -> None:
-    """Write a new cluster key (32 random bytes, hex) to PATH with mode 0600."""
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+@click.option(
+    "--rotate", "step", flag_value="rotate", help="Step 1 of 3: add a next key, accepted beside."
+)
+@click.option(
+    "--promote",
+    "step",
+    flag_value="promote",
+    help="Step 2: the next key signs; the old still accepted.",
+)
+@click.option("--retire", "step", flag_value="retire", help="Step 3: drop the old key.")
+def keygen(path: Path, force: bool, step: str | None) -> None:
+    """Write a new cluster key (32 random bytes, hex) to PATH with mode 0600.
+
+    A fleet rolls its key without downtime in three steps, each done on every
+    host before the next: --rotate, --promote, --retire. Relays re-read
+    their key file within seconds; see the README.
+    """
+    if step is None:
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileExistsError:
+            raise click.ClickException(f"{path} exists; use --force to replace it") from None
+        with os.fdopen(fd, "w") as handle:
+            handle.write(os.urandom(32).hex() + "\n")
+        os.chmod(path, 0o600)
+        click.echo(f"wrote {path}")
+        return
+    _rotation_step(path, step)
+
+
+def _rotation_step(path: Path, step: str) -> None:
+    """One step of a key rotation, written atomically (a relay may read it any time)."""
+    from mesh.errors import LocalError
+    from mesh.keyring import format_keys, promote, retire, rotate
+    from node.config import read_key_file
+
     try:
-        fd = os.open(path, flags, 0o600)
-    except FileExistsError:
-        raise click.ClickException(f"{path} exists; use --force to replace it") from None
+        ring = read_key_file(path)
+        if step == "rotate":
+            ring = rotate(ring, os.urandom(32))
+        else:
+            ring = promote(ring) if step == "promote" else retire(ring)
+    except ConfigError as exc:
+        raise click.ClickException(exc.message) from None
+    except LocalError as exc:
+        raise click.ClickException(f"{path}: {exc}") from None
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write(os.urandom(32).hex() + "\n")
-    os.chmod(path, 0o600)
-    click.echo(f"wrote {path}")
+        handle.write(format_keys(ring))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    said = {
+        "rotate": "added a next key; the current key still signs. Copy the file to every "
+        "host, then run --promote",
+        "promote": "the next key now signs; the old one is still accepted. When every host "
+        "has this, run --retire",
+        "retire": "only the current key is left",
+    }
+    click.echo(f"{path}: {said[step]}")
 
 
 @cli.command()

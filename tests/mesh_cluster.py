@@ -307,12 +307,14 @@ class Cluster:
         window: float = 0.0,
         env: Mapping[str, str] | None = None,
         refused: bool = False,
+        key: Path | None = None,
     ) -> Relay:
         """Launch (or relaunch, on its last port) ``relay``; wait for its address.
 
         ``env`` adds ``ERRMESH_*`` settings (a GitHub sink, its budget) to the
         relay's environment; ``window`` is the bundle window in seconds.
         ``refused``: the relay must exit at start-up instead (within STARTUP).
+        ``key``: this relay's own key file (its host's copy), else the cluster's.
         """
         args = [
             sys.executable,
@@ -331,7 +333,7 @@ class Cluster:
             "--listen",
             f"/ip4/127.0.0.1/tcp/{relay.port}",
             "--key-file",
-            str(self.key),
+            str(key or self.key),
             *[a for b in bootstrap for a in ("--bootstrap", b.maddr)],
             *extra,
         ]
