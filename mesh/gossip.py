@@ -39,12 +39,16 @@ from typing import Any
 import trio
 
 from mesh.errors import ListenError
+from mesh.gate import BanGate
 from mesh.libp2p_host import (
     TCP_PROTOCOLS,
+    GateNotifee,
     build_host,
     check_listening,
+    deny_ip,
     import_libp2p,
     listen_exclusively,
+    remote_ip,
     route_library_logs,
 )
 
@@ -61,8 +65,10 @@ __all__ = [
 log = logging.getLogger("errmesh.gossip")
 
 
-#: (topic, signer peer id, payload) -> accept?
-Validator = Callable[[str, str, bytes], bool]
+#: (topic, signer peer id, forwarder peer id, payload) -> accept? The forwarder
+#: is the direct connection that delivered the message (the signer when it
+#: published it itself): what a ban must apply to (``mesh.gate``).
+Validator = Callable[[str, str, str, bytes], bool]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -148,7 +154,9 @@ class Gossip:
         self._pubsub = pubsub
         self.receive = receive
         self.counters = GossipCounters()
-        self._banned: dict[str, float] = {}
+        #: Bans by connection peer id and by address (``mesh.gate``).
+        self.gate = BanGate()
+        self._drops, self._drop_queue = trio.open_memory_channel[str](1024)
 
     @property
     def peer_id(self) -> str:
@@ -273,27 +281,48 @@ class Gossip:
         with trio.move_on_after(within), contextlib.suppress(Exception):
             await self._host.disconnect(ID.from_base58(peer))
 
-    def ban(self, peer: str, seconds: float = 600.0) -> None:
-        """Disconnect ``peer`` and refuse it for ``seconds`` (a misbehaving peer).
+    def ban(self, peer: str) -> None:
+        """Disconnect ``peer`` and refuse it (and, after repeats, its address) a while.
 
-        The ban is lifted by :meth:`lift_expired_bans`, which the reconnect
-        loop calls; a peer that misbehaves again is banned again.
+        ``peer`` is the id of the connection that delivered what failed
+        validation (see ``mesh.gate``). The bans are lifted by
+        :meth:`lift_expired_bans`; a peer that misbehaves again is banned again.
         """
         from libp2p.peer.id import ID
 
+        decision = self.gate.ban(peer, self._remote_ip(peer), trio.current_time())
         self._pubsub.add_to_blacklist(ID.from_base58(peer))
-        self._banned[peer] = trio.current_time() + seconds
+        self.drop(peer)
+        if decision.deny_ip is not None:
+            deny_ip(self._host.get_network(), decision.deny_ip, deny=True)
+            log.warning("refusing connections from %s a while (repeated bans)", decision.deny_ip)
 
-    def lift_expired_bans(self) -> list[str]:
-        """Allow back the peers whose ban has run out; returns them."""
+    def drop(self, peer: str) -> None:
+        """Disconnect ``peer`` soon (from the gossip's own task; never blocks)."""
+        with contextlib.suppress(trio.WouldBlock):
+            self._drops.send_nowait(peer)
+
+    def refuses(self, peer: str, ip: str | None) -> bool:
+        return self.gate.refuses(peer, ip, trio.current_time())
+
+    def _remote_ip(self, peer: str) -> str | None:
         from libp2p.peer.id import ID
 
-        now = trio.current_time()
-        lifted = [peer for peer, until in self._banned.items() if until <= now]
-        for peer in lifted:
-            del self._banned[peer]
+        with contextlib.suppress(Exception):
+            for conn in self._host.get_network().get_connections(ID.from_base58(peer)):
+                return remote_ip(conn)
+        return None
+
+    def lift_expired_bans(self) -> list[str]:
+        """Allow back the peers and addresses whose ban has run out; returns the peers."""
+        from libp2p.peer.id import ID
+
+        peers, ips = self.gate.expire(trio.current_time())
+        for peer in peers:
             self._pubsub.remove_from_blacklist(ID.from_base58(peer))
-        return lifted
+        for ip in ips:
+            deny_ip(self._host.get_network(), ip, deny=False)
+        return peers
 
 
 @contextlib.asynccontextmanager
@@ -328,7 +357,8 @@ async def open_gossip(config: GossipConfig, validator: Validator) -> AsyncIterat
                 nursery.start_soon(_pump, subscription, topic, send, gossip)
             for maddr in config.bootstrap:
                 nursery.start_soon(_keep_connected, gossip, maddr, config)
-            nursery.start_soon(_lift_bans, gossip)
+            host.get_network().register_notifee(GateNotifee(gossip.refuses, gossip.drop))
+            nursery.start_soon(_enforce_bans, gossip)
             nursery.start_soon(_drop_stuck_links, gossip, config.stuck_after)
             try:
                 yield gossip
@@ -384,7 +414,8 @@ def _topic_validator(
             from libp2p.peer.id import ID
 
             signer = str(ID(msg.from_id).to_base58())
-            ok = validator(topic, signer, bytes(msg.data))
+            via = str(forwarder.to_base58()) if forwarder is not None else signer
+            ok = validator(topic, signer, via, bytes(msg.data))
         except Exception:  # a validator bug must not crash gossipsub
             log.exception("validator failed")
             ok = False
@@ -413,11 +444,17 @@ async def _pump(
             gossip.counters.dropped_local += 1
 
 
-async def _lift_bans(gossip: Gossip) -> None:
+async def _enforce_bans(gossip: Gossip) -> None:
+    """Disconnect what :meth:`Gossip.drop` queued; lift expired bans every second."""
+    lifted_at = trio.current_time()
     while True:
-        await trio.sleep(1.0)
-        for peer in gossip.lift_expired_bans():
-            log.info("ban of %s lifted", peer)
+        with trio.move_on_after(1.0):
+            peer = await gossip._drop_queue.receive()
+            await gossip.disconnect(peer)
+        if trio.current_time() - lifted_at >= 1.0:
+            lifted_at = trio.current_time()
+            for lifted in gossip.lift_expired_bans():
+                log.info("ban of %s lifted", lifted)
 
 
 def _queue_heads(gossip: Gossip) -> dict[str, object | None]:
@@ -523,7 +560,7 @@ async def _keep_connected(gossip: Gossip, maddr: str, config: GossipConfig) -> N
     delay = config.reconnect_min
     unreachable = _Unreachable(config.unreachable_log_first, config.unreachable_log_max)
     while True:
-        if gossip.connected(peer) or peer in gossip._banned:
+        if gossip.connected(peer) or gossip.refuses(peer, None):
             down = unreachable.reached(trio.current_time())
             if down is not None:
                 log.warning("bootstrap peer %s is reachable again (after %.0f s)", maddr, down)

@@ -332,3 +332,64 @@ def check_listening(host: Any, listen: list[Any]) -> None:
         failed.append(f"{maddr} ({why})")
     if failed:
         raise ListenError(f"cannot listen on {', '.join(failed)}")
+
+
+def remote_ip(conn: Any) -> str | None:
+    """The IP address a libp2p connection comes from (None when the muxer cannot tell)."""
+    try:
+        address = conn.muxed_conn.get_remote_address()
+    except Exception:  # a muxer or transport without it
+        return None
+    return str(address[0]) if address else None
+
+
+def deny_ip(swarm: Any, ip: str, *, deny: bool) -> None:
+    """Add ``ip`` to (or take it off) the swarm's connection gate deny list.
+
+    py-libp2p's ``ConnectionGate`` refuses an inbound connection from a
+    denied address before the security handshake, and filters dials to it.
+    """
+    import ipaddress
+
+    network = ipaddress.ip_network(ip)
+    deny_list = swarm.connection_gate.deny_list
+    if deny and network not in deny_list:
+        deny_list.append(network)
+    elif not deny and network in deny_list:
+        deny_list.remove(network)
+
+
+class GateNotifee:
+    """Closes a new connection from a banned peer or address as soon as it opens.
+
+    A swarm notifee (py-libp2p has no hook between the security handshake
+    and the connection's registration); ``refuses(peer, ip)`` decides and
+    ``drop(peer)`` disconnects off the notifying task.
+    """
+
+    def __init__(self, refuses: Any, drop: Any) -> None:
+        self._refuses = refuses
+        self._drop = drop
+
+    async def connected(self, network: Any, conn: Any) -> None:
+        try:
+            peer = str(conn.muxed_conn.peer_id.to_base58())
+        except Exception:
+            return
+        if self._refuses(peer, remote_ip(conn)):
+            self._drop(peer)
+
+    async def opened_stream(self, network: Any, stream: Any) -> None:
+        return None
+
+    async def closed_stream(self, network: Any, stream: Any) -> None:
+        return None
+
+    async def disconnected(self, network: Any, conn: Any) -> None:
+        return None
+
+    async def listen(self, network: Any, multiaddr: Any) -> None:
+        return None
+
+    async def listen_close(self, network: Any, multiaddr: Any) -> None:
+        return None

@@ -33,7 +33,7 @@ def make_validator(
     """
     keys = key if callable(key) else (lambda: key)
 
-    def validate(topic: str, signer: str, data: bytes) -> bool:
+    def validate(topic: str, signer: str, forwarder: str, data: bytes) -> bool:
         decoded = wire.decode(data, keys())
         reason = ""
         if isinstance(decoded, wire.Rejected):
@@ -42,8 +42,10 @@ def make_validator(
             reason = "forged-sender"
         if not reason:
             return True
-        if rejections.refuse(reason, signer) and on_ban is not None:
-            on_ban(signer)
+        # Counted, and banned, by the connection that delivered it: a fresh
+        # signer per frame still comes over one connection (mesh/gate.py).
+        if rejections.refuse(reason, forwarder) and on_ban is not None:
+            on_ban(forwarder)
         return False
 
     return validate

@@ -165,16 +165,29 @@ def test_the_validator_refuses_forgeries_and_counts_by_reason() -> None:
         heartbeat=Heartbeat(peer="12D3KooWother", priority=9, term=9, leading=True)
     )
     ack = wire.AckMsg(ids=((b"o" * 16, 1),), acker="12D3KooWother")
-    assert validate("c", "12D3KooWother", wire.encode(hb, KEY))
-    assert not validate("c", "12D3KooWme", wire.encode(hb, KEY))
-    assert not validate("c", "12D3KooWme", wire.encode(ack, KEY))
-    assert not validate("c", "12D3KooWme", wire.encode(ack, b"x" * 32))
-    assert not validate("c", "12D3KooWme", b"\x00garbage")
+    assert validate("c", "12D3KooWother", "12D3KooWother", wire.encode(hb, KEY))
+    assert not validate("c", "12D3KooWme", "12D3KooWme", wire.encode(hb, KEY))
+    assert not validate("c", "12D3KooWme", "12D3KooWme", wire.encode(ack, KEY))
+    assert not validate("c", "12D3KooWme", "12D3KooWme", wire.encode(ack, b"x" * 32))
+    assert not validate("c", "12D3KooWme", "12D3KooWme", b"\x00garbage")
     # With a key, garbage fails the MAC check before anything is decoded.
     assert rejections.by_reason == {"forged-sender": 2, "bad-mac": 2}
     for _ in range(16):
-        validate("c", "12D3KooWme", b"junk")
+        validate("c", "12D3KooWme", "12D3KooWme", b"junk")
     assert banned == ["12D3KooWme"]  # at 20 refusals
+
+
+def test_the_validator_bans_the_connection_not_the_fresh_signers_it_carries() -> None:
+    """An attacker signing every frame with a new identity still delivers them
+    over one connection: that connection's peer is what gets banned."""
+    rejections = RejectionCounter()
+    banned: list[str] = []
+    validate = make_validator(KEY, rejections, on_ban=banned.append)
+    for i in range(45):
+        assert not validate("r", f"12D3KooWfresh{i}", "12D3KooWattacker", b"junk")
+    assert banned == ["12D3KooWattacker", "12D3KooWattacker"]  # at 20 and 40
+    assert rejections.by_reason["bad-mac"] == 45
+    assert list(rejections.by_signer) == ["12D3KooWattacker"]  # one entry, not 45
 
 
 def test_a_split_digest_still_shows_what_its_sender_lacks(tmp_path: Path) -> None:

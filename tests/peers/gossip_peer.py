@@ -46,8 +46,8 @@ from mesh.gossip import Gossip, GossipConfig, Validator, open_gossip, topics_for
 TOPIC = topics_for("test")[0]
 
 VALIDATORS: dict[str, Validator] = {
-    "all": lambda topic, sender, data: True,
-    "ok": lambda topic, sender, data: data.startswith(b"ok"),
+    "all": lambda topic, sender, via, data: True,
+    "ok": lambda topic, sender, via, data: data.startswith(b"ok"),
 }
 
 

@@ -91,7 +91,7 @@ async def main(args: argparse.Namespace) -> None:
         listen=("/ip4/127.0.0.1/tcp/0",),
         bootstrap=tuple(args.bootstrap),
     )
-    async with open_gossip(config, lambda topic, sender, data: True) as gossip:
+    async with open_gossip(config, lambda topic, sender, via, data: True) as gossip:
         emit("ready", peer_id=gossip.peer_id, addrs=gossip.addrs)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(drain_received, gossip)
