@@ -51,6 +51,7 @@ from mesh.libp2p_host import (
     remote_ip,
     route_library_logs,
 )
+from mesh.scoring import Verdict, install, score_params
 
 __all__ = [
     "Gossip",
@@ -68,7 +69,9 @@ log = logging.getLogger("errmesh.gossip")
 #: (topic, signer peer id, forwarder peer id, payload) -> accept? The forwarder
 #: is the direct connection that delivered the message (the signer when it
 #: published it itself): what a ban must apply to (``mesh.gate``).
-Validator = Callable[[str, str, str, bytes], bool]
+#: True/"accept" delivers, False/"reject" refuses and penalises the forwarder,
+#: "ignore" refuses quietly (``mesh.scoring``).
+Validator = Callable[[str, str, str, bytes], "bool | Verdict"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -340,6 +343,7 @@ async def open_gossip(config: GossipConfig, validator: Validator) -> AsyncIterat
     listen_exclusively()
     host = build_host(listen, load_or_create_identity(config.identity_path), lean=lean)
     gossipsub, pubsub = _new_pubsub(host, config)
+    mark = install(gossipsub.scorer)  # "ignore" spares the forwarder's score
     send, receive = trio.open_memory_channel[Received](config.receive_buffer)
     gossip = Gossip(host, pubsub, receive)
     # The pubsub services must run before the host listens (see the notes).
@@ -352,7 +356,8 @@ async def open_gossip(config: GossipConfig, validator: Validator) -> AsyncIterat
         await pubsub.wait_until_ready()
         async with trio.open_nursery() as nursery:
             for topic in config.topics:
-                pubsub.set_topic_validator(topic, _topic_validator(gossip, validator, topic), False)
+                check = _topic_validator(gossip, validator, topic, mark)
+                pubsub.set_topic_validator(topic, check, False)
                 subscription = await pubsub.subscribe(topic)
                 nursery.start_soon(_pump, subscription, topic, send, gossip)
             for maddr in config.bootstrap:
@@ -394,6 +399,7 @@ def _new_pubsub(host: Any, config: GossipConfig) -> tuple[Any, Any]:
         heartbeat_initial_delay=0.1,
         spam_protection_enabled=False,
         adaptive_gossip_enabled=False,
+        score_params=score_params(),  # mesh/scoring.py: on, with errmesh's weights
     )
     pubsub = Pubsub(host, gossipsub, strict_signing=True)
     # py-libp2p numbers messages from int(time.time()) (+1 per publish) and
@@ -405,7 +411,7 @@ def _new_pubsub(host: Any, config: GossipConfig) -> tuple[Any, Any]:
 
 
 def _topic_validator(
-    gossip: Gossip, validator: Validator, topic: str
+    gossip: Gossip, validator: Validator, topic: str, mark: Callable[[bool], None]
 ) -> Callable[[Any, Any], bool]:
     """``validator`` as gossipsub's topic validator: never raises, counts refusals."""
 
@@ -415,10 +421,12 @@ def _topic_validator(
 
             signer = str(ID(msg.from_id).to_base58())
             via = str(forwarder.to_base58()) if forwarder is not None else signer
-            ok = validator(topic, signer, via, bytes(msg.data))
+            verdict = validator(topic, signer, via, bytes(msg.data))
         except Exception:  # a validator bug must not crash gossipsub
             log.exception("validator failed")
-            ok = False
+            verdict = False
+        mark(verdict == "ignore")
+        ok = verdict is True or verdict == "accept"
         if not ok:  # also counts our own publishes our validator refuses
             gossip.counters.rejected += 1
         return ok

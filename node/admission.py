@@ -13,6 +13,7 @@ from collections.abc import Callable
 from mesh import wire
 from mesh.gossip import Validator
 from mesh.relay_policy import BAN_AFTER, Rejections
+from mesh.scoring import IGNORED_REASONS, Verdict
 
 __all__ = ["BAN_AFTER", "RejectionCounter", "make_validator"]
 
@@ -33,7 +34,7 @@ def make_validator(
     """
     keys = key if callable(key) else (lambda: key)
 
-    def validate(topic: str, signer: str, forwarder: str, data: bytes) -> bool:
+    def validate(topic: str, signer: str, forwarder: str, data: bytes) -> bool | Verdict:
         decoded = wire.decode(data, keys())
         reason = ""
         if isinstance(decoded, wire.Rejected):
@@ -42,6 +43,9 @@ def make_validator(
             reason = "forged-sender"
         if not reason:
             return True
+        if reason in IGNORED_REASONS:  # a newer peer's frame: no penalty, no ban
+            rejections.by_reason[reason] += 1
+            return "ignore"
         # Counted, and banned, by the connection that delivered it: a fresh
         # signer per frame still comes over one connection (mesh/gate.py).
         if rejections.refuse(reason, forwarder) and on_ban is not None:

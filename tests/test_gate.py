@@ -60,3 +60,36 @@ def test_a_refused_connection_always_has_a_running_ban(
                 assert any(
                     (p == f"p{peer}" or a == f"10.0.0.{ip}") and t + 10.0 > end for p, a, t in bans
                 )
+
+
+def test_scoring_orders_its_thresholds_so_the_relays_ban_comes_first() -> None:
+    """A connection is banned after 20 refused frames (score -20): gossip to it
+    stops earlier (-10), its messages are dropped unread only later (-30),
+    so the ban, which disconnects, is what an attacker meets."""
+    from mesh.relay_policy import BAN_AFTER
+    from mesh.scoring import ScoringOptions, score_params
+
+    options = ScoringOptions()
+    at_ban = -options.invalid_weight * BAN_AFTER
+    assert options.gossip_threshold > at_ban > options.publish_threshold
+    assert options.publish_threshold > options.graylist_threshold
+    params = score_params(options)
+    assert params.p4_invalid_messages.weight == options.invalid_weight
+    assert params.graylist_threshold == options.graylist_threshold
+
+
+def test_an_ignored_message_costs_its_forwarder_nothing() -> None:
+    from libp2p.peer.id import ID
+    from libp2p.pubsub.score import PeerScorer
+
+    from mesh.scoring import install, score_params
+
+    scorer = PeerScorer(score_params())
+    mark = install(scorer)
+    peer = ID(b"\x00\x24" + b"p" * 36)
+    mark(True)
+    scorer.on_invalid_message(peer, "t")
+    assert scorer.score(peer, ["t"]) == 0.0
+    mark(False)
+    scorer.on_invalid_message(peer, "t")
+    assert scorer.score(peer, ["t"]) == -1.0

@@ -177,6 +177,22 @@ def test_the_validator_refuses_forgeries_and_counts_by_reason() -> None:
     assert banned == ["12D3KooWme"]  # at 20 refusals
 
 
+def test_a_newer_peers_frame_is_ignored_without_penalty() -> None:
+    """A frame of a wire version or kind we do not know yet comes from a peer
+    upgraded before us: dropped quietly (gossipsub's IGNORE), never a ban."""
+    import msgpack
+
+    rejections = RejectionCounter()
+    banned: list[str] = []
+    validate = make_validator(KEY, rejections, on_ban=banned.append)
+    payload = msgpack.packb({"v": 2, "k": "report"})
+    newer = payload + wire._mac(KEY, payload)
+    for _ in range(50):
+        assert validate("r", "12D3KooWnewer", "12D3KooWnewer", newer) == "ignore"
+    assert banned == [] and rejections.by_reason == {"unknown-version": 50}
+    assert "12D3KooWnewer" not in rejections.by_signer
+
+
 def test_the_validator_bans_the_connection_not_the_fresh_signers_it_carries() -> None:
     """An attacker signing every frame with a new identity still delivers them
     over one connection: that connection's peer is what gets banned."""
