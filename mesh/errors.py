@@ -4,7 +4,8 @@
 
     MeshError
     ├── LocalError            you misused the library (bad argument, bad config)
-    │   └── ListenError       a listen address cannot be bound (in use, not here)
+    │   ├── ListenError       a listen address cannot be bound (in use, not here)
+    │   └── PnetError         a private-network key is unusable (swarm key file, PSK list)
     ├── RemoteError           a peer or a stored byte string misbehaved
     │   └── WireError         undecodable/oversized/wrongly typed message
     └── StoreError            the spool or its disk failed
@@ -19,6 +20,7 @@ __all__ = [
     "ListenError",
     "LocalError",
     "MeshError",
+    "PnetError",
     "RemoteError",
     "StoreError",
     "StoreUnavailable",
@@ -36,6 +38,10 @@ class LocalError(MeshError):
 
 class ListenError(LocalError):
     """A listen address cannot be served; the message names it and says why."""
+
+
+class PnetError(LocalError):
+    """A private-network key cannot be used; the message says which part is wrong."""
 
 
 class RemoteError(MeshError):
