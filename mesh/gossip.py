@@ -51,6 +51,7 @@ from mesh.libp2p_host import (
     remote_ip,
     route_library_logs,
 )
+from mesh.pnet import protect_swarm
 from mesh.scoring import Verdict, install, score_params
 
 __all__ = [
@@ -98,6 +99,10 @@ class GossipConfig:
     #: (a failing program's embedded node: its stderr is the program's).
     unreachable_log_first: float | None = 60.0
     unreachable_log_max: float = 3600.0
+    #: A private network's pre-shared keys (``mesh.pnet``), the one to write
+    #: with first: a peer without one of them completes no connection. Empty:
+    #: an open network.
+    network_keys: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +305,10 @@ class Gossip:
             deny_ip(self._host.get_network(), decision.deny_ip, deny=True)
             log.warning("refusing connections from %s a while (repeated bans)", decision.deny_ip)
 
+    def set_network_keys(self, keys: tuple[bytes, ...]) -> None:
+        """New private-network keys (a key rotation) for the connections made from now on."""
+        protect_swarm(self._host.get_network(), keys)
+
     def drop(self, peer: str) -> None:
         """Disconnect ``peer`` soon (from the gossip's own task; never blocks)."""
         with contextlib.suppress(trio.WouldBlock):
@@ -342,6 +351,8 @@ async def open_gossip(config: GossipConfig, validator: Validator) -> AsyncIterat
     route_library_logs(verbose=config.library_logs)
     listen_exclusively()
     host = build_host(listen, load_or_create_identity(config.identity_path), lean=lean)
+    if config.network_keys:
+        protect_swarm(host.get_network(), config.network_keys)
     gossipsub, pubsub = _new_pubsub(host, config)
     mark = install(gossipsub.scorer)  # "ignore" spares the forwarder's score
     send, receive = trio.open_memory_channel[Received](config.receive_buffer)

@@ -344,13 +344,23 @@ def show_config(ctx: click.Context) -> None:
     help="Step 2: the next key signs; the old still accepted.",
 )
 @click.option("--retire", "step", flag_value="retire", help="Step 3: drop the old key.")
-def keygen(path: Path, force: bool, step: str | None) -> None:
+@click.option(
+    "--swarm-key",
+    type=click.Path(path_type=Path),
+    help="Write the private network's swarm.key (go/kubo/js format) that PATH's key derives.",
+)
+def keygen(path: Path, force: bool, step: str | None, swarm_key: Path | None) -> None:
     """Write a new cluster key (32 random bytes, hex) to PATH with mode 0600.
 
     A fleet rolls its key without downtime in three steps, each done on every
     host before the next: --rotate, --promote, --retire. Relays re-read
-    their key file within seconds; see the README.
+    their key file within seconds; see the README. --swarm-key OUT hands
+    a go, kubo or js peer the private network's key (it needs no cluster key
+    file, but still signs nothing errmesh accepts without one).
     """
+    if swarm_key is not None:
+        _write_swarm_key(path, swarm_key, force)
+        return
     if step is None:
         flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
         try:
@@ -363,6 +373,24 @@ def keygen(path: Path, force: bool, step: str | None) -> None:
         click.echo(f"wrote {path}")
         return
     _rotation_step(path, step)
+
+
+def _write_swarm_key(path: Path, out: Path, force: bool) -> None:
+    from mesh.pnet import format_swarm_key
+    from node.config import network_keys, read_key_file
+
+    try:
+        psk = network_keys(read_key_file(path))[0]
+    except ConfigError as exc:
+        raise click.ClickException(exc.message) from None
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    try:
+        fd = os.open(out, flags, 0o600)
+    except FileExistsError:
+        raise click.ClickException(f"{out} exists; use --force to replace it") from None
+    with os.fdopen(fd, "w") as handle:
+        handle.write(format_swarm_key(psk))
+    click.echo(f"wrote {out} (the private network of {path}'s current key)")
 
 
 def _rotation_step(path: Path, step: str) -> None:

@@ -205,6 +205,7 @@ def peer_options(config: Config, *, key: bytes | None) -> PeerOptions:
         priority=config.priority,
         heartbeat=config.heartbeat,
         digest_every=config.digest_every,
+        private_network=config.private_network,
         status_path=config.cluster_state_dir / "relay-status.json",
         relay=RelayOptions(backlog_max=config.backlog_max),
         antientropy=AntiEntropyOptions(digest_batch=config.digest_batch),
@@ -237,6 +238,7 @@ async def open_relay(config: Config) -> AsyncIterator[MeshPeer]:
         bootstrap=config.peers,
         identity_path=config.cluster_state_dir / "identity.key",
         library_logs=config.log_level == "debug",
+        network_keys=config.network_keys(),
     )
     with open_store(config) as store:
         async with open_gossip(gossip_config, validator) as gossip:

@@ -45,6 +45,7 @@ __all__ = [
     "SETTINGS",
     "Config",
     "load_config",
+    "network_keys",
     "parse_bool",
     "read_key_file",
     "resolve",
@@ -96,6 +97,8 @@ class Config:
     capture_keyboard_interrupt: bool = _D["capture_keyboard_interrupt"]
     peers: tuple[str, ...] = _D["peers"]
     key_file: Path | None = _D["key_file"]
+    #: With a cluster key, only peers holding it complete a connection (pnet).
+    private_network: bool = _D["private_network"]
     listen: tuple[str, ...] = _D["listen"]
     eligible: bool = _D["eligible"]
     priority: int = _D["priority"]
@@ -132,6 +135,12 @@ class Config:
         """
         ring = self.cluster_keys()
         return None if ring is None else ring.current
+
+    def network_keys(self) -> tuple[bytes, ...]:
+        """The private network's pre-shared keys, one per accepted cluster key
+        (``mesh.pnet.derive_psk``); empty when keyless or ``private_network`` is off."""
+        ring = self.cluster_keys() if self.private_network else None
+        return () if ring is None else network_keys(ring)
 
     def cluster_keys(self) -> KeyRing | None:
         """Every key in ``key_file`` (current first; two during a rotation), or None.
@@ -234,3 +243,10 @@ def read_key_file(path: Path) -> KeyRing:
         return parse_keys(text)
     except LocalError as exc:
         raise ConfigError("key_file", f"{path}: {exc}") from None
+
+
+def network_keys(ring: KeyRing) -> tuple[bytes, ...]:
+    """The pnet pre-shared keys of a key ring, the current key's first."""
+    from mesh.pnet import derive_psk
+
+    return tuple(derive_psk(key) for key in ring.accepted)

@@ -65,6 +65,7 @@ from mesh.relay_policy import (
 )
 from mesh.sigstate import SigState
 from mesh.store import Store
+from node.config import network_keys
 from node.faults import Faults
 from node.handover import take as take_handovers
 from node.keyfile import KeyWatch
@@ -96,6 +97,8 @@ class PeerOptions:
     heartbeat: float = defaults.HEARTBEAT
     digest_every: float = defaults.DIGEST_EVERY
     status_path: Path | None = None
+    #: Re-key the private network when the key file changes (``node.compose``).
+    private_network: bool = False
     relay: RelayOptions = field(default_factory=RelayOptions)
     antientropy: AntiEntropyOptions = field(default_factory=AntiEntropyOptions)
 
@@ -538,6 +541,8 @@ class MeshPeer:
             await trio.sleep(self.policy.keys_every)
             if self.keys.refresh():
                 self.stats["key_reloads"] += 1
+                if self.options.private_network and self.keys.ring is not None:
+                    self.gossip.set_network_keys(network_keys(self.keys.ring))
 
     async def _connect_candidates(self) -> None:
         """Keep a direct connection to the leader and to the best-ranked candidate.

@@ -310,6 +310,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("capture_keyboard_interrupt", _bool, False),
     _s("peers", _peers, ()),
     _s("key_file", _optional_path, None),
+    _s("private_network", _bool, True),
     _s("listen", _listen, ("/ip4/0.0.0.0/tcp/4001",)),
     _s("eligible", _bool, True),
     _s("priority", _int, 0),

@@ -523,10 +523,10 @@ def connected(a: Relay, b: Relay) -> bool:
     return b.peer_id in a.status().get("peers", []) and a.peer_id in b.status().get("peers", [])
 
 
-def start_pair(cluster: Cluster) -> tuple[Relay, Relay]:
+def start_pair(cluster: Cluster, env: Mapping[str, str] | None = None) -> tuple[Relay, Relay]:
     """R1, and R2 bootstrapped to R1; returns once they agree on one leader."""
-    r1 = cluster.start_relay(cluster.relay("R1"))
-    r2 = cluster.start_relay(cluster.relay("R2"), bootstrap=[r1])
+    r1 = cluster.start_relay(cluster.relay("R1"), env=env)
+    r2 = cluster.start_relay(cluster.relay("R2"), bootstrap=[r1], env=env)
     wait_until(lambda: connected(r1, r2), STARTUP, "R1 and R2 are connected")
     wait_until(lambda: one_leader(r1, r2), STARTUP, "R1 and R2 agree on one leader")
     return r1, r2

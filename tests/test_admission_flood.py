@@ -19,7 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from mesh_cluster import CLUSTER, CONVERGE, ROOT, Cluster, print_figure, wait_until
+from mesh_cluster import CLUSTER, CONVERGE, ROOT, Cluster, Relay, print_figure, wait_until
 
 FLOOD_PEER = ROOT / "tests" / "peers" / "flood_peer.py"
 
@@ -31,13 +31,74 @@ def rss_kb(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+OFF = {"ERRMESH_PRIVATE_NETWORK": "false"}
+
+
+def start_target(cluster: Cluster, env: dict[str, str] | None = None) -> tuple[Relay, str]:
+    """A relay that also listens on 127.0.0.2, the attacker's side of loopback."""
+    r1 = cluster.start_relay(
+        cluster.relay("r1"), extra=["--listen", "/ip4/127.0.0.2/tcp/0"], env=env
+    )
+    lines = r1.stdout_path.read_text().splitlines()
+    (second,) = [x for x in lines if x.startswith("listening on /ip4/127.0.0.2/")]
+    return r1, second.removeprefix("listening on ").strip()
+
+
+def flood(cluster: Cluster, target: str, within: float) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(FLOOD_PEER),
+            "--cluster",
+            CLUSTER,
+            "--target",
+            target,
+            "--source",
+            "127.0.0.2",
+            "--frames",
+            "100000",
+            "--within",
+            f"{within:g}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cluster.root,
+        env=cluster.env,
+    )
+    cluster.procs.append(proc)
+    return proc
+
+
+def outcome(proc: subprocess.Popen[str]) -> dict[str, int]:
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and out.strip(), err[-3000:]
+    result: dict[str, int] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def test_a_keyless_peers_dials_fail_and_an_honest_report_still_arrives(cluster: Cluster) -> None:
+    """The private network (the default): the attacker, dialling again and
+    again under fresh identities, never completes a connection, never sees a
+    topic, and sends not one frame; an honest program meanwhile is acked."""
+    r1, target = start_target(cluster)
+    attacker = flood(cluster, target, within=8)
+    honest = cluster.machine("honest")
+    cluster.run_clis([(honest, "ValueError", [r1.maddr])])
+    assert honest.spool_rows() == 0, "the honest report was acked during the dial flood"
+    result = outcome(attacker)
+    assert result["joined"] == 0 and result["sent"] == 0, result
+    assert result["refused"] == result["identities"] >= 2, result
+    assert r1.totals() == {"ValueError": 1}
+    assert r1.rejected() == {}, "nothing of the attacker's reached a validator"
+    print_figure(f"keyless dial flood: {result}")
+
+
 def test_a_flood_from_fresh_identities_is_cut_off_and_costs_nothing_lasting(
     cluster: Cluster,
 ) -> None:
-    r1 = cluster.start_relay(cluster.relay("r1"), extra=["--listen", "/ip4/127.0.0.2/tcp/0"])
-    lines = r1.stdout_path.read_text().splitlines()
-    (second,) = [x for x in lines if x.startswith("listening on /ip4/127.0.0.2/")]
-    target = second.removeprefix("listening on ").strip()
+    """With the private network off (a mixed fleet), an outsider connects."""
+    r1, target = start_target(cluster, env=OFF)
     status_url = wait_until(lambda: r1.status().get("status_url"), CONVERGE, "status url")
     assert r1.proc is not None
     baseline = rss_kb(r1.proc.pid)
@@ -55,39 +116,16 @@ def test_a_flood_from_fresh_identities_is_cut_off_and_costs_nothing_lasting(
 
     poller = threading.Thread(target=poll_status, daemon=True)
     poller.start()
-    flood = subprocess.Popen(
-        [
-            sys.executable,
-            str(FLOOD_PEER),
-            "--cluster",
-            CLUSTER,
-            "--target",
-            target,
-            "--source",
-            "127.0.0.2",
-            "--frames",
-            "100000",
-            "--within",
-            "20",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=cluster.root,
-        env=cluster.env,
-    )
-    cluster.procs.append(flood)
+    attacker = flood(cluster, target, within=20)
     # An honest program fails while the flood runs: its report is acked and counted.
     wait_until(lambda: r1.rejected().get("bad-mac", 0) > 0, CONVERGE, "the flood reaches r1")
     honest = cluster.machine("honest")
-    cluster.run_clis([(honest, "ValueError", [r1.maddr])])
+    cluster.run_clis([(honest, "ValueError", [r1.maddr])], **OFF)
     assert honest.spool_rows() == 0, "the honest report was acked during the flood"
 
-    out, err = flood.communicate(timeout=60)
+    result = outcome(attacker)
     stop.set()
     poller.join(10)
-    assert flood.returncode == 0 and out.strip(), err[-3000:]
-    result = json.loads(out.strip().splitlines()[-1])
     time.sleep(1.5)  # the relay rewrites its status file once a second
     status = r1.status()
     refused = status["rejected"]["bad-mac"]

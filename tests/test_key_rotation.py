@@ -11,7 +11,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -181,14 +180,27 @@ def test_a_three_relay_mesh_rolls_its_key_while_reports_flow_and_loses_none(
     for machine in machines.values():
         assert machine.spool_rows() == 0, "every report was acked"
 
-    # After the roll, the old key is refused everywhere.
+    # After the roll, the old key opens nothing: its private network is gone
+    # (its dial fails before Noise), so its report stays in its spool.
     old_only = cluster.root / "old.key"
     shutil.copy(cluster.key, old_only)
-    started = time.monotonic()
+    outsider = cluster.machine("outsider")
     run = cluster.start_cli(
-        cluster.machine("outsider"), "PermissionError", [r1.maddr], key=old_only
+        outsider, "PermissionError", [r1.maddr], key=old_only, ERRMESH_ACK_TIMEOUT="1"
     )
     run.wait().check_failed_as_itself()
-    wait_until(lambda: r1.rejected().get("bad-mac", 0) > 0, CONVERGE, "r1 refuses the old key")
+    assert outsider.spool_rows() == 1, "nobody acked the old key's report"
     assert "PermissionError" not in r1.totals()
-    assert time.monotonic() - started < CONVERGE + STARTUP
+
+
+def test_keygen_hands_a_go_or_js_peer_the_swarm_key(tmp_path: Path) -> None:
+    from mesh.pnet import derive_psk, parse_swarm_key
+
+    path, out = tmp_path / "cluster.key", tmp_path / "swarm.key"
+    assert keygen(path).returncode == 0
+    done = keygen(path, "--swarm-key", str(out))
+    assert done.returncode == 0, done.stderr
+    assert out.read_text().startswith("/key/swarm/psk/1.0.0/\n/base16/\n")
+    assert parse_swarm_key(out.read_bytes()) == derive_psk(parse_keys(path.read_text()).current)
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert keygen(path, "--swarm-key", str(out)).returncode != 0  # no silent overwrite

@@ -328,7 +328,9 @@ def test_cli_killed_before_its_ack_is_delivered_by_the_next_process(cluster: Clu
 # 5. A peer without the cluster key
 
 
-def test_peers_without_the_cluster_key_reach_no_aggregate(cluster: Cluster) -> None:
+def test_peers_without_the_cluster_key_cannot_even_connect(cluster: Cluster) -> None:
+    """The default private network: a wrong key's or no key's dial fails before
+    Noise (mesh/pnet.py), so not one of their frames reaches a relay."""
     r1, r2 = start_pair(cluster)
     m1, m2, m3 = (cluster.machine(f"M{i}") for i in (1, 2, 3))
     other_key = cluster.root / "other.key"
@@ -336,6 +338,39 @@ def test_peers_without_the_cluster_key_reach_no_aggregate(cluster: Cluster) -> N
     both = [r1.maddr, r2.maddr]
     wrong = cluster.start_cli(m1, "ValueError", both, key=other_key, ERRMESH_ACK_TIMEOUT="1")
     keyless = cluster.start_cli(m2, "LookupError", both, key=None, ERRMESH_ACK_TIMEOUT="1")
+    for run in (wrong, keyless):
+        run.wait().check_failed_as_itself()
+    assert m1.spool_rows() == m2.spool_rows() == 1, "nobody acked them"
+    cluster.run_clis([(m3, "ZeroDivisionError", both)])
+    for relay in (r1, r2):
+        wait_until(
+            lambda relay=relay: relay.totals() == {"ZeroDivisionError": 1},
+            CONVERGE,
+            f"{relay.name} has only the keyed CLI's report",
+        )
+        since = time.time()
+        wait_until(
+            lambda relay=relay, since=since: relay.status().get("updated_at", 0) > since,
+            CONVERGE,
+            f"{relay.name} rewrites its status",
+        )
+        assert relay.rejected() == {}, "no frame of theirs ever reached a validator"
+        assert len(relay.status()["peers"]) <= 2, relay.status()["peers"]
+
+
+def test_with_the_private_network_off_keyless_frames_are_refused_and_counted(
+    cluster: Cluster,
+) -> None:
+    """``private_network = false`` (a mixed fleet): outsiders connect, but their
+    frames fail the MAC and nothing of theirs is merged."""
+    off = {"ERRMESH_PRIVATE_NETWORK": "false"}
+    r1, r2 = start_pair(cluster, env=off)
+    m1, m2, m3 = (cluster.machine(f"M{i}") for i in (1, 2, 3))
+    other_key = cluster.root / "other.key"
+    other_key.write_text(os.urandom(32).hex() + "\n")
+    both = [r1.maddr, r2.maddr]
+    wrong = cluster.start_cli(m1, "ValueError", both, key=other_key, ERRMESH_ACK_TIMEOUT="1", **off)
+    keyless = cluster.start_cli(m2, "LookupError", both, key=None, ERRMESH_ACK_TIMEOUT="1", **off)
     for run in (wrong, keyless):
         run.wait().check_failed_as_itself()
 
@@ -350,7 +385,7 @@ def test_peers_without_the_cluster_key_reach_no_aggregate(cluster: Cluster) -> N
     assert m1.spool_rows() == m2.spool_rows() == 1, "nobody acked them"
 
     # The mesh still works, and nothing of theirs was merged anywhere meanwhile.
-    cluster.run_clis([(m3, "ZeroDivisionError", both)])
+    cluster.run_clis([(m3, "ZeroDivisionError", both)], **off)
     for relay in (r1, r2):
         wait_until(
             lambda relay=relay: relay.totals() == {"ZeroDivisionError": 1},
@@ -376,9 +411,14 @@ class RawPeer:
     """``tests/peers/mesh_raw_peer.py``: publishes the frames it is given."""
 
     def __init__(self, cluster: Cluster, relay: Relay | None) -> None:
-        """Start it, bootstrapped to ``relay``; with one, wait until it joined."""
+        """Start it, bootstrapped to ``relay``; with one, wait until it joined.
+
+        It holds the cluster key's private-network key (it got in), but signs
+        nothing with the cluster key: each test builds its frames.
+        """
         self.stderr_path = cluster.root / "raw-peer.err"
         bootstrap = ["--bootstrap", relay.maddr] if relay is not None else []
+        bootstrap += ["--key-file", str(cluster.key)]
         with self.stderr_path.open("w") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, str(RAW_PEER), "--cluster", CLUSTER, *bootstrap],

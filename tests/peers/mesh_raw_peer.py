@@ -6,8 +6,9 @@ builds every frame itself (valid, malformed, oversized, replayed, forged) and
 this process only signs it as its own libp2p peer and publishes it. That is
 what a peer holding the cluster key, but misbehaving, can do.
 
-Run as ``python mesh_raw_peer.py --cluster C --bootstrap MADDR`` with the
-repository on ``PYTHONPATH``. One JSON object per line:
+Run as ``python mesh_raw_peer.py --cluster C --bootstrap MADDR [--key-file K]``
+with the repository on ``PYTHONPATH`` (``--key-file``: inside the cluster's
+private network, as a key holder is). One JSON object per line:
 
 stdout (events), each with an ``"event"`` key:
 
@@ -86,10 +87,18 @@ async def run_commands(gossip: Gossip, topics: dict[str, str]) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     reports, control = topics_for(args.cluster)
+    keys: tuple[bytes, ...] = ()
+    if args.key_file:  # inside the private network: a key holder, misbehaving
+        from pathlib import Path
+
+        from node.config import Config
+
+        keys = Config(key_file=Path(args.key_file)).network_keys()
     config = GossipConfig(
         topics=(reports, control),
         listen=("/ip4/127.0.0.1/tcp/0",),
         bootstrap=tuple(args.bootstrap),
+        network_keys=keys,
     )
     async with open_gossip(config, lambda topic, sender, via, data: True) as gossip:
         emit("ready", peer_id=gossip.peer_id, addrs=gossip.addrs)
@@ -112,6 +121,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--cluster", required=True)
     parser.add_argument("--bootstrap", action="append", default=[])
     parser.add_argument("--join-within", type=float, default=20.0)
+    parser.add_argument("--key-file", help="the cluster key: join its private network")
     return parser.parse_args()
 
 
