@@ -53,6 +53,7 @@ from mesh.errors import MeshError, WireError
 from mesh.leader_lock import take_leader_lock
 from mesh.report import Report
 from mesh.sigstate import Limits
+from mesh.spool_rows import add_handover, add_skeleton
 from mesh.store_aggregate import PersistedAggregate
 from mesh.store_failures import translate
 from mesh.store_schema import connect, immediate
@@ -203,6 +204,26 @@ class Store(PersistedAggregate):
             return self._spool(report, now, skeleton)
         except sqlite3.Error as exc:
             raise translate(exc, "cannot spool the report (store full)", self.path) from exc
+
+    def hand_over(self, payload: bytes, *, now: float, replaces: int | None = None) -> bool:
+        """Commit one hand-over row, as a dying process does (``mesh.spool_rows``).
+
+        Returns False when ``replaces`` names a skeleton already taken.
+        Raises ``StoreError``.
+        """
+        try:
+            with immediate(self._conn):
+                return add_handover(self._conn, created=now, payload=payload, replaces=replaces)
+        except sqlite3.Error as exc:
+            raise translate(exc, "cannot hand the report over", self.path) from exc
+
+    def add_skeleton(self, payload: str, *, now: float, pid: int) -> int:
+        """Commit one skeleton row, as a dying process does; returns its id."""
+        try:
+            with immediate(self._conn):
+                return add_skeleton(self._conn, created=now, pid=pid, payload=payload)
+        except sqlite3.Error as exc:
+            raise translate(exc, "cannot commit the skeleton", self.path) from exc
 
     def _spool(self, report: Report, now: float | None, skeleton: int | None = None) -> Report:
         conn = self._conn

@@ -7,9 +7,9 @@ with the store's pragmas (busy timeout, ``synchronous``, the size cap as
 version is migrated in the same write transaction. :func:`immediate` is the
 write transaction every writer takes.
 
-The ``handover`` and ``skeleton`` rows are also written without this module,
-with ``sqlite3`` alone (node/handover.py, node/skeleton.py: their paths must
-import nothing else), so those tables' columns are a contract with them.
+The ``handover`` and ``skeleton`` tables and their writes are
+``mesh/spool_rows.py``'s, which the dying process's lean paths
+(node/handover.py, node/skeleton.py) use with ``sqlite3`` alone.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Literal
 from mesh import wire
 from mesh.errors import WireError
 from mesh.sigstate import eviction_key
+from mesh.spool_rows import HANDOVER_TABLE, SKELETON_TABLE
 from mesh.store_failures import translate
 
 __all__ = ["connect", "create_schema", "immediate"]
@@ -35,17 +36,6 @@ CREATE TABLE IF NOT EXISTS spool (
     sig BLOB NOT NULL,
     created REAL NOT NULL,
     payload BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS handover (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    created REAL NOT NULL,
-    payload BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS skeleton (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    created REAL NOT NULL,
-    pid INTEGER NOT NULL,
-    payload TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS own_counts (sig BLOB PRIMARY KEY, count INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS states (
@@ -102,7 +92,7 @@ def connect(
 
 def create_schema(conn: sqlite3.Connection) -> None:
     """Every table and index, and the columns an older store lacks (computed from its rows)."""
-    for statement in _SCHEMA.split(";"):
+    for statement in (*_SCHEMA.split(";"), HANDOVER_TABLE, SKELETON_TABLE):
         if statement.strip():
             conn.execute(statement)
     columns = {row[1] for row in conn.execute("PRAGMA table_info(states)")}

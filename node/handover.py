@@ -21,8 +21,10 @@ Why: the goal for this path is p50 <= 50 ms from spawn to exit, and a bare
 interpreter takes ~11 ms. The full path imports ``dataclasses``, ``typing``,
 ``pathlib``, ``hashlib``/``json`` (signature) and the wire codec: ~80 ms.
 This module and what it imports at load time (node.settings, node.event,
-mesh.scrub, mesh.severity, mesh.errors) use none of them; at hand-over time
-it adds ``msgpack``, ``sqlite3`` and ``_socket``. ``tests/test_handover.py``
+node.context, node.frames, node.cut, mesh.scrub with mesh.scrub_patterns and
+mesh.secret_names, mesh.defaults, mesh.severity, mesh.errors) use none of
+them; at hand-over time it adds ``msgpack``, ``sqlite3``, ``_socket`` and
+``mesh.spool_rows`` (the row's one definition, shared with the store). ``tests/test_handover.py``
 checks the import list, and that both paths give the same report.
 
 The full path is taken instead when the hand-over does not apply: a
@@ -199,6 +201,8 @@ def _commit(
     """
     import sqlite3
 
+    from mesh.spool_rows import add_handover
+
     try:
         conn = sqlite3.connect(path, timeout=5.0, isolation_level=None)
     except sqlite3.Error:
@@ -210,12 +214,9 @@ def _commit(
         conn.execute(f"PRAGMA max_page_count = {max(16, values['spool_max_bytes'] // page_size)}")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if skeleton is not None:
-                gone = conn.execute("DELETE FROM skeleton WHERE id = ?", (skeleton,)).rowcount
-                if gone == 0:  # taken as stale already: it is counted, keep it so
-                    conn.execute("ROLLBACK")
-                    return True
-            conn.execute("INSERT INTO handover (created, payload) VALUES (?, ?)", (now, payload))
+            if not add_handover(conn, created=now, payload=payload, replaces=skeleton):
+                conn.execute("ROLLBACK")  # the skeleton was taken as stale: it is counted
+                return True
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

@@ -65,12 +65,6 @@ _MAX_FRAMES = 64
 _MAX_CAUSES = 8
 _MAX_FIELD = 512
 
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS skeleton ("
-    "id INTEGER PRIMARY KEY AUTOINCREMENT, created REAL NOT NULL, "
-    "pid INTEGER NOT NULL, payload TEXT NOT NULL)"
-)
-
 
 def _field(value: object) -> str:
     text = str(value)[:_MAX_FIELD]
@@ -217,6 +211,8 @@ def commit(path: str, payload: str, *, now: float, values: Mapping[str, Any]) ->
     """Commit one skeleton durably; its row id, or None when it cannot be (no harm done)."""
     import sqlite3
 
+    from mesh.spool_rows import SKELETON_TABLE, add_skeleton
+
     fresh = not os.path.exists(path)
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
@@ -229,12 +225,8 @@ def commit(path: str, payload: str, *, now: float, values: Mapping[str, Any]) ->
         conn.execute(
             f"PRAGMA synchronous = {'FULL' if values['spool_sync'] == 'full' else 'NORMAL'}"
         )
-        conn.execute(_SCHEMA)
-        cursor = conn.execute(
-            "INSERT INTO skeleton (created, pid, payload) VALUES (?, ?, ?)",
-            (now, os.getpid(), payload),
-        )
-        return cursor.lastrowid
+        conn.execute(SKELETON_TABLE)
+        return add_skeleton(conn, created=now, pid=os.getpid(), payload=payload)
     except sqlite3.Error:  # read-only, full, locked for 5 s: the caller goes on without
         return None
     finally:

@@ -205,9 +205,7 @@ def test_a_live_writer_keeps_its_skeleton() -> None:
 def test_a_corrupt_skeleton_row_is_dropped_and_counted(sandbox: Sandbox) -> None:
     config = config_of(sandbox)
     with Store.open(config.cluster_state_dir) as store:
-        store._conn.execute(
-            "INSERT INTO skeleton (created, pid, payload) VALUES (1.0, 999999999, 'junk')"
-        )
+        store.add_skeleton("junk", now=1.0, pid=999999999)
     assert sandbox.errmesh("drain").returncode == 0
     with Store.open(config.cluster_state_dir) as store:
         assert store.counters().get("corrupt_rows") == 1

@@ -191,9 +191,7 @@ def handed_over(exc: BaseException, config: Config, env: dict[str, str], **kw: o
     )
     payload = handover.encode(handover.scrub_event(event, scrubber))
     with Store.open(config.cluster_state_dir) as store:
-        store._conn.execute(  # what hand_over commits
-            "INSERT INTO handover (created, payload) VALUES (1000.0, ?)", (payload,)
-        )
+        store.hand_over(payload, now=1000.0)  # what a dying process commits
         [report] = handover.take(store)
     return report.replace(origin=b"", seq=0, count=0)
 
@@ -245,9 +243,7 @@ def test_rows_that_do_not_decode_are_dropped_and_counted(sandbox: Sandbox) -> No
             msgpack.packb({"v": 1, **bad_event}),
             good,
         ):
-            store._conn.execute(
-                "INSERT INTO handover (created, payload) VALUES (5.0, ?)", (payload,)
-            )
+            store.hand_over(payload, now=5.0)
         assert store.statistics().pending == 4  # hand-over rows count as pending
         [report] = handover.take(store)
         assert report.message == "good"
@@ -260,9 +256,7 @@ def test_a_solo_process_delivers_handed_over_rows_first(sandbox: Sandbox) -> Non
     config = config_of(sandbox)
     event = exception_event(raise_and_catch("handed"), EventContext(app="cli"), now=5.0)
     with open_store(config) as store:
-        store._conn.execute(
-            "INSERT INTO handover (created, payload) VALUES (5.0, ?)", (handover.encode(event),)
-        )
+        store.hand_over(handover.encode(event), now=5.0)
     result = Pipeline(config, delivery=SoloDelivery(config)).deliver_spooled(exiting=True)
     assert result is not None and result.opened == 1
     assert [i["title"] for i in sandbox.issues()] == ["[errmesh] RuntimeError: handed"]
