@@ -362,17 +362,22 @@ def keygen(path: Path, force: bool, step: str | None, swarm_key: Path | None) ->
         _write_swarm_key(path, swarm_key, force)
         return
     if step is None:
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
-        try:
-            fd = os.open(path, flags, 0o600)
-        except FileExistsError:
-            raise click.ClickException(f"{path} exists; use --force to replace it") from None
-        with os.fdopen(fd, "w") as handle:
-            handle.write(os.urandom(32).hex() + "\n")
-        os.chmod(path, 0o600)
+        _write_private(path, os.urandom(32).hex() + "\n", force)
         click.echo(f"wrote {path}")
         return
     _rotation_step(path, step)
+
+
+def _write_private(path: Path, text: str, force: bool) -> None:
+    """Create ``path`` with mode 0600 (replace it only with ``force``)."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise click.ClickException(f"{path} exists; use --force to replace it") from None
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)
 
 
 def _write_swarm_key(path: Path, out: Path, force: bool) -> None:
@@ -383,13 +388,7 @@ def _write_swarm_key(path: Path, out: Path, force: bool) -> None:
         psk = network_keys(read_key_file(path))[0]
     except ConfigError as exc:
         raise click.ClickException(exc.message) from None
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
-    try:
-        fd = os.open(out, flags, 0o600)
-    except FileExistsError:
-        raise click.ClickException(f"{out} exists; use --force to replace it") from None
-    with os.fdopen(fd, "w") as handle:
-        handle.write(format_swarm_key(psk))
+    _write_private(out, format_swarm_key(psk), force)
     click.echo(f"wrote {out} (the private network of {path}'s current key)")
 
 
