@@ -33,16 +33,14 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import trio
 import trio.lowlevel
 
 from github_sink.sink import Replica, Sink
-from mesh import defaults, wire
-from mesh.antientropy import AntiEntropy, AntiEntropyOptions, digest_entry
+from mesh import wire
+from mesh.antientropy import AntiEntropy, digest_entry
 from mesh.election import (
     BecameLeader,
     Election,
@@ -58,7 +56,6 @@ from mesh.relay_policy import (
     Backoff,
     Dialer,
     Rejections,
-    RelayOptions,
     StatusThrottle,
     acks_for,
     plan_drain,
@@ -71,6 +68,7 @@ from node.handover import take as take_handovers
 from node.keyfile import KeyWatch
 from node.leading import Leading
 from node.merging import Batch, merge_records, merge_reports, signatures_of
+from node.relay_options import PeerOptions
 from node.relay_status import relay_status
 from node.replica_sync import ReplicaSync
 from node.state_parts import state_messages
@@ -85,22 +83,18 @@ def _unspecified(maddr: str) -> bool:
     return maddr.startswith(("/ip4/0.0.0.0/", "/ip6/::/"))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PeerOptions:
-    """How this durable peer takes part (``node.compose.peer_options`` fills it from a Config)."""
-
-    reports_topic: str
-    control_topic: str
-    key: bytes | None = None
-    eligible: bool = True
-    priority: int = 0
-    heartbeat: float = defaults.HEARTBEAT
-    digest_every: float = defaults.DIGEST_EVERY
-    status_path: Path | None = None
-    #: Re-key the private network when the key file changes (``node.compose``).
-    private_network: bool = False
-    relay: RelayOptions = field(default_factory=RelayOptions)
-    antientropy: AntiEntropyOptions = field(default_factory=AntiEntropyOptions)
+def _election(
+    me: str, options: PeerOptions, sink: Sink | None, now: float, store: Store
+) -> Election:
+    """Candidates need a sink; a restarted relay resumes at its store's highest term."""
+    return Election(
+        me=me,
+        priority=options.priority,
+        eligible=options.eligible and sink is not None,
+        config=ElectionConfig(heartbeat=options.heartbeat),
+        now=now,
+        term=store.max_link_term(),
+    )
 
 
 class MeshPeer:
@@ -129,14 +123,7 @@ class MeshPeer:
         self.rejections = rejections
         self.clock = clock
         self._election_clock = clock()
-        self.election = Election(
-            me=gossip.peer_id,
-            priority=options.priority,
-            eligible=options.eligible and sink is not None,
-            config=ElectionConfig(heartbeat=options.heartbeat),
-            now=self._election_clock,
-            term=store.max_link_term(),
-        )
+        self.election = _election(gossip.peer_id, options, sink, self._election_clock, store)
         self.nudged = trio.Event()
         self._believed: str | None = None
         if self.sink is not None:  # the sink checks before every write that we still lead

@@ -14,7 +14,7 @@ import time
 import pytest
 from mesh_cluster import Cluster, Relay, closed_port, wait_until
 
-from mesh.gossip import _Unreachable
+from mesh.links import Unreachable
 
 pytestmark = pytest.mark.slow
 
@@ -95,10 +95,10 @@ def test_a_failing_program_with_a_dead_relay_gets_no_libp2p_lines(cluster: Clust
 
 
 def test_unreachable_logging_backs_off_exponentially_up_to_a_cap() -> None:
-    tracker = _Unreachable(first=60.0, cap=3600.0)
+    tracker = Unreachable(first=60.0, cap=3600.0)
     said = [t for t in range(0, 20_000) if tracker.failed(float(t))]
     assert said[:6] == [0, 60, 180, 420, 900, 1860]
     assert said[-1] - said[-2] == 3600  # capped at an hour
     assert tracker.reached(20_000.0) == 20_000.0
     assert tracker.reached(20_001.0) is None  # nothing was logged since
-    assert _Unreachable(first=None, cap=1.0).failed(0.0) is False
+    assert Unreachable(first=None, cap=1.0).failed(0.0) is False
