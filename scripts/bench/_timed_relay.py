@@ -3,7 +3,7 @@
 Run by the mesh benchmarks as ``python _timed_relay.py --cluster C
 --state-dir S --data-dir D --issues-dir I --key-file K [--bootstrap MADDR]...``
 (other settings from ``ERRMESH_*`` as usual). It runs
-:func:`node.service.serve_relay` unchanged, with ``MeshPeer`` replaced by
+:func:`node.service.serve_relay` unchanged, with ``node.relay.MeshPeer`` replaced by
 :class:`TimedPeer`, a subclass that only observes: it stamps each report's
 arrival with ``time.time()`` as :meth:`MeshPeer.accept` routes it (after
 gossipsub's validator and the decode) and counts messages by kind, received
@@ -42,6 +42,7 @@ from typing import Any
 
 import trio
 
+import node.relay
 import node.service
 from mesh import wire
 from node.config import load_config
@@ -197,7 +198,7 @@ async def main(args: argparse.Namespace) -> None:
     if args.bootstrap:
         flags["peers"] = tuple(args.bootstrap)
     config = load_config(flags)
-    node.service.MeshPeer = TimedPeer  # type: ignore[misc]
+    node.relay.MeshPeer = TimedPeer  # type: ignore[misc]  # node.compose.open_relay builds it
     ready = trio.Event()
 
     def announce(gossip: Any, *_: Any) -> None:  # newer relays also pass the status URL

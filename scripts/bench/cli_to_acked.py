@@ -184,15 +184,24 @@ def measure(sandbox: Sandbox, rounds: int) -> tuple[dict[str, list[float]], Benc
 
 
 def main() -> None:
-    args = parser(__doc__).parse_args()
+    cli = parser(__doc__)
+    cli.add_argument(
+        "--open-network",
+        action="store_true",
+        help="private_network = false everywhere (to measure what the private network costs)",
+    )
+    args = cli.parse_args()
     rounds = 6 if args.quick else 40
     sandbox = Sandbox()
+    if args.open_network:  # the relay and every child inherit it
+        sandbox.env["ERRMESH_PRIVATE_NETWORK"] = "false"
     try:
         samples, bench, status = measure(sandbox, rounds)
     finally:
         sandbox.close()
     stats = {name: summary_ms(v) for name, v in samples.items()}
-    print("failing CLI -> report handed over -> exit: wall time spawn to exit (ms)")
+    network = "open network (private_network = false)" if args.open_network else "private network"
+    print(f"failing CLI -> report handed over -> exit: wall time spawn to exit (ms); {network}")
     print(
         f"{rounds} rounds, order rotated each round; mesh-imports every {EVERY['mesh-imports']}rd"
     )
