@@ -126,6 +126,8 @@ class GossipCounters:
     reconnects: int = 0
     bulk_waits: int = 0
     stuck_links: int = 0
+    #: Messages from a banned peer, dropped unread by gossipsub's blacklist.
+    dropped_banned: int = 0
 
 
 def load_or_create_identity(path: Path | None) -> Any:
@@ -358,6 +360,7 @@ async def open_gossip(config: GossipConfig, validator: Validator) -> AsyncIterat
     mark = install(gossipsub.scorer)  # "ignore" spares the forwarder's score
     send, receive = trio.open_memory_channel[Received](config.receive_buffer)
     gossip = Gossip(host, pubsub, receive)
+    _count_banned_drops(pubsub, gossip.counters)
     # The pubsub services must run before the host listens (see the notes).
     async with (
         background_trio_service(pubsub),
@@ -420,6 +423,23 @@ def _new_pubsub(host: Any, config: GossipConfig) -> tuple[Any, Any]:
     # as duplicates. Nanoseconds, as go-libp2p does, never collide.
     pubsub.counter = time.time_ns()
     return gossipsub, pubsub
+
+
+def _count_banned_drops(pubsub: Any, counters: GossipCounters) -> None:
+    """Count what gossipsub drops unread because its forwarder is banned.
+
+    py-libp2p's ``push_msg`` returns silently for a blacklisted forwarder; a
+    banned attacker's frames would vanish from every count. Wrapped on the
+    instance: py-libp2p calls ``self.push_msg`` for every received message.
+    """
+    push_msg = pubsub.push_msg
+
+    async def counted(forwarder: Any, msg: Any) -> None:
+        if forwarder != pubsub.my_id and pubsub.is_peer_blacklisted(forwarder):
+            counters.dropped_banned += 1
+        await push_msg(forwarder, msg)
+
+    pubsub.push_msg = counted
 
 
 def _topic_validator(
