@@ -201,3 +201,26 @@ def test_lenient_resolution_falls_back_per_setting_and_lists_the_problems() -> N
     assert values["heartbeat"] == 2.0  # the file's value under the bad environment one
     assert values["priority"] == 7 and "window" not in values
     assert [p.setting for p in problems] == ["c.toml: window", "c.toml: bogus", "ERRMESH_HEARTBEAT"]
+
+
+def test_the_lean_ipv4_check_agrees_with_ipaddress() -> None:
+    """Peers' IPv4 addresses are checked without importing ``ipaddress`` (a
+    failing CLI's hand-over reads them); it must accept exactly what it does."""
+    import ipaddress
+
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from node.settings import _is_ip4
+
+    part = st.one_of(st.integers(0, 300).map(str), st.sampled_from(["", "00", "01", "x", "٤"]))
+
+    @given(st.lists(part, min_size=1, max_size=5).map(".".join))
+    def agrees(text: str) -> None:
+        try:
+            expected = ipaddress.ip_address(text).version == 4
+        except ValueError:
+            expected = False
+        assert _is_ip4(text) == expected
+
+    agrees()
