@@ -7,7 +7,17 @@ on first use (PEP 562) for the same reason.
 
 from __future__ import annotations
 
-from node.capture import capture_exception, install, last_outcome, report_errors, uninstall
+from node.capture import (
+    capture_exception,
+    capture_message,
+    install,
+    last_outcome,
+    report_errors,
+    set_context,
+    set_tag,
+    set_user,
+    uninstall,
+)
 from node.errors import ConfigError, NodeError
 
 TYPE_CHECKING = False
@@ -21,10 +31,14 @@ __all__ = [
     "ConfigError",
     "NodeError",
     "capture_exception",
+    "capture_message",
     "install",
     "last_outcome",
     "load_config",
     "report_errors",
+    "set_context",
+    "set_tag",
+    "set_user",
     "uninstall",
 ]
 

@@ -64,6 +64,10 @@ class Config:
     cluster: str = _D["cluster"]
     app: str = _D["app"]
     app_version: str = _D["app_version"]
+    #: Sentry's environment and release, shown in every report (``release``
+    #: falls back to the host package's ``__version__``: node/scope.py).
+    environment: str = _D["environment"]
+    release: str = _D["release"]
     state_dir: Path = Path(_D["state_dir"])
     data_dir: Path = Path(_D["data_dir"])
     issues_dir: Path | None = _D["issues_dir"]

@@ -278,6 +278,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("cluster", _name, "default"),
     _s("app", _str, ""),
     _s("app_version", _str, ""),
+    _s("environment", _str, "", "SENTRY_ENVIRONMENT"),
+    _s("release", _str, "", "SENTRY_RELEASE"),
     _s("state_dir", _path, "~/.local/state/errmesh"),
     _s("data_dir", _path, "~/.local/share/errmesh"),
     _s("issues_dir", _optional_path, None),
