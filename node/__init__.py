@@ -8,6 +8,7 @@ on first use (PEP 562) for the same reason.
 from __future__ import annotations
 
 from node.capture import (
+    add_breadcrumb,
     capture_exception,
     capture_message,
     install,
@@ -30,6 +31,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "NodeError",
+    "add_breadcrumb",
     "capture_exception",
     "capture_message",
     "install",

@@ -20,6 +20,7 @@ the previous hooks.
 from __future__ import annotations
 
 import sys
+import time
 
 from node.errors import CapturedMessage
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = [
+    "add_breadcrumb",
     "capture_exception",
     "capture_message",
     "install",
@@ -178,6 +180,10 @@ class _Hub:
         self.caller_package = ""
         self.tags: dict[object, object] = {}  # node.set_tag; node/scope.py reads them
         self.contexts: dict[object, object] = {}
+        #: node.add_breadcrumb's (time, message, category, level, data), oldest first.
+        self.crumbs: list[tuple[float, object, object, object, object]] = []
+        #: Lines of log records and breadcrumbs a report keeps (the log_lines setting).
+        self.trail_capacity = 50
         self._pipeline: Pipeline | None = None
         self._busy = False
 
@@ -279,7 +285,7 @@ class _Hub:
 
     def attach_ring(self) -> None:
         if self.ring is None:
-            self.ring = _LogRing(int(self.flags.get("log_lines", 50)))
+            self.ring = _LogRing(self.trail_capacity)
             self.ring.attach()
 
     def chain_threading(self) -> None:
@@ -368,6 +374,7 @@ def install(
         flags["app"] = app.strip()
     hub = _hub
     hub.flags = flags
+    hub.trail_capacity = int(flags.get("log_lines", 50))
     hub.caller_package = _caller_package()
     hub.before_send = before_send
     hub.delivery = delivery
@@ -403,6 +410,7 @@ def uninstall() -> None:
     hub.delivery = None
     hub.tags.clear()
     hub.contexts.clear()
+    hub.crumbs.clear()
     hub.warned = False
     hub.last = None
     hub.reset()
@@ -484,6 +492,25 @@ def set_user(id: object = None, name: object = None) -> None:
         id, name = found.get("id"), found.get("username", name)
     user = {k: v for k, v in (("id", id), ("name", name)) if v is not None}
     set_context("user", user or None)
+
+
+def add_breadcrumb(
+    message: object = "",
+    category: object = "",
+    level: object = "info",
+    data: Mapping[str, object] | None = None,
+) -> None:
+    """Remember that something happened; shown with the log tail if an error follows.
+
+    sentry-python's ``add_breadcrumb`` (its dict, ``add_breadcrumb({"message":
+    ...})``, works too). Kept as given in a ring of ``log_lines`` entries,
+    at the cost of a clock read and a list append; formatted, bounded and
+    scrubbed only when an error is reported (node/trail.py).
+    """
+    crumbs = _hub.crumbs
+    crumbs.append((time.time(), message, category, level, data))
+    if len(crumbs) > _hub.trail_capacity:
+        del crumbs[0]
 
 
 def last_outcome() -> Outcome | None:

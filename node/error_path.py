@@ -15,6 +15,7 @@ import time
 
 from node.errors import CapturedMessage
 from node.scope import Scope
+from node.trail import trail_lines
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -36,7 +37,8 @@ def report(
 ) -> Outcome | None:
     """Report ``exc``; None when handed over (or dropped). Raises what the caller says once."""
     now = time.time()
-    log_tail = hub.ring.lines() if hub.ring is not None else ()
+    records = list(hub.ring.records) if hub.ring is not None else []
+    log_tail = trail_lines(records, list(hub.crumbs), hub.trail_capacity)
     scope = Scope.of(hub.tags, hub.contexts, hub.caller_package)
     skeleton = None
     if exiting and hub.before_send is None and hub.delivery is None:
