@@ -23,8 +23,27 @@ if TYPE_CHECKING:
 
     from node.capture import _Hub
     from node.pipeline import Outcome
+    from node.skeleton import Located
 
-__all__ = ["default_app", "report"]
+__all__ = ["default_app", "is_ignored", "report"]
+
+
+def is_ignored(exc: BaseException, names: Sequence[str]) -> bool:
+    """Whether ``exc``'s type or a base is named in ``ignore_errors`` (bare or qualified)."""
+    from node.chain import qualified_name
+
+    wanted = set(names)
+    return any(cls.__name__ in wanted or qualified_name(cls) in wanted for cls in type(exc).__mro__)
+
+
+def _located(hub: _Hub) -> Located | None:
+    """The settings, read once for the filters, the skeleton and the hand-over."""
+    from node import skeleton as first
+
+    try:
+        return first.locate(hub.flags, None)
+    except Exception:  # the hand-over reads them again, and says why
+        return None
 
 
 def default_app() -> str:
@@ -36,14 +55,28 @@ def report(
     hub: _Hub, exc: BaseException, *, exiting: bool, fingerprint: Sequence[str] | None
 ) -> Outcome | None:
     """Report ``exc``; None when handed over (or dropped). Raises what the caller says once."""
+    fast = exiting and hub.before_send is None and hub.delivery is None
+    located = _located(hub) if fast else None
+    if fast:  # the pipeline (and its imports) must wait until the skeleton is committed
+        ignored = tuple(located[1]["ignore_errors"]) if located is not None else ()
+    else:
+        ignored = hub.pipeline().config.ignore_errors
+    if ignored and is_ignored(exc, ignored):
+        return None
     now = time.time()
     records = list(hub.ring.records) if hub.ring is not None else []
     log_tail = trail_lines(records, list(hub.crumbs), hub.trail_capacity)
     scope = Scope.of(hub.tags, hub.contexts, hub.caller_package)
     skeleton = None
-    if exiting and hub.before_send is None and hub.delivery is None:
+    if fast:
         skeleton, handed_over = _commit_first(
-            hub, exc, fingerprint=fingerprint, now=now, log_tail=log_tail, scope=scope
+            hub,
+            exc,
+            fingerprint=fingerprint,
+            now=now,
+            log_tail=log_tail,
+            scope=scope,
+            located=located,
         )
         if handed_over:
             return None
@@ -83,6 +116,7 @@ def _commit_first(
     now: float,
     log_tail: tuple[str, ...],
     scope: Scope,
+    located: Located | None,
 ) -> tuple[int | None, bool]:
     """The skeleton's row id, and whether the hand-over took the report.
 
@@ -94,10 +128,6 @@ def _commit_first(
     """
     from node import skeleton as first
 
-    try:  # read once, for both the skeleton and the hand-over
-        located = first.locate(hub.flags, None)
-    except Exception:  # the hand-over reads them again, and says why
-        located = None
     skeleton = first.record(
         exc,
         flags=hub.flags,

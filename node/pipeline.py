@@ -9,6 +9,8 @@ Order matters and is the same for every way in (excepthook, decorator,
 4. bound to the wire limits;
 5. spool: committed durably, stamped with (origin, seq, count); reports
    handed over to a local relay that never took them are spooled first;
+   past ``sample_rate`` or ``max_reports_per_minute`` an occurrence is
+   spooled and counted without its detail (mesh/sampling.py);
 6. deliver: solo mode merges into the local aggregate and runs one leader
    round with the configured sink; the mesh (issue 3) plugs in here as
    another :class:`Delivery`.
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from mesh.report import Report
+from mesh.sampling import DetailLimits
 from mesh.scrub import process_scrubber
 from mesh.store import Store
 from mesh.wire import seal_report
@@ -74,6 +77,9 @@ class Pipeline:
             environ=dict(os.environ if environ is None else environ),
         )
         self._delivery = delivery
+        self.detail = DetailLimits(
+            sample_rate=config.sample_rate, per_minute=config.max_reports_per_minute
+        )
 
     @property
     def delivery(self) -> Delivery:
@@ -107,7 +113,7 @@ class Pipeline:
         if report is None:
             return Outcome(report=None, dropped_by_hook=True)
         with open_store(self.config) as store:
-            stored = store.spool(report, skeleton=skeleton)
+            stored = store.spool(report, skeleton=skeleton, detail=self.detail)
             result = self.delivery.deliver(store, [stored], exiting=exiting)
         return Outcome(report=stored, round=result)
 
