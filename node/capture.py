@@ -32,9 +32,8 @@ if TYPE_CHECKING:
     from types import TracebackType
     from typing import Any, TypeVar
 
-    from mesh.report import Report
     from node.config import Config
-    from node.pipeline import Delivery, Outcome, Pipeline
+    from node.pipeline import BeforeSend, Delivery, Outcome, Pipeline
 
     F = TypeVar("F", bound=Callable[..., Any])
 
@@ -168,7 +167,7 @@ class _Hub:
 
     def __init__(self) -> None:
         self.flags: dict[str, Any] = {}
-        self.before_send: Callable[[Report], Report | None] | None = None
+        self.before_send: BeforeSend | None = None
         self.delivery: Delivery | None = None
         self.ring: _LogRing | None = None  # once logging is imported
         self.prev_excepthook: Callable[..., Any] | None = None
@@ -346,7 +345,7 @@ def _interactive() -> bool:
 def install(
     app: str = "",
     *,
-    before_send: Callable[[Report], Report | None] | None = None,
+    before_send: BeforeSend | None = None,
     delivery: Delivery | None = None,
     **options: Any,
 ) -> None:
@@ -359,7 +358,9 @@ def install(
     ``node.errors.ConfigError`` for an unknown option or a bad value, so a
     mistake shows at start-up rather than at the first crash. In an
     interactive shell only the log ring is set up: the REPL's own errors are
-    not reports.
+    not reports. ``before_send(report)`` or ``before_send(report, hint)``
+    (sentry-python's: ``hint["exc_info"]`` holds the original exception)
+    gets the scrubbed report and returns it, edited, or None to drop it.
     """
     if not isinstance(app, str):
         from node.errors import ConfigError

@@ -101,7 +101,10 @@ def report(
         raw = as_message(raw, exc.level)
     if fingerprint is not None:
         raw = raw.replace(fingerprint=tuple(fingerprint))
-    outcome = pipeline.process(raw, exiting=exiting, skeleton=skeleton)
+    from node.pipeline import hint_of
+
+    hint = hint_of(None if isinstance(exc, CapturedMessage) else exc)
+    outcome = pipeline.process(raw, exiting=exiting, skeleton=skeleton, hint=hint)
     hub.last = outcome
     if outcome.round is not None and outcome.round.errors:
         hub.warn("; ".join(outcome.round.errors))
