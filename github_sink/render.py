@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from mesh.bundling import effective_severity
 from mesh.report import Frame, Report, sig_hex
@@ -201,13 +201,33 @@ def _body_tail(state: SigState) -> list[str]:
             f"- python: {detail.python or '?'}",
             f"- os: {detail.os or '?'}",
         ]
-        tail += [f"- {k}: `{v}`" for k, v in detail.facts]
+        tail += _bullets((*_shown_setup(detail), *detail.facts))
         tail.append("")
+        tail += _pairs_section("Tags", detail.tags)
+        tail += _pairs_section("Context", detail.contexts)
     tail.append(
         f"---\nReported by errmesh · signature `{sig_hex(state.signature)}` · "
         "occurrences are summed over every peer of the mesh."
     )
     return tail
+
+
+def _shown_setup(detail: Report) -> list[tuple[str, str]]:
+    """The environment and release, when the host set them (Sentry's two settings)."""
+    return [
+        (k, v) for k, v in (("environment", detail.environment), ("release", detail.release)) if v
+    ]
+
+
+def _pairs_section(heading: str, pairs: tuple[tuple[str, str], ...]) -> list[str]:
+    """A heading and one ``- key: `value``` line a pair; nothing for no pairs."""
+    if not pairs:
+        return []
+    return [f"## {heading}", *_bullets(pairs), ""]
+
+
+def _bullets(pairs: Iterable[tuple[str, str]]) -> list[str]:
+    return [f"- {k}: `{v}`" for k, v in pairs]
 
 
 def _body_middle(detail: Report, budget: int) -> list[str]:

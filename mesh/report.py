@@ -95,6 +95,11 @@ class Report:
 
     For an exception group, ``leaves`` holds its first leaf exceptions
     (depth-first) and ``leaves_cut`` how many more it had.
+
+    ``tags``, ``contexts`` (``name.key`` pairs, the user's as ``user.id`` and
+    ``user.name``), ``environment`` and ``release`` are what the host said
+    about itself (``node.set_tag`` and friends, the settings): shown, never
+    part of the signature (only an explicit ``fingerprint`` regroups).
     """
 
     origin: bytes
@@ -121,6 +126,10 @@ class Report:
     fingerprint: tuple[str, ...] | None = None
     leaves: tuple[Leaf, ...] = ()
     leaves_cut: int = 0
+    tags: tuple[tuple[str, str], ...] = ()
+    contexts: tuple[tuple[str, str], ...] = ()
+    environment: str = ""
+    release: str = ""
 
     def replace(self, **changes: object) -> Report:
         """A copy with some fields changed (the dataclass is frozen)."""

@@ -386,7 +386,8 @@ class Scrubber:
         """A copy of ``r`` with every free-text field scrubbed.
 
         Scrubs the message, the causes' messages, the frames' source lines
-        and file names (a group's leaves' too), the log tail, argv and facts. Types, module and
+        and file names (a group's leaves' too), the log tail, argv, facts, tags, contexts,
+        environment and release. Types, module and
         function names, host facts and the fingerprint are kept (the
         signature relies on them). Never raises: on an internal failure the
         scrubbed fields are all redacted.
@@ -403,6 +404,10 @@ class Scrubber:
                 log_tail=self.lines(r.log_tail),
                 argv=self.argv(r.argv),
                 facts=self.pairs(r.facts),
+                tags=self.pairs(r.tags),
+                contexts=self.pairs(r.contexts),
+                environment=self.text(r.environment),
+                release=self.text(r.release),
                 leaves=tuple(
                     dataclasses.replace(
                         leaf,
@@ -420,6 +425,10 @@ class Scrubber:
                 log_tail=tuple(REDACTED for _ in r.log_tail),
                 argv=tuple(REDACTED for _ in r.argv),
                 facts=tuple((k, REDACTED) for k, _ in r.facts),
+                tags=tuple((k, REDACTED) for k, _ in r.tags),
+                contexts=tuple((k, REDACTED) for k, _ in r.contexts),
+                environment=REDACTED if r.environment else "",
+                release=REDACTED if r.release else "",
                 leaves=tuple(
                     dataclasses.replace(
                         leaf, message=REDACTED, frames=_frames(leaf.frames, _redacted)

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -52,6 +53,7 @@ from mesh.bundling import BundlePolicy
 from mesh.errors import MeshError, WireError
 from mesh.leader_lock import take_leader_lock
 from mesh.report import Report
+from mesh.sampling import DetailLimits, without_detail
 from mesh.sigstate import Limits
 from mesh.spool_rows import add_handover, add_skeleton
 from mesh.store_aggregate import PersistedAggregate
@@ -180,18 +182,27 @@ class Store(PersistedAggregate):
     # -- the spool --------------------------------------------------------
 
     def spool(
-        self, report: Report, *, now: float | None = None, skeleton: int | None = None
+        self,
+        report: Report,
+        *,
+        now: float | None = None,
+        skeleton: int | None = None,
+        detail: DetailLimits | None = None,
+        draw: Callable[[], float] = random.random,
     ) -> Report:
         """Commit ``report`` durably; return it stamped with origin, seq, count.
 
         ``skeleton``: the id of the row this report replaces (node/skeleton.py),
-        deleted in the same transaction.
+        deleted in the same transaction. ``detail``: how many occurrences of
+        the signature keep their detail (mesh/sampling.py); the others are
+        spooled and counted without it.
 
         Raises ``StoreUnavailable`` on a full or read-only disk (after trying
         once to make room by dropping the oldest pending reports).
         """
+        limits = None if detail is None or detail.unlimited else detail
         try:
-            return self._spool(report, now, skeleton)
+            return self._spool(report, now, skeleton, limits, draw)
         except sqlite3.OperationalError as exc:
             if "full" not in str(exc).lower():
                 raise translate(exc, "cannot spool the report", self.path) from exc
@@ -201,7 +212,7 @@ class Store(PersistedAggregate):
                 pending = self._count_pending()
                 drop = max(1, pending // 2)
                 self._drop_oldest(drop)
-            return self._spool(report, now, skeleton)
+            return self._spool(report, now, skeleton, limits, draw)
         except sqlite3.Error as exc:
             raise translate(exc, "cannot spool the report (store full)", self.path) from exc
 
@@ -225,11 +236,20 @@ class Store(PersistedAggregate):
         except sqlite3.Error as exc:
             raise translate(exc, "cannot commit the skeleton", self.path) from exc
 
-    def _spool(self, report: Report, now: float | None, skeleton: int | None = None) -> Report:
+    def _spool(
+        self,
+        report: Report,
+        now: float | None,
+        skeleton: int | None = None,
+        limits: DetailLimits | None = None,
+        draw: Callable[[], float] = random.random,
+    ) -> Report:
         conn = self._conn
         with immediate(conn):
             if skeleton is not None:
                 conn.execute("DELETE FROM skeleton WHERE id = ?", (skeleton,))
+            if limits is not None and not self._keep_detail(report, limits, now, draw):
+                report = without_detail(report)
             row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'spool'").fetchone()
             seq = (row[0] if row else 0) + 1
             conn.execute(
@@ -259,6 +279,29 @@ class Store(PersistedAggregate):
                 if excess > 0:
                     self._drop_oldest(excess)
         return stamped
+
+    def _keep_detail(
+        self, report: Report, limits: DetailLimits, now: float | None, draw: Callable[[], float]
+    ) -> bool:
+        """Whether ``report`` keeps its detail; counts it in ``detail_rate`` if so.
+
+        Inside the spool transaction, so the processes of one host share the
+        per-minute budget of each signature.
+        """
+        conn = self._conn
+        sig = report.signature
+        first = conn.execute("SELECT 1 FROM own_counts WHERE sig = ?", (sig,)).fetchone() is None
+        minute = int((time.time() if now is None else now) // 60)
+        row = conn.execute("SELECT minute, kept FROM detail_rate WHERE sig = ?", (sig,)).fetchone()
+        kept = row[1] if row is not None and row[0] == minute else 0
+        if not limits.keep(first=first, kept_this_minute=kept, draw=draw()):
+            return False
+        conn.execute(
+            "INSERT INTO detail_rate (sig, minute, kept) VALUES (?, ?, ?) "
+            "ON CONFLICT (sig) DO UPDATE SET minute = excluded.minute, kept = excluded.kept",
+            (sig, minute, kept + 1),
+        )
+        return True
 
     def take_handovers(
         self, convert: Callable[[bytes], Report], *, limit: int = 1000

@@ -7,7 +7,18 @@ on first use (PEP 562) for the same reason.
 
 from __future__ import annotations
 
-from node.capture import capture_exception, install, last_outcome, report_errors, uninstall
+from node.capture import (
+    add_breadcrumb,
+    capture_exception,
+    capture_message,
+    install,
+    last_outcome,
+    report_errors,
+    set_context,
+    set_tag,
+    set_user,
+    uninstall,
+)
 from node.errors import ConfigError, NodeError
 
 TYPE_CHECKING = False
@@ -20,11 +31,16 @@ __all__ = [
     "Config",
     "ConfigError",
     "NodeError",
+    "add_breadcrumb",
     "capture_exception",
+    "capture_message",
     "install",
     "last_outcome",
     "load_config",
     "report_errors",
+    "set_context",
+    "set_tag",
+    "set_user",
     "uninstall",
 ]
 

@@ -7,7 +7,7 @@ Two promises shape this module:
   thread, open no socket and no file. They chain the exception hooks and add
   a logging handler that keeps references to the last records; formatting,
   configuration files, scrubbing, SQLite and the sink are loaded only once an
-  error has been captured (``node.pipeline``).
+  error has been captured (``node.error_path``, ``node.pipeline``).
 - **Capture never hurts the host.** Every failure inside errmesh is caught,
   said once on stderr, and the host goes on with its own exit status; the
   previous hooks are always called; interactive shells are left alone.
@@ -22,27 +22,37 @@ from __future__ import annotations
 import sys
 import time
 
+from node.errors import CapturedMessage
+
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~2 ms
 if TYPE_CHECKING:
     import logging
     import threading
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from types import TracebackType
     from typing import Any, TypeVar
 
-    from mesh.report import Report
     from node.config import Config
-    from node.pipeline import Delivery, Outcome, Pipeline
+    from node.pipeline import BeforeSend, Delivery, Outcome, Pipeline
 
     F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = [
+    "add_breadcrumb",
     "capture_exception",
+    "capture_message",
     "install",
     "last_outcome",
     "report_errors",
+    "set_context",
+    "set_tag",
+    "set_user",
     "uninstall",
 ]
+
+#: Distinct tags and contexts the hub holds (a host that tags by request id
+#: must not grow it for ever); a report keeps node.cut.MAX_TAGS of them.
+_SCOPE_KEYS = 64
 
 
 class _LogRing:
@@ -84,24 +94,9 @@ class _LogRing:
             logging.Logger.callHandlers = self._original  # type: ignore[method-assign,assignment]
 
     def lines(self) -> tuple[str, ...]:
-        from node.cut import LOG_LINE_CHARS, LOG_RECORD_CHARS, cut_text, last_lines
+        from node.trail import log_lines
 
-        out: list[str] = []
-        for record in list(self.records):
-            try:  # the host's records are not modified (no .message/.asctime set)
-                stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
-                text = (
-                    f"{stamp},{int(record.msecs):03d} {record.levelname} {record.name}: "
-                    f"{record.getMessage()}"
-                )
-            except Exception:  # a record whose args cannot be formatted
-                msg = cut_text(repr(record.msg), LOG_RECORD_CHARS)
-                text = f"{record.levelname} {record.name}: {msg}"
-            if len(text) <= LOG_RECORD_CHARS:
-                out.extend(text.splitlines() or [""])
-            else:  # only its last lines can be kept: never split (or copy) all of it
-                out.extend(last_lines(text, self.capacity, LOG_LINE_CHARS))
-        return tuple(out[-self.capacity :])
+        return log_lines(list(self.records), self.capacity)
 
 
 class _WhenImported:
@@ -172,7 +167,7 @@ class _Hub:
 
     def __init__(self) -> None:
         self.flags: dict[str, Any] = {}
-        self.before_send: Callable[[Report], Report | None] | None = None
+        self.before_send: BeforeSend | None = None
         self.delivery: Delivery | None = None
         self.ring: _LogRing | None = None  # once logging is imported
         self.prev_excepthook: Callable[..., Any] | None = None
@@ -182,6 +177,12 @@ class _Hub:
         self.last: Outcome | None = None
         self.watchers: list[_WhenImported] = []
         self.caller_package = ""
+        self.tags: dict[object, object] = {}  # node.set_tag; node/scope.py reads them
+        self.contexts: dict[object, object] = {}
+        #: node.add_breadcrumb's (time, message, category, level, data), oldest first.
+        self.crumbs: list[tuple[float, object, object, object, object]] = []
+        #: Lines of log records and breadcrumbs a report keeps (the log_lines setting).
+        self.trail_capacity = 50
         self._pipeline: Pipeline | None = None
         self._busy = False
 
@@ -225,101 +226,14 @@ class _Hub:
             import _thread  # threading's lock without importing threading (~3 ms)
 
             with _LOCK.setdefault("lock", _thread.allocate_lock()):
-                return self._capture(exc, exiting=exiting, fingerprint=fingerprint)
+                from node.error_path import report
+
+                return report(self, exc, exiting=exiting, fingerprint=fingerprint)
         except BaseException as failure:
             self.warn(f"{type(failure).__name__}: {failure}")
             return None
         finally:
             self._busy = False
-
-    def _capture(
-        self, exc: BaseException, *, exiting: bool, fingerprint: Sequence[str] | None
-    ) -> Outcome | None:
-        now = time.time()
-        log_tail = self.ring.lines() if self.ring is not None else ()
-        skeleton = None
-        if exiting and self.before_send is None and self.delivery is None:
-            skeleton, handed_over = self._commit_first(
-                exc, fingerprint=fingerprint, now=now, log_tail=log_tail
-            )
-            if handed_over:
-                return None
-        # The full path: the Report, then the pipeline (scrub, sign, spool, deliver).
-        from node.event import from_exception, process_context
-
-        pipeline = self.pipeline()
-        config = pipeline.config
-        ctx = process_context(
-            app=config.app or _default_app(),
-            app_version=config.app_version,
-            log_tail=log_tail,
-            in_app_include=config.in_app_include
-            + ((self.caller_package,) if self.caller_package else ()),
-            in_app_exclude=config.in_app_exclude,
-        )
-        raw = from_exception(exc, ctx, now=now)
-        if fingerprint is not None:
-            raw = raw.replace(fingerprint=tuple(fingerprint))
-        outcome = pipeline.process(raw, exiting=exiting, skeleton=skeleton)
-        self.last = outcome
-        if outcome.round is not None and outcome.round.errors:
-            self.warn("; ".join(outcome.round.errors))
-        return outcome
-
-    def _commit_first(
-        self,
-        exc: BaseException,
-        *,
-        fingerprint: Sequence[str] | None,
-        now: float,
-        log_tail: tuple[str, ...],
-    ) -> tuple[int | None, bool]:
-        """The skeleton's row id, and whether the hand-over took the report.
-
-        Commit first, enrich after (node/skeleton.py): the type and call site
-        are durable before anything slow runs. Then, with a relay on this
-        machine, hand the report over without loading the pipeline
-        (node/handover.py explains the ~50 ms budget). Only a dying process
-        comes here, so the spooled row is delivered as one that exits.
-        """
-        from node import skeleton as first
-
-        try:  # read once, for both the skeleton and the hand-over
-            located = first.locate(self.flags, None)
-        except Exception:  # the hand-over reads them again, and says why
-            located = None
-        skeleton = first.record(
-            exc,
-            flags=self.flags,
-            caller_package=self.caller_package,
-            fingerprint=fingerprint,
-            now=now,
-            located=located,
-        )
-        from node import handover
-
-        try:
-            result = handover.hand_over(
-                exc,
-                flags=self.flags,
-                log_tail=log_tail,
-                caller_package=self.caller_package,
-                default_app=_default_app,
-                fingerprint=fingerprint,
-                now=now,
-                skeleton=skeleton,
-                located=located,
-            )
-        except Exception:  # nothing committed: the full path reports it (or the failure)
-            result = handover.NOT_APPLICABLE
-        if result == handover.NOT_APPLICABLE:
-            return skeleton, False
-        self.last = None
-        if result == handover.WRITTEN:  # committed, but no relay took it
-            round_result = self.pipeline().deliver_spooled(exiting=True)
-            if round_result is not None and round_result.errors:
-                self.warn("; ".join(round_result.errors))
-        return skeleton, True
 
     def warn(self, message: str) -> None:
         """Say once per process that errmesh failed; the host goes on."""
@@ -370,7 +284,7 @@ class _Hub:
 
     def attach_ring(self) -> None:
         if self.ring is None:
-            self.ring = _LogRing(int(self.flags.get("log_lines", 50)))
+            self.ring = _LogRing(self.trail_capacity)
             self.ring.attach()
 
     def chain_threading(self) -> None:
@@ -408,12 +322,6 @@ def warn_failure(message: str) -> None:
     _hub.warn(message)
 
 
-def _default_app() -> str:
-    import os
-
-    return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
-
-
 def _caller_package() -> str:
     """The top-level package of the code that called ``install()``.
 
@@ -437,7 +345,7 @@ def _interactive() -> bool:
 def install(
     app: str = "",
     *,
-    before_send: Callable[[Report], Report | None] | None = None,
+    before_send: BeforeSend | None = None,
     delivery: Delivery | None = None,
     **options: Any,
 ) -> None:
@@ -450,7 +358,9 @@ def install(
     ``node.errors.ConfigError`` for an unknown option or a bad value, so a
     mistake shows at start-up rather than at the first crash. In an
     interactive shell only the log ring is set up: the REPL's own errors are
-    not reports.
+    not reports. ``before_send(report)`` or ``before_send(report, hint)``
+    (sentry-python's: ``hint["exc_info"]`` holds the original exception)
+    gets the scrubbed report and returns it, edited, or None to drop it.
     """
     if not isinstance(app, str):
         from node.errors import ConfigError
@@ -465,6 +375,7 @@ def install(
         flags["app"] = app.strip()
     hub = _hub
     hub.flags = flags
+    hub.trail_capacity = int(flags.get("log_lines", 50))
     hub.caller_package = _caller_package()
     hub.before_send = before_send
     hub.delivery = delivery
@@ -498,6 +409,9 @@ def uninstall() -> None:
     hub.caller_package = ""
     hub.before_send = None
     hub.delivery = None
+    hub.tags.clear()
+    hub.contexts.clear()
+    hub.crumbs.clear()
     hub.warned = False
     hub.last = None
     hub.reset()
@@ -520,6 +434,84 @@ def capture_exception(
     if outcome is None or outcome.report is None:
         return None
     return outcome.report.signature.hex()[:12]
+
+
+def capture_message(
+    text: str, level: str = "info", *, fingerprint: Sequence[str] | None = None
+) -> str | None:
+    """Report ``text`` at ``level`` (debug, info, warning, error, fatal); return its signature.
+
+    sentry-python's ``capture_message``: grouped by the text (numbers and
+    ids normalised) and the caller's in-app frames, like an exception of
+    type ``Message``; the level sets the severity and is shown as a tag.
+    Returns None when nothing was recorded. Never raises.
+    """
+    from node.scope import stack_of
+
+    message = CapturedMessage(text if isinstance(text, str) else repr(text), level)
+    message = message.with_traceback(stack_of(sys._getframe(1)))
+    outcome = _hub.capture(message, exiting=False, fingerprint=fingerprint)
+    if outcome is None or outcome.report is None:
+        return None
+    return outcome.report.signature.hex()[:12]
+
+
+def set_tag(key: str, value: object) -> None:
+    """Show ``key: value`` in every later report (sentry-python's ``set_tag``).
+
+    Stored as given, at the cost of one dict assignment; turned into text,
+    bounded and scrubbed only when an error is reported. Tags never change
+    the signature: a ``fingerprint`` does that. Beyond 64 distinct keys new
+    ones are ignored.
+    """
+    tags = _hub.tags
+    if key in tags or len(tags) < _SCOPE_KEYS:
+        tags[key] = value
+
+
+def set_context(name: str, value: Mapping[str, object] | None) -> None:
+    """Show ``value``'s keys as ``name.key`` in every later report; None forgets it.
+
+    A shallow copy is kept, so the context is what it was when set.
+    """
+    contexts = _hub.contexts
+    if value is None:
+        contexts.pop(name, None)
+    elif name in contexts or len(contexts) < _SCOPE_KEYS:
+        contexts[name] = dict(value)
+
+
+def set_user(id: object = None, name: object = None) -> None:
+    """Who was using the program: an id and a name only (the ``user`` context).
+
+    ``set_user(None)`` forgets the user. sentry-python's dict
+    (``set_user({"id": 7, "username": "ada", "email": ...})``) works too:
+    its id and username are kept, anything else is dropped unread.
+    """
+    if isinstance(id, dict):
+        found = {k: id[k] for k in ("id", "username") if id.get(k) is not None}
+        id, name = found.get("id"), found.get("username", name)
+    user = {k: v for k, v in (("id", id), ("name", name)) if v is not None}
+    set_context("user", user or None)
+
+
+def add_breadcrumb(
+    message: object = "",
+    category: object = "",
+    level: object = "info",
+    data: Mapping[str, object] | None = None,
+) -> None:
+    """Remember that something happened; shown with the log tail if an error follows.
+
+    sentry-python's ``add_breadcrumb`` (its dict, ``add_breadcrumb({"message":
+    ...})``, works too). Kept as given in a ring of ``log_lines`` entries,
+    at the cost of a clock read and a list append; formatted, bounded and
+    scrubbed only when an error is reported (node/trail.py).
+    """
+    crumbs = _hub.crumbs
+    crumbs.append((time.time(), message, category, level, data))
+    if len(crumbs) > _hub.trail_capacity:
+        del crumbs[0]
 
 
 def last_outcome() -> Outcome | None:

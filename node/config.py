@@ -64,6 +64,10 @@ class Config:
     cluster: str = _D["cluster"]
     app: str = _D["app"]
     app_version: str = _D["app_version"]
+    #: Sentry's environment and release, shown in every report (``release``
+    #: falls back to the host package's ``__version__``: node/scope.py).
+    environment: str = _D["environment"]
+    release: str = _D["release"]
     state_dir: Path = Path(_D["state_dir"])
     data_dir: Path = Path(_D["data_dir"])
     issues_dir: Path | None = _D["issues_dir"]
@@ -95,6 +99,12 @@ class Config:
     in_app_include: tuple[str, ...] = _D["in_app_include"]
     in_app_exclude: tuple[str, ...] = _D["in_app_exclude"]
     capture_keyboard_interrupt: bool = _D["capture_keyboard_interrupt"]
+    #: Exception type names never reported (the type or a base, bare or qualified).
+    ignore_errors: tuple[str, ...] = _D["ignore_errors"]
+    #: The share of occurrences that keep their detail; all are counted (mesh/sampling.py).
+    sample_rate: float = _D["sample_rate"]
+    #: Occurrences of one signature that keep their detail per minute on this host (0: all).
+    max_reports_per_minute: int = _D["max_reports_per_minute"]
     peers: tuple[str, ...] = _D["peers"]
     key_file: Path | None = _D["key_file"]
     #: With a cluster key, only peers holding it complete a connection (pnet).

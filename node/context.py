@@ -11,6 +11,10 @@ from __future__ import annotations
 import os
 import sys
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from node.scope import Scope
+
 __all__ = ["EventContext", "host_facts", "process_context", "process_facts"]
 
 
@@ -22,8 +26,8 @@ class EventContext:
     """
 
     __slots__ = (
-        "app", "app_version", "argv", "cwd", "facts", "host", "in_app_exclude",
-        "in_app_include", "log_tail", "os", "python",
+        "app", "app_version", "argv", "contexts", "cwd", "environment", "facts", "host",
+        "in_app_exclude", "in_app_include", "log_tail", "os", "python", "release", "tags",
     )  # fmt: skip
 
     def __init__(
@@ -40,6 +44,10 @@ class EventContext:
         in_app_include: tuple[str, ...] = (),
         in_app_exclude: tuple[str, ...] = (),
         cwd: str = "",
+        tags: tuple[tuple[str, str], ...] = (),
+        contexts: tuple[tuple[str, str], ...] = (),
+        environment: str = "",
+        release: str = "",
     ) -> None:
         self.app = app
         self.app_version = app_version
@@ -52,6 +60,10 @@ class EventContext:
         self.in_app_include = in_app_include
         self.in_app_exclude = in_app_exclude
         self.cwd = cwd
+        self.tags = tags
+        self.contexts = contexts
+        self.environment = environment
+        self.release = release
 
 
 def host_facts() -> dict[str, str]:
@@ -86,8 +98,14 @@ def process_context(
     log_tail: tuple[str, ...],
     in_app_include: tuple[str, ...],
     in_app_exclude: tuple[str, ...],
+    scope: Scope | None = None,
+    environment: str = "",
+    release: str = "",
 ) -> EventContext:
-    """This process's context: the given settings plus argv, host and process facts."""
+    """This process's context: the given settings and scope, plus argv, host and process facts.
+
+    ``release``: the setting; empty, the scope's package release stands in.
+    """
     facts = host_facts()
     return EventContext(
         app=app,
@@ -101,6 +119,10 @@ def process_context(
         in_app_include=in_app_include,
         in_app_exclude=in_app_exclude,
         cwd=facts["cwd"],
+        tags=scope.tags if scope else (),
+        contexts=scope.contexts if scope else (),
+        environment=environment,
+        release=release or (scope.package_release if scope else ""),
     )
 
 

@@ -16,14 +16,20 @@ if TYPE_CHECKING:
 __all__ = [
     "ARGV_ITEM_CHARS",
     "CAUSE_CHARS",
+    "CONTEXT_VALUE_CHARS",
     "CUT_EDGE",
     "FRAME_LINE_CHARS",
     "LOG_LINE_CHARS",
     "LOG_RECORD_CHARS",
     "MAX_ARGV",
+    "MAX_CONTEXTS",
+    "MAX_TAGS",
     "MESSAGE_CHARS",
+    "NAME_CHARS",
     "STDERR_LINE_CHARS",
+    "TAG_VALUE_CHARS",
     "cut_argv",
+    "cut_pairs",
     "cut_text",
     "last_lines",
 ]
@@ -37,6 +43,13 @@ FRAME_LINE_CHARS = 300
 LOG_LINE_CHARS = 500
 ARGV_ITEM_CHARS = 500
 MAX_ARGV = 64
+#: The host's tags and flattened contexts (the wire's MAX_TAGS, MAX_CONTEXTS,
+#: MAX_TAG_VALUE, MAX_FACT_VALUE and MAX_NAME).
+MAX_TAGS = 32
+MAX_CONTEXTS = 32
+TAG_VALUE_CHARS = 200
+CONTEXT_VALUE_CHARS = 500
+NAME_CHARS = 200
 #: A log record, before it is split into lines (each then cut to LOG_LINE_CHARS).
 LOG_RECORD_CHARS = 64 * 1024
 #: A command's stderr lines are its signature: cut more generously.
@@ -83,6 +96,15 @@ def cut_argv(argv: Sequence[str]) -> tuple[str, ...]:
     if len(argv) > MAX_ARGV:
         kept.append(f"…[cut {len(argv) - len(kept)} arguments]")
     return tuple(kept)
+
+
+def cut_pairs(
+    pairs: Sequence[tuple[str, str]], count: int, value_chars: int
+) -> tuple[tuple[str, str], ...]:
+    """The first ``count`` pairs, keys cut to :data:`NAME_CHARS`, values to ``value_chars``."""
+    return tuple(
+        (cut_text(key, NAME_CHARS), cut_text(value, value_chars)) for key, value in pairs[:count]
+    )
 
 
 def last_lines(text: str, count: int, limit: int) -> list[str]:

@@ -12,7 +12,7 @@ are reported once on stderr (see ``node.capture``).
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "NodeError", "RelayRunning"]
+__all__ = ["CapturedMessage", "ConfigError", "NodeError", "RelayRunning"]
 
 
 class NodeError(Exception):
@@ -26,6 +26,18 @@ class ConfigError(NodeError, ValueError):
         super().__init__(f"{setting}: {message}")
         self.setting = setting
         self.message = message
+
+
+class CapturedMessage(Exception):
+    """What ``node.capture_message`` reports through the exception path; never raised out.
+
+    Here because it must be loaded on the success path (node/capture.py);
+    the report names it ``Message`` (node.event.as_message).
+    """
+
+    def __init__(self, text: str, level: str) -> None:
+        super().__init__(text)
+        self.level = level
 
 
 class RelayRunning(NodeError):

@@ -68,10 +68,15 @@ if TYPE_CHECKING:
         fingerprint: tuple[str, ...] | None
         leaves: tuple[LeafData, ...]
         leaves_cut: int
+        tags: tuple[tuple[str, str], ...]
+        contexts: tuple[tuple[str, str], ...]
+        environment: str
+        release: str
 
 
 __all__ = [
     "EventContext",
+    "as_message",
     "exception_event",
     "from_command",
     "from_exception",
@@ -190,12 +195,42 @@ def exception_event(
         "fingerprint": None if fingerprint is None else tuple(fingerprint),
         "leaves": tuple(leaves),
         "leaves_cut": leaves_cut,
+        "tags": ctx.tags,
+        "contexts": ctx.contexts,
+        "environment": ctx.environment,
+        "release": ctx.release,
     }
 
 
 def from_exception(exc: BaseException, ctx: EventContext, *, now: float) -> Report:
     """The unsigned, unscrubbed report of ``exc`` (origin/seq/count come at spool time)."""
     return to_report(exception_event(exc, ctx, now=now))
+
+
+#: ``capture_message``'s levels (sentry-python's) and the severity of each.
+_LEVELS = {
+    "debug": Severity.LOW,
+    "info": Severity.LOW,
+    "warning": Severity.LOW,
+    "error": Severity.MEDIUM,
+    "fatal": Severity.CRITICAL,
+}
+
+
+def as_message(raw: Report, level: str) -> Report:
+    """The report of a ``capture_message`` call, from its ``CapturedMessage``'s.
+
+    Typed ``Message`` (the text and the caller's frames group it) and as
+    severe as its level; an unknown level counts as ``info`` and is shown
+    as it was given, in the ``level`` tag.
+    """
+    shown = cut_text(level if isinstance(level, str) else repr(level), CAUSE_CHARS)
+    return raw.replace(
+        exc_type="Message",
+        causes=(),
+        severity=_LEVELS.get(shown, Severity.LOW),
+        tags=(("level", shown), *raw.tags),
+    )
 
 
 def _strs(value: object, name: str) -> tuple[str, ...]:
@@ -220,7 +255,7 @@ def to_report(event: Mapping[str, object]) -> Report:
     if type(leaves_cut) is not int or leaves_cut < 0:
         raise ValueError("event field 'leaves_cut': expected a count")
     causes = _causes_of(event.get("causes"))
-    facts = _facts_of(event.get("facts"))
+    facts = _facts_of(event.get("facts"), "facts")
     timestamp = event.get("timestamp")
     if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float)):
         raise ValueError("event field 'timestamp': expected a number")
@@ -247,6 +282,11 @@ def to_report(event: Mapping[str, object]) -> Report:
         fingerprint=None if fingerprint is None else _strs(fingerprint, "fingerprint"),
         leaves=leaves,
         leaves_cut=leaves_cut,
+        # absent from older hand-over rows
+        tags=_facts_of(event.get("tags", ()), "tags"),
+        contexts=_facts_of(event.get("contexts", ()), "contexts"),
+        environment=_text(event, "environment", ""),
+        release=_text(event, "release", ""),
         origin=b"",  # these four are the spool's to stamp
         seq=0,
         count=0,
@@ -254,8 +294,8 @@ def to_report(event: Mapping[str, object]) -> Report:
     )
 
 
-def _text(event: Mapping[str, object], name: str) -> str:
-    value = event.get(name)
+def _text(event: Mapping[str, object], name: str, default: str | None = None) -> str:
+    value = event.get(name, default)
     if not isinstance(value, str):
         raise ValueError(f"event field {name!r}: expected a string")
     return value
@@ -318,12 +358,12 @@ def _causes_of(raw_causes: object) -> tuple[Cause, ...]:
     return tuple(out)
 
 
-def _facts_of(facts: object) -> tuple[tuple[str, str], ...]:
+def _facts_of(facts: object, name: str) -> tuple[tuple[str, str], ...]:
     if not isinstance(facts, (list, tuple)) or not all(
         isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(v, str) for v in p)
         for p in facts
     ):
-        raise ValueError("event field 'facts': expected a list of pairs of strings")
+        raise ValueError(f"event field {name!r}: expected a list of pairs of strings")
     return tuple((k, v) for k, v in facts)
 
 
@@ -382,6 +422,10 @@ def from_command(
         exit_code=exit_code,
         signal=signal_number,
         facts=ctx.facts,
+        tags=ctx.tags,
+        contexts=ctx.contexts,
+        environment=ctx.environment,
+        release=ctx.release,
     )
 
 

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from mesh.store import Store
     from node.event import Event
     from node.frames import FrameData
+    from node.scope import Scope
     from node.skeleton import Located
 
 __all__ = [
@@ -104,6 +105,10 @@ def scrub_event(event: Event, scrubber: Scrubber) -> Event:
         scrubbed["log_tail"] = scrubber.lines(event["log_tail"])
         scrubbed["argv"] = scrubber.argv(event["argv"])
         scrubbed["facts"] = scrubber.pairs(event["facts"])
+        scrubbed["tags"] = scrubber.pairs(event["tags"])
+        scrubbed["contexts"] = scrubber.pairs(event["contexts"])
+        scrubbed["environment"] = scrubber.text(event["environment"])
+        scrubbed["release"] = scrubber.text(event["release"])
         scrubbed["leaves"] = tuple(
             (t, scrubber.text(m), _scrub_frames(f, scrubber.text)) for t, m, f in event["leaves"]
         )
@@ -115,6 +120,10 @@ def scrub_event(event: Event, scrubber: Scrubber) -> Event:
         scrubbed["log_tail"] = tuple(redacted for _ in event["log_tail"])
         scrubbed["argv"] = tuple(redacted for _ in event["argv"])
         scrubbed["facts"] = tuple((k, redacted) for k, _ in event["facts"])
+        scrubbed["tags"] = tuple((k, redacted) for k, _ in event["tags"])
+        scrubbed["contexts"] = tuple((k, redacted) for k, _ in event["contexts"])
+        scrubbed["environment"] = redacted if event["environment"] else ""
+        scrubbed["release"] = redacted if event["release"] else ""
         scrubbed["leaves"] = tuple(
             (t, redacted, _scrub_frames(f, lambda _: redacted)) for t, _, f in event["leaves"]
         )
@@ -153,6 +162,7 @@ def hand_over(
     now: float,
     skeleton: int | None = None,
     located: Located | None = None,
+    scope: Scope | None = None,
 ) -> str:
     """Commit the scrubbed event of ``exc`` for the local relay and nudge it.
 
@@ -161,7 +171,8 @@ def hand_over(
     :data:`NOT_APPLICABLE` (nothing written: take the full path). A bad
     setting falls back to its default, said once on stderr, like the full path.
     ``skeleton``: the row the committed event replaces, in the same
-    transaction (node/skeleton.py); ``located``: the settings, read already.
+    transaction (node/skeleton.py); ``located``: the settings, read already;
+    ``scope``: the host's tags and contexts (node/scope.py).
     """
     env, values, directory = located or locate(flags, environ)
     sock_path = os.path.join(directory, _SOCKET_NAME)
@@ -174,6 +185,9 @@ def hand_over(
         in_app_include=tuple(values["in_app_include"])
         + ((caller_package,) if caller_package else ()),
         in_app_exclude=tuple(values["in_app_exclude"]),
+        scope=scope,
+        environment=values["environment"],
+        release=values["release"],
     )
     event = exception_event(exc, ctx, now=now, fingerprint=fingerprint)
     scrubber = process_scrubber(

@@ -84,13 +84,20 @@ def _bool(value: object) -> bool:
     return parse_bool(_str(value))
 
 
+def _float(value: object) -> float | None:
+    """``value`` as a float, or None when it is not a number (a bool is not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
 def _positive_float(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a number of seconds")
-    try:
-        number = float(value) if isinstance(value, (int, float, str)) else None
-    except ValueError:
-        number = None
+    number = _float(value)
     if number is None or number != number or number < 0 or number == float("inf"):
         raise ValueError(f"{value!r} is not a non-negative number of seconds")
     return number
@@ -111,6 +118,22 @@ def _int(value: object) -> int:
         return int(value)
     except ValueError:
         raise ValueError(f"{value!r} is not an integer") from None
+
+
+def _share(value: object) -> float:
+    """A fraction from 0 to 1 (``sample_rate``)."""
+    number = _float(value)
+    if number is None or not 0.0 <= number <= 1.0:
+        raise ValueError(f"{value!r} is not a number from 0 to 1")
+    return number
+
+
+def _count(value: object) -> int:
+    """A count where 0 means "no limit"."""
+    number = _int(value)
+    if number < 0:
+        raise ValueError(f"{value!r} is not 0 (no limit) or a positive integer")
+    return number
 
 
 def _positive_int(value: object) -> int:
@@ -288,6 +311,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("cluster", _name, "default"),
     _s("app", _str, ""),
     _s("app_version", _str, ""),
+    _s("environment", _str, "", "SENTRY_ENVIRONMENT"),
+    _s("release", _str, "", "SENTRY_RELEASE"),
     _s("state_dir", _path, "~/.local/state/errmesh"),
     _s("data_dir", _path, "~/.local/share/errmesh"),
     _s("issues_dir", _optional_path, None),
@@ -318,6 +343,9 @@ SETTINGS: tuple[Setting, ...] = (
     _s("in_app_include", _tuple, ()),
     _s("in_app_exclude", _tuple, ()),
     _s("capture_keyboard_interrupt", _bool, False),
+    _s("ignore_errors", _tuple, ()),
+    _s("sample_rate", _share, 1.0),
+    _s("max_reports_per_minute", _count, 0),
     _s("peers", _peers, ()),
     _s("key_file", _optional_path, None),
     _s("private_network", _bool, True),

@@ -190,6 +190,39 @@ def test_before_send_can_edit_or_drop(sandbox: Sandbox) -> None:
     assert issue["title"].endswith("keep me (edited)")
 
 
+def test_a_two_argument_before_send_gets_the_original_exception(sandbox: Sandbox) -> None:
+    code = """
+        import node
+        class Declined(Exception):
+            def __init__(self, order):
+                super().__init__("declined")
+                self.order = order
+        def hook(report, hint):
+            if "exc_info" not in hint:  # a message
+                return report
+            exc_type, exc, tb = hint["exc_info"]
+            assert exc_type is Declined and tb is exc.__traceback__
+            if exc.order == "skip":
+                return None
+            return report.replace(message=f"{report.message} for order {exc.order}")
+        node.install(before_send=hook)
+        for order in ("skip", "A-17"):
+            try:
+                raise Declined(order)
+            except Declined:
+                node.capture_exception()
+        node.capture_message("only a message")  # no exception: an empty hint
+    """
+    done = sandbox.python(code)
+    assert done.returncode == 0, done.stderr
+    assert "errmesh:" not in done.stderr
+    titles = sorted(i["title"] for i in sandbox.issues())
+    assert titles == [
+        "[errmesh] Message: only a message",
+        "[errmesh] __main__.Declined: declined for order A-<n>",
+    ]
+
+
 def test_chained_causes_are_in_the_report(sandbox: Sandbox) -> None:
     sandbox.python(
         host(

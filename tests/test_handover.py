@@ -83,7 +83,9 @@ def test_a_failing_cli_next_to_a_relay_writes_one_row_and_nudges_it(sandbox: San
             heavy = [m for m in sys.argv[1].split(",") if m not in before]
             atexit.register(lambda: print(",".join(m for m in heavy if m in sys.modules)))
             import node
-            node.install(app="cli")
+            node.install(app="cli", environment="ci")
+            node.set_tag("stage", "build")
+            node.set_user(id=7)
             raise ValueError("disk quota exceeded for user 7")
             """,
             ",".join(HEAVY),
@@ -105,6 +107,8 @@ def test_a_failing_cli_next_to_a_relay_writes_one_row_and_nudges_it(sandbox: San
     )
     assert report.origin == store.origin and (report.seq, report.count) == (1, 1)
     assert len(report.signature) == 16
+    assert (report.tags, report.contexts) == ((("stage", "build"),), (("user.id", "7"),))
+    assert report.environment == "ci"
     assert handover_rows(config) == 0
 
 
@@ -172,8 +176,12 @@ def test_before_send_takes_the_full_path(sandbox: Sandbox) -> None:
 # Same report either way
 
 
+def context_of(kw: dict[str, object]) -> EventContext:
+    return EventContext(app="cli", **{k: v for k, v in kw.items() if k != "fingerprint"})  # type: ignore[arg-type]
+
+
 def full_path(exc: BaseException, config: Config, env: dict[str, str], **kw: object) -> Report:
-    ctx = EventContext(app="cli", argv=kw["argv"], log_tail=kw["log_tail"], facts=kw["facts"])  # type: ignore[arg-type]
+    ctx = context_of(kw)
     raw = from_exception(exc, ctx, now=1000.0).replace(fingerprint=kw["fingerprint"])
     report = Pipeline(config, environ=env).prepare(raw)
     assert report is not None
@@ -181,7 +189,7 @@ def full_path(exc: BaseException, config: Config, env: dict[str, str], **kw: obj
 
 
 def handed_over(exc: BaseException, config: Config, env: dict[str, str], **kw: object) -> Report:
-    ctx = EventContext(app="cli", argv=kw["argv"], log_tail=kw["log_tail"], facts=kw["facts"])  # type: ignore[arg-type]
+    ctx = context_of(kw)
     event = exception_event(exc, ctx, now=1000.0, fingerprint=kw["fingerprint"])  # type: ignore[arg-type]
     scrubber = process_scrubber(
         extra_patterns=config.scrub_patterns,
@@ -213,6 +221,10 @@ def test_both_paths_give_the_same_report(sandbox: Sandbox, case: int) -> None:
         "argv": ("cli", "--password", "argv-secret", f"--note={text}"),
         "log_tail": (text, "tenant-1234 logged in", "pin_code=9876", "x" * 900),
         "facts": (("cwd", "/home/x"), ("pin_code", "4321")),
+        "tags": (("note", text), ("pin_code", "5555")),
+        "contexts": (("db.password", "hunter2-but-longer"), ("order.note", text)),
+        "environment": "tenant-1234",
+        "release": "1.0",
         "fingerprint": ("{{ default }}", "checkout") if case % 2 else None,
     }
     exc = raise_and_catch(f"{text} hunter2-but-longer tok-{'q' * 20}")
@@ -220,7 +232,16 @@ def test_both_paths_give_the_same_report(sandbox: Sandbox, case: int) -> None:
     handed = handed_over(exc, config, env, **kw)
     assert handed == full
     flat = repr(handed)
-    for leaked in (secret, "hunter2-but-longer", "argv-secret", "tenant-1234", "9876", "4321"):
+    leaked_texts = (
+        secret,
+        "hunter2-but-longer",
+        "argv-secret",
+        "tenant-1234",
+        "9876",
+        "4321",
+        "5555",
+    )
+    for leaked in leaked_texts:
         assert leaked not in flat
 
 

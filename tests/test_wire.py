@@ -117,6 +117,10 @@ reports = st.builds(
     signal=st.none() | st.integers(0, 64),
     facts=st.lists(st.tuples(names, lines), max_size=3).map(tuple),
     fingerprint=st.none() | st.lists(names, max_size=3).map(tuple),
+    tags=st.lists(st.tuples(names, names), max_size=3).map(tuple),
+    contexts=st.lists(st.tuples(names, lines), max_size=3).map(tuple),
+    environment=names,
+    release=names,
 )
 occurrences = st.builds(
     Occurrence,
@@ -916,10 +920,33 @@ def test_the_worst_case_report_shrinks_until_it_fits() -> None:
         python=wide,
         facts=((wide, wide),) * 50,
         fingerprint=(wide,) * 20,
+        tags=((wide, wide),) * 50,
+        contexts=((wide, wide),) * 50,
+        environment=wide,
+        release=wide,
     )
     bounded = bound_report(report)
     assert len(encode(ReportMsg(report=bounded, sender="p" * wire.MAX_NAME), KEY)) <= MAX_MESSAGE
     assert bounded.message.endswith("bytes]")  # even the message had to give way
+    assert len(bounded.tags) == wire.MAX_TAGS and len(bounded.contexts) == wire.MAX_CONTEXTS
+
+
+def test_an_older_peer_decodes_a_report_with_tags_and_contexts() -> None:
+    """The scope's keys are optional: a reader that lacks them ignores them."""
+    from mesh.wire.codecs import _Record
+    from mesh.wire.schema import _REPORT
+
+    scoped = realistic_report(
+        tags=(("region", "eu-west-1"),),
+        contexts=(("user.id", "42"),),
+        environment="production",
+        release="3.4.1",
+    )
+    older = _Record(Report, *(f for f in _REPORT.fields if f.key not in ("tg", "cx", "en", "rl")))
+    fields = _REPORT.write(scoped)
+    assert {"tg", "cx", "en", "rl"} <= set(fields)
+    assert older.read(fields) == realistic_report()  # what the older peer sees
+    assert set(_REPORT.write(realistic_report())) == set(older.write(realistic_report()))
 
 
 def test_bound_report_keeps_the_innermost_frames_and_the_newest_lines() -> None:

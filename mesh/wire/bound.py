@@ -19,6 +19,7 @@ from mesh.wire.limits import (
     MAX_ARGV_ITEM,
     MAX_CAUSE_MESSAGE,
     MAX_CAUSES,
+    MAX_CONTEXTS,
     MAX_FACT_VALUE,
     MAX_FACTS,
     MAX_FINGERPRINT,
@@ -30,6 +31,8 @@ from mesh.wire.limits import (
     MAX_LOG_LINES,
     MAX_MESSAGE,
     MAX_NAME,
+    MAX_TAG_VALUE,
+    MAX_TAGS,
     MAX_TEXT,
 )
 from mesh.wire.packing import _pack
@@ -55,13 +58,14 @@ class _Caps(NamedTuple):
     log_line: int = MAX_LOG_LINE
     argv_item: int = MAX_ARGV_ITEM
     fact_value: int = MAX_FACT_VALUE
+    tag_value: int = MAX_TAG_VALUE
     text: int = MAX_TEXT
     cause: int = MAX_CAUSE_MESSAGE
     name: int = MAX_NAME
 
 
 #: Shrunk first: the bulk of a big report and the least valuable bytes.
-_BULKY: Final = ("frame_line", "log_line", "argv_item", "fact_value")
+_BULKY: Final = ("frame_line", "log_line", "argv_item", "fact_value", "tag_value")
 
 
 def _cap_levels() -> Iterator[_Caps]:
@@ -166,6 +170,12 @@ def _bounded(report: Report, caps: _Caps) -> Report:
             for leaf in report.leaves[:MAX_LEAVES]
         ),
         leaves_cut=report.leaves_cut + max(0, len(report.leaves) - MAX_LEAVES),
+        tags=tuple((name(k), _cut(v, caps.tag_value)) for k, v in report.tags[:MAX_TAGS]),
+        contexts=tuple(
+            (name(k), _cut(v, caps.fact_value)) for k, v in report.contexts[:MAX_CONTEXTS]
+        ),
+        environment=name(report.environment),
+        release=name(report.release),
     )
 
 

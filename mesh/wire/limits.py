@@ -28,7 +28,7 @@ MAX_STORED: Final = 256 * 1024
 COMPRESS_OVER: Final = 512
 #: Nesting of maps and arrays; the schema itself needs 6.
 MAX_DEPTH: Final = 16
-#: Entries in any one map (a report has 24 keys).
+#: Entries in any one map (a report has 28 keys).
 MAX_MAP_KEYS: Final = 64
 
 MAX_FRAMES: Final = 64
@@ -37,6 +37,9 @@ MAX_CAUSES: Final = 8
 MAX_ARGV: Final = 64
 MAX_FACTS: Final = 32
 MAX_FINGERPRINT: Final = 8
+#: The host's tags (``node.set_tag``) and flattened contexts (``set_context``, ``set_user``).
+MAX_TAGS: Final = 32
+MAX_CONTEXTS: Final = 32
 #: Leaf exceptions of a group kept in a report, and frames kept per leaf.
 MAX_LEAVES: Final = 10
 MAX_LEAF_FRAMES: Final = 16
@@ -54,6 +57,7 @@ MAX_FRAME_LINE: Final = 300
 MAX_LOG_LINE: Final = 500
 MAX_ARGV_ITEM: Final = 500
 MAX_FACT_VALUE: Final = 500
+MAX_TAG_VALUE: Final = 200
 MAX_URL: Final = 500
 #: Names: types, modules, functions, file names, hosts, peer ids, fact keys.
 MAX_NAME: Final = 200

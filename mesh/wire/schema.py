@@ -43,6 +43,7 @@ from mesh.wire.limits import (
     MAX_BATCH,
     MAX_CAUSE_MESSAGE,
     MAX_CAUSES,
+    MAX_CONTEXTS,
     MAX_FACT_VALUE,
     MAX_FACTS,
     MAX_FINGERPRINT,
@@ -53,6 +54,8 @@ from mesh.wire.limits import (
     MAX_LOG_LINE,
     MAX_LOG_LINES,
     MAX_ORIGINS,
+    MAX_TAG_VALUE,
+    MAX_TAGS,
     MAX_TEXT,
     MAX_URL,
 )
@@ -114,6 +117,10 @@ _REPORT = _Record(
     _Field("fingerprint", "fp", _optional(_array(_NAME, MAX_FINGERPRINT)), None),
     _Field("leaves", "lv", _array(_LEAF.codec, MAX_LEAVES), ()),
     _Field("leaves_cut", "lc", _UINT, 0),
+    _Field("tags", "tg", _array(_pair(_NAME, _text(MAX_TAG_VALUE)), MAX_TAGS), ()),
+    _Field("contexts", "cx", _array(_pair(_NAME, _text(MAX_FACT_VALUE)), MAX_CONTEXTS), ()),
+    _Field("environment", "en", _NAME, ""),
+    _Field("release", "rl", _NAME, ""),
 )
 _OCCURRENCE = _Record(
     Occurrence,
