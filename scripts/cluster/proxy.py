@@ -30,6 +30,7 @@ import math
 import random
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -93,6 +94,7 @@ class Proxy:
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._error: BaseException | None = None
+        self.last_error = ""
 
     # -- control (any thread) ----------------------------------------------
 
@@ -139,6 +141,9 @@ class Proxy:
         if self._error is not None:
             raise RuntimeError(f"the proxy did not start: {self._error!r}")
 
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
@@ -181,6 +186,9 @@ class Proxy:
             await self._carry_one(pair, inbound)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             self.stats["broken"] += 1
+        except Exception as exc:  # one connection's bug must not take every link down
+            self.stats[f"error {type(exc).__name__}"] += 1
+            self.last_error = traceback.format_exc()
 
     async def _carry_one(self, pair: Pair, inbound: trio.SocketStream) -> None:
         src, dst = pair
