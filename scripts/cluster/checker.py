@@ -24,6 +24,7 @@ After the heal and a bounded convergence time:
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from collections import Counter, defaultdict
@@ -32,7 +33,7 @@ from typing import Any
 
 from scripts.cluster.history import History, Tenure
 
-__all__ = ["LEASE", "SLACK", "Verdict", "check", "converged"]
+__all__ = ["LEASE", "SLACK", "Verdict", "check", "committed_counts", "converged"]
 
 LEASE = 3.0  # the election's timeout: every heartbeat of a newer leader missed
 SLACK = 0.3  # a write whose gate check passed just before a step-down
@@ -49,8 +50,14 @@ class Verdict:
         return not self.violations
 
 
+def committed_counts(intents: list[dict[str, Any]], clis: list[dict[str, Any]]) -> Counter[str]:
+    """Error type -> occurrences errmesh committed (the CLI failed as itself)."""
+    ok = {c["id"] for c in clis if c["committed"]}
+    return Counter(i["kind"] for i in intents if i["id"] in ok)
+
+
 def expected_counts(history: History) -> Counter[str]:
-    return Counter(i["kind"] for i in history.committed())
+    return committed_counts(history.intents, history.clis)
 
 
 def converged(
@@ -181,13 +188,13 @@ def _budget(history: History, verdict: Verdict) -> None:
         if i - k + 1 > PER_HOUR:
             verdict.violations.append(f"write {i + 1}: {i - k + 1} writes within an hour")
             break
-    interleaved = sum(1 for a, b in zip(times, times[1:], strict=False) if b - a < MIN_INTERVAL)
+    interleaved = sum(1 for a, b in itertools.pairwise(times) if b - a < MIN_INTERVAL)
     by_host: dict[int, list[float]] = defaultdict(list)
     for w in history.writes:
         by_host[int(w["host"])].append(float(w["time"]))
     for host, own in sorted(by_host.items()):
         own.sort()
-        close = [b - a for a, b in zip(own, own[1:], strict=False) if b - a < MIN_INTERVAL - 0.05]
+        close = [b - a for a, b in itertools.pairwise(own) if b - a < MIN_INTERVAL - 0.05]
         if close:
             verdict.violations.append(
                 f"h{host}: {len(close)} writes less than {MIN_INTERVAL:g} s after its previous "
@@ -198,13 +205,13 @@ def _budget(history: History, verdict: Verdict) -> None:
 
 def _separations(history: History) -> list[tuple[float, float, set[frozenset[int]]]]:
     """(start, end, host pairs cut apart) for every partition and cut link."""
-    hosts = sorted({int(s["host"]) for s in history.samples} | {int(w["host"]) for w in history.writes})
+    hosts = sorted({int(s["host"]) for s in history.samples})
     out: list[tuple[float, float, set[frozenset[int]]]] = []
     open_partition: tuple[float, set[frozenset[int]]] | None = None
     links: dict[int, float] = {}
     for event in history.events:
         at, action = float(event["time"]), event["action"]
-        if action in ("partition", "heal") and open_partition is not None:
+        if action in ("partition", "heal", "heal_all") and open_partition is not None:
             out.append((open_partition[0], at, open_partition[1]))
             open_partition = None
         if action == "partition":
@@ -214,7 +221,7 @@ def _separations(history: History) -> list[tuple[float, float, set[frozenset[int
             open_partition = (at, pairs)
         elif action == "link_down":
             links[int(event["host"])] = at
-        elif action in ("link_up", "heal"):
+        elif action in ("link_up", "heal_all"):
             for host in [int(event["host"])] if action == "link_up" else list(links):
                 start = links.pop(host, None)
                 if start is not None:

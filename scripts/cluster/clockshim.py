@@ -20,8 +20,8 @@ def main() -> None:
     if sys.argv[2] != "-m" or len(sys.argv) < 4:
         raise SystemExit("usage: python -m scripts.cluster.clockshim OFFSET -m MODULE [ARGS...]")
     true_time, true_time_ns = time.time, time.time_ns
-    time.time = lambda: true_time() + offset  # type: ignore[assignment]
-    time.time_ns = lambda: true_time_ns() + int(offset * 1e9)  # type: ignore[assignment]
+    time.time = lambda: true_time() + offset
+    time.time_ns = lambda: true_time_ns() + int(offset * 1e9)
     module = sys.argv[3]
     sys.argv = [module, *sys.argv[4:]]
     runpy.run_module(module, run_name="__main__", alter_sys=True)

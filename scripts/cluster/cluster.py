@@ -20,12 +20,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from scripts.cluster.github import REPO, ClusterGitHub, token_of
-from scripts.cluster.hosts import CLUSTER, PORT, ROOT, CliRun, Host
+from scripts.cluster.hosts import PORT, ROOT, CliRun, Host
 from scripts.cluster.netns import Topology, destroy_namespaces
 from scripts.cluster.proxy import Proxy
 
@@ -40,7 +40,7 @@ class ClusterTimeout(AssertionError):
     """A condition the cluster did not reach by its deadline."""
 
 
-def poll(predicate: Callable[[], T], timeout: float, what: str) -> T:
+def poll(predicate: Callable[[], T | None], timeout: float, what: str) -> T:
     """``predicate()`` every 100 ms until truthy (returned); ClusterTimeout at the deadline."""
     deadline = time.monotonic() + timeout
     while True:
@@ -291,8 +291,3 @@ class Cluster:
             target.signal(signal.SIGKILL)
         target.start_relay(self.bootstrap_for(target), window=self.window)
         self.event("restart", host=host)
-
-    @contextlib.contextmanager
-    def sampling_paused(self) -> Iterator[None]:
-        with self._lock:
-            yield

@@ -183,7 +183,8 @@ class Harness:
         at = host.signal(signum)
         if signum == signal.SIGKILL:
             self.killed.add(host.index)
-        name = {signal.SIGKILL: "kill", signal.SIGSTOP: "stop", signal.SIGCONT: "cont"}[signum]
+        names = {signal.SIGKILL: "kill", signal.SIGSTOP: "stop", signal.SIGCONT: "cont"}
+        name = names[signal.Signals(signum)]
         self.cluster.event(name, host=host.index, was_leader=was_leader, mid_round=in_round)
         del at
 
@@ -243,7 +244,7 @@ class Harness:
         for host in self.cluster.hosts.values():
             if not host.alive():
                 self.cluster.restart(host.index)
-        return self.cluster.event("heal_all")["time"]
+        return float(self.cluster.event("heal_all")["time"])
 
     def wait_loads(self, timeout: float = 120.0) -> None:
         for thread in self.loads:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,14 +111,3 @@ class ClusterGitHub:
                     }
                 )
         return sorted(out, key=lambda i: int(i["number"]))
-
-    def budget_report(self, per_writer: bool = False) -> list[str]:
-        """GitHub's content limits over all writes (one bot account)."""
-        return self.app.budget_report(min_interval=0.0 if not per_writer else 1.0)
-
-    @contextlib.contextmanager
-    def failing(self) -> Iterator[None]:
-        try:
-            yield
-        finally:
-            self.app.faults.clear()

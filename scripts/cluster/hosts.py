@@ -242,7 +242,10 @@ class Host:
             os.kill(self.proc.pid, signum)
         if signum == signal.SIGKILL:
             self.proc.wait(10)
-        self.stopped = signum == signal.SIGSTOP or (self.stopped and signum != signal.SIGCONT)
+        if signum in (signal.SIGSTOP, signal.SIGCONT):
+            self.stopped = signum == signal.SIGSTOP
+        elif signum == signal.SIGKILL:
+            self.stopped = False
         return at
 
     def states(self) -> dict[str, dict[str, Any]]:

@@ -78,6 +78,13 @@ class LinkRule:
 Pair = tuple[int, int]
 
 
+async def _until(condition: Callable[[], bool]) -> None:
+    """Wait for a condition another thread makes true (the control methods):
+    a trio.Event cannot be set from outside the loop without a token, a poll can."""
+    while not condition():  # noqa: ASYNC110
+        await trio.sleep(POLL)
+
+
 class Proxy:
     """Listeners for every ordered pair of hosts, on the relays' port."""
 
@@ -170,8 +177,7 @@ class Proxy:
             for pair, listener in listeners:
                 nursery.start_soon(self._accept_loop, pair, listener)
             self._ready.set()
-            while not self._stop.is_set():
-                await trio.sleep(0.1)
+            await _until(self._stop.is_set)
             nursery.cancel_scope.cancel()
 
     async def _accept_loop(self, pair: Pair, listener: trio.SocketListener) -> None:
@@ -234,8 +240,7 @@ class Proxy:
         return held
 
     async def _watch_reset(self, pair: Pair, epoch: int, done: Callable[[], None]) -> None:
-        while self._resets[pair] == epoch:
-            await trio.sleep(0.1)
+        await _until(lambda: self._resets[pair] != epoch)
         self.stats["resets"] += 1
         done()
 
@@ -258,8 +263,7 @@ class Proxy:
                     if not self.rules[pair].blocked:
                         break
                     self.stats["held_chunks"] += 1
-                    while self.rules[pair].blocked:
-                        await trio.sleep(POLL)
+                    await _until(lambda: not self.rules[pair].blocked)
                     break
                 await sink.send_all(chunk)
                 self.stats[f"bytes {pair[0]}->{pair[1]}"] += len(chunk)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scripts.cluster.checker import Verdict, check, converged, expected_counts
+from scripts.cluster.checker import Verdict, check, committed_counts, converged
 from scripts.cluster.cluster import Cluster, ClusterTimeout
 from scripts.cluster.faults import Harness, Step
 from scripts.cluster.history import History, leadership
@@ -72,8 +73,11 @@ def _loss(loss: float, latency: float, seconds: float) -> Callable[[random.Rando
     def schedule(rng: random.Random) -> list[Step]:
         return [
             Step(0, "net", {"loss": loss, "latency": latency, "jitter": latency / 4}),
-            Step(1, "clis", {"kinds": KINDS, "count": int(seconds * 2), "spacing": 0.5,
-                             "mode": "mix"}),  # fmt: skip
+            Step(
+                1,
+                "clis",
+                {"kinds": KINDS, "count": int(seconds * 2), "spacing": 0.5, "mode": "mix"},
+            ),
             Step(seconds + 2, "wait"),
         ]
 
@@ -168,12 +172,14 @@ def soak_schedule(rng: random.Random, seconds: float, hosts: int = 5) -> list[St
             who = rng.choice(["leader", "follower"])
             steps.append(Step(t, fault, {"who": who, "when": rng.choice(["now", "mid-round"])}))
             undo = "restart" if fault == "kill" else "cont"
-            steps.append(Step(t + min(hold, 15), undo, {"who": "killed" if fault == "kill"
-                                                        else "stopped"}))  # fmt: skip
+            back = "killed" if fault == "kill" else "stopped"
+            steps.append(Step(t + min(hold, 15), undo, {"who": back}))
         elif fault == "loss":
-            steps += [Step(t, "net", {"loss": rng.choice([0.02, 0.05, 0.1]),
-                                      "latency": rng.choice([0.0, 0.05, 0.1]), "jitter": 0.02}),
-                      Step(t + hold, "net", {"loss": 0.0, "latency": 0.0, "jitter": 0.0})]  # fmt: skip
+            bad = {"loss": rng.choice([0.02, 0.05, 0.1]), "latency": rng.choice([0.0, 0.05, 0.1])}
+            steps += [
+                Step(t, "net", {**bad, "jitter": 0.02}),
+                Step(t + hold, "net", {"loss": 0.0, "latency": 0.0, "jitter": 0.0}),
+            ]
         elif fault == "github":
             steps += [Step(t, "github", {"kind": rng.choice(["error", "timeout", "secondary"])}),
                       Step(t + hold, "github", {"kind": "clear"})]  # fmt: skip
@@ -232,22 +238,22 @@ def run(
     converge: float | None = None,
 ) -> Result:
     """Run one scenario (or ``steps``, under the scenario ``name``) and check it."""
-    scenario = SCENARIOS.get(name)
-    schedule = steps if steps is not None else scenario.schedule(random.Random(seed))  # type: ignore[union-attr]
-    hosts = scenario.hosts if scenario else 5
+    scenario = SCENARIOS.get(name) or Scenario(name, "random faults", lambda rng: [])
+    schedule = steps if steps is not None else scenario.schedule(random.Random(seed))
+    hosts = scenario.hosts
     began = time.time()
-    with Cluster(root, hosts=hosts, seed=seed, tmpfs_mb=scenario.tmpfs_mb if scenario else None) as cluster:
+    with Cluster(root, hosts=hosts, seed=seed, tmpfs_mb=scenario.tmpfs_mb) as cluster:
         harness = Harness(cluster, seed)
         harness.run(schedule, started=time.time())
         harness.wait_loads()
         healed_at = harness.heal_all()
         unsettled = _settle(cluster)
-        limit = converge if converge is not None else (scenario.converge if scenario else 90.0)
+        limit = converge if converge is not None else scenario.converge
         converged_at = _converge(cluster, limit)
         history = _history(cluster, name, seed, schedule, healed_at, converged_at)
     verdict = check(history)
     verdict.violations += unsettled
-    for figure, bound in (scenario.bounds if scenario else {}).items():
+    for figure, bound in scenario.bounds.items():
         value = verdict.figures.get(figure)
         if value is None or value > bound:
             verdict.violations.append(f"target: {figure} = {value}, at most {bound:g}")
@@ -281,11 +287,9 @@ def _converge(cluster: Cluster, limit: float) -> float | None:
     return None
 
 
-def expected_counts_of(cluster: Cluster) -> Any:
-    ok = {c.ident for c in cluster.clis if c.failed_as_itself}
-    from collections import Counter
-
-    return Counter(i["kind"] for i in cluster.intents_written() if i["id"] in ok)
+def expected_counts_of(cluster: Cluster) -> Counter[str]:
+    """What was committed so far: the intents of CLIs that failed as themselves."""
+    return committed_counts(cluster.intents_written(), [c.record() for c in cluster.clis])
 
 
 def _history(
@@ -322,6 +326,3 @@ def _history(
         converged_at=converged_at,
         proxy=dict(cluster.proxy.stats),
     )
-
-
-__all__ += ["expected_counts", "expected_counts_of"]
