@@ -189,7 +189,22 @@ class Cluster:
             timeout,
             "every relay writes its status",
         )
-        return poll(self.agreed_leader, timeout, "the relays agree on one leader")
+        try:
+            return poll(self.agreed_leader, timeout, "the relays agree on one leader")
+        except ClusterTimeout as exc:
+            raise ClusterTimeout(f"{exc}\n{self.diagnosis()}") from None
+
+    def diagnosis(self) -> str:
+        """Who thinks what, and the proxy's health: for a cluster that will not settle."""
+        roles = {
+            i: (s.get("role"), s.get("term"), len(s.get("peers", [])))
+            for i, s in self.statuses().items()
+        }
+        proxy = "alive" if self.proxy.alive() else f"dead: {self.proxy._error!r}"
+        return (
+            f"(role, term, peers) by host: {roles}; proxy {proxy}, "
+            f"stats {dict(self.proxy.stats)}\n{self.proxy.last_error}"
+        )
 
     # -- what the relays say ---------------------------------------------------------
 

@@ -183,7 +183,12 @@ class Proxy:
     async def _accept_loop(self, pair: Pair, listener: trio.SocketListener) -> None:
         async with listener, trio.open_nursery() as nursery:
             while True:
-                stream = await listener.accept()
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:  # EMFILE and the like: keep listening
+                    self.stats[f"accept {exc.errno}"] += 1
+                    await trio.sleep(0.1)
+                    continue
                 self.stats["accepted"] += 1
                 nursery.start_soon(self._carry, pair, stream)
 
