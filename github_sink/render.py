@@ -242,14 +242,18 @@ def _body_middle(detail: Report, budget: int) -> list[str]:
             trace if len(trace) <= trace_budget else _cut_lines(trace.splitlines(), trace_budget)
         )
         middle += ["## Stack trace", _fence(trace_text, "python"), ""]
+    outs = list(detail.stdout_tail)  # a command's, after its stderr
     if logs:
-        used = sum(len(x) + 1 for x in middle)
+        room = budget - sum(len(x) + 1 for x in middle) - 100
         middle += [
             "## Output (stderr tail)" if detail.kind == "command" else "## Preceding logs",
             f"Last {len(logs)} lines before the error:",
-            _fence(_cut_lines(logs, max(0, budget - used - 100))),
+            _fence(_cut_lines(logs, max(0, room // 2 if outs else room))),
             "",
         ]
+    if outs:
+        room = budget - sum(len(x) + 1 for x in middle) - 100
+        middle += ["## Output (stdout tail)", _fence(_cut_lines(outs, max(0, room))), ""]
     return middle
 
 

@@ -91,7 +91,7 @@ class Report:
     ``kind`` is ``"exception"`` for a Python exception and ``"command"`` for
     a program run by ``errmesh run`` that exited non-zero or by a signal (then
     ``exit_code`` or ``signal`` is set, ``frames`` is empty and ``log_tail``
-    holds the program's stderr tail).
+    holds the program's stderr tail, ``stdout_tail`` its stdout's).
 
     For an exception group, ``leaves`` holds its first leaf exceptions
     (depth-first) and ``leaves_cut`` how many more it had.
@@ -130,6 +130,7 @@ class Report:
     contexts: tuple[tuple[str, str], ...] = ()
     environment: str = ""
     release: str = ""
+    stdout_tail: tuple[str, ...] = ()
 
     def replace(self, **changes: object) -> Report:
         """A copy with some fields changed (the dataclass is frozen)."""

@@ -408,6 +408,7 @@ class Scrubber:
                 contexts=self.pairs(r.contexts),
                 environment=self.text(r.environment),
                 release=self.text(r.release),
+                stdout_tail=self.lines(r.stdout_tail),
                 leaves=tuple(
                     dataclasses.replace(
                         leaf,
@@ -429,6 +430,7 @@ class Scrubber:
                 contexts=tuple((k, REDACTED) for k, _ in r.contexts),
                 environment=REDACTED if r.environment else "",
                 release=REDACTED if r.release else "",
+                stdout_tail=tuple(REDACTED for _ in r.stdout_tail),
                 leaves=tuple(
                     dataclasses.replace(
                         leaf, message=REDACTED, frames=_frames(leaf.frames, _redacted)

@@ -102,24 +102,33 @@ def cli(ctx: click.Context, /, **options: Any) -> None:
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("--app", help="Name shown in reports (default: the program's name).")
+@click.option("--name", "job", default="", help="The job's name: its reports group by it.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds after which the job is killed and reported as timed out (exit 124).",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
-def run(ctx: click.Context, app: str | None, command: Sequence[str]) -> None:
+def run(
+    ctx: click.Context, app: str | None, job: str, timeout: float | None, command: Sequence[str]
+) -> None:
     """Run COMMAND; if it fails, report it. Exits as COMMAND did.
 
-    Usage: errmesh run [--app NAME] -- CMD ARGS...
+    Usage: errmesh run [--app NAME] [--name JOB] [--timeout S] -- CMD ARGS...
     """
     from node.runner import exit_like, run_command
 
     argv = list(command)
     config = _config(ctx, strict=False, app=app)
-    result = run_command(argv, tail_lines=config.log_lines)
+    result = run_command(argv, tail_lines=config.log_lines, timeout=timeout)
     if result.failed:
-        _report_command(config, argv, result)
+        _report_command(config, argv, result, job)
     exit_like(result)
 
 
-def _report_command(config: Config, argv: list[str], result: Any) -> None:
+def _report_command(config: Config, argv: list[str], result: Any, job: str = "") -> None:
     """The error path of ``errmesh run``: never changes the exit status."""
     from node.capture import warn_failure
 
@@ -134,6 +143,9 @@ def _report_command(config: Config, argv: list[str], result: Any) -> None:
             exit_code=result.exit_code,
             signal_number=result.signal,
             stderr_tail=result.stderr_tail,
+            stdout_tail=result.stdout_tail,
+            name=job.strip(),
+            timed_out_after=result.timed_out_after,
             ctx=EventContext(
                 app=config.app,
                 app_version=config.app_version,
@@ -141,6 +153,8 @@ def _report_command(config: Config, argv: list[str], result: Any) -> None:
                 os=facts["os"],
                 python=facts["python"],
                 facts=(("cwd", os.getcwd()),),
+                environment=config.environment,
+                release=config.release,
             ),
             now=time.time(),
         )

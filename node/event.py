@@ -375,29 +375,26 @@ def from_command(
     stderr_tail: Sequence[str],
     ctx: EventContext,
     now: float,
+    stdout_tail: Sequence[str] = (),
+    name: str = "",
+    timed_out_after: float | None = None,
 ) -> Report:
     """The report of a program run by ``errmesh run`` that failed.
 
-    The "type" names the program and how it ended (``make exited 2``,
-    ``server killed by SIGSEGV``); the message is its last error-looking
-    stderr line, which is what a person would quote in an issue.
+    The "type" names the job (``name``, else the program) and how it ended
+    (``make exited 2``, ``server killed by SIGSEGV``, ``backup timed out
+    after 60 s``); the message is its last error-looking stderr line, which
+    is what a person would quote in an issue. A named job groups apart from
+    other jobs running the same program, and a timeout by the job alone
+    (whatever it printed), through the fingerprint rules.
     """
-    import signal as signal_module
-
     from mesh.report import Report
     from mesh.signature import error_lines
 
     program = os.path.basename(argv[0]) if argv else "?"
-    if signal_number is not None:
-        try:
-            name = signal_module.Signals(signal_number).name
-        except ValueError:
-            name = f"signal {signal_number}"
-        exc_type = f"{program} killed by {name}"
-        severity = Severity.HIGH
-    else:
-        exc_type = f"{program} exited {exit_code}"
-        severity = Severity.MEDIUM
+    exc_type, severity, fingerprint = _command_identity(
+        name or program, exit_code, signal_number, timed_out_after, job=bool(name)
+    )
     stderr_tail = [cut_text(line, STDERR_LINE_CHARS) for line in stderr_tail]
     raw = [line for line in stderr_tail if line.strip()]
     lines = error_lines(raw, limit=1)
@@ -411,8 +408,10 @@ def from_command(
         exc_type=exc_type,
         message=message,
         log_tail=tuple(stderr_tail),
+        stdout_tail=tuple(cut_text(line, LOG_LINE_CHARS) for line in stdout_tail),
         argv=cut_argv(argv),
-        app=ctx.app or program,
+        fingerprint=fingerprint,
+        app=ctx.app or name or program,
         app_version=ctx.app_version,
         host=ctx.host,
         os=ctx.os,
@@ -427,6 +426,36 @@ def from_command(
         environment=ctx.environment,
         release=ctx.release,
     )
+
+
+def _command_identity(
+    label: str,
+    exit_code: int | None,
+    signal_number: int | None,
+    timed_out_after: float | None,
+    *,
+    job: bool,
+) -> tuple[str, Severity, tuple[str, ...] | None]:
+    """A failed command's type, severity and fingerprint (see :func:`from_command`)."""
+    import signal as signal_module
+
+    if timed_out_after is not None:  # grouped by the job alone, whatever it printed
+        return (
+            f"{label} timed out after {timed_out_after:g} s",
+            Severity.HIGH,
+            (
+                "errmesh-run-timeout",
+                label,
+            ),
+        )
+    fingerprint = ("{{ default }}", f"job:{label}") if job else None
+    if signal_number is None:
+        return f"{label} exited {exit_code}", Severity.MEDIUM, fingerprint
+    try:
+        how = signal_module.Signals(signal_number).name
+    except ValueError:
+        how = f"signal {signal_number}"
+    return f"{label} killed by {how}", Severity.HIGH, fingerprint
 
 
 def _last_matching_raw(raw: Sequence[str], normalised: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 
 from conftest import Sandbox
 
@@ -80,3 +81,62 @@ def test_run_needs_a_command(sandbox: Sandbox) -> None:
     done = sandbox.errmesh("run")
     assert done.returncode == 2
     assert "Missing argument" in done.stderr
+
+
+def test_a_job_past_its_timeout_is_killed_and_reported_with_its_own_signature(
+    sandbox: Sandbox,
+) -> None:
+    hang = "import sys, time, random; print('step', random.random(), file=sys.stderr, flush=True); time.sleep(60)"
+    for _ in range(2):
+        started = time.monotonic()
+        done = sandbox.errmesh(
+            "run", "--name", "nightly-backup", "--timeout", "0.5", "--",
+            sys.executable, "-c", hang,
+            ERRMESH_WINDOW="0",
+        )  # fmt: skip
+        assert done.returncode == 124
+        assert time.monotonic() - started < 30  # killed, not waited for
+    (issue,) = sandbox.issues()  # one signature whatever the job printed
+    assert issue["title"].startswith("[errmesh] nightly-backup timed out after 0.5 s")
+    assert issue["total"] == 2
+    sandbox.errmesh(
+        "run", "--name", "nightly-backup", "--", sys.executable, "-c", "raise SystemExit(1)"
+    )
+    assert len(sandbox.issues()) == 2  # failing is another bug than hanging
+
+
+def test_a_job_that_ignores_sigterm_is_killed(sandbox: Sandbox) -> None:
+    stubborn = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); "
+        "time.sleep(60)"
+    )
+    done = sandbox.errmesh("run", "--timeout", "0.3", "--", sys.executable, "-c", stubborn)
+    assert done.returncode == 124 and done.stdout == "up\n"
+    assert "timed out after 0.3 s" in sandbox.issues()[0]["title"]
+
+
+def test_named_jobs_of_one_program_group_apart(sandbox: Sandbox) -> None:
+    for name in ("import-a", "import-b"):
+        sandbox.errmesh("run", "--name", name, "--", sys.executable, "-c", "raise SystemExit(2)")
+    titles = sorted(i["title"] for i in sandbox.issues())
+    assert titles == ["[errmesh] import-a exited 2", "[errmesh] import-b exited 2"]
+
+
+def test_a_failure_reports_the_last_50_lines_of_stderr_and_stdout(sandbox: Sandbox) -> None:
+    script = (
+        "import sys\n"
+        "for i in range(80):\n"
+        "    print(f'out {i}')\n"
+        "    print(f'err {i}', file=sys.stderr)\n"
+        "print('token=ghp_' + 'a1B2c3D4' * 5)\n"
+        "sys.exit(4)\n"
+    )
+    done = sandbox.errmesh("run", "--", sys.executable, "-c", script)
+    assert done.returncode == 4
+    assert done.stdout.count("\n") == 81 and "out 79" in done.stdout  # passed through
+    (issue,) = sandbox.issues()
+    text = (sandbox.issues_dir / issue["file"]).read_text()
+    assert "## Output (stderr tail)" in text and "## Output (stdout tail)" in text
+    assert "err 79" in text and "err 30\n" in text and "err 29\n" not in text
+    assert "out 79" in text and "out 31\n" in text and "out 30\n" not in text
+    assert "a1B2c3D4" * 5 not in text  # the stdout tail is scrubbed too

@@ -121,6 +121,7 @@ reports = st.builds(
     contexts=st.lists(st.tuples(names, lines), max_size=3).map(tuple),
     environment=names,
     release=names,
+    stdout_tail=st.lists(lines, max_size=3).map(tuple),
 )
 occurrences = st.builds(
     Occurrence,
@@ -941,10 +942,13 @@ def test_an_older_peer_decodes_a_report_with_tags_and_contexts() -> None:
         contexts=(("user.id", "42"),),
         environment="production",
         release="3.4.1",
+        stdout_tail=("done",),
     )
-    older = _Record(Report, *(f for f in _REPORT.fields if f.key not in ("tg", "cx", "en", "rl")))
+    older = _Record(
+        Report, *(f for f in _REPORT.fields if f.key not in ("tg", "cx", "en", "rl", "so"))
+    )
     fields = _REPORT.write(scoped)
-    assert {"tg", "cx", "en", "rl"} <= set(fields)
+    assert {"tg", "cx", "en", "rl", "so"} <= set(fields)
     assert older.read(fields) == realistic_report()  # what the older peer sees
     assert set(_REPORT.write(realistic_report())) == set(older.write(realistic_report()))
 

@@ -126,12 +126,18 @@ def _cut_frames(
     return (*frames[:outer], marker, *frames[-inner:])
 
 
+def _newest_lines(lines: tuple[str, ...]) -> tuple[str, ...]:
+    """The newest :data:`MAX_LOG_LINES` lines, the first a marker counting the rest."""
+    if len(lines) <= MAX_LOG_LINES:
+        return lines
+    kept = lines[len(lines) - MAX_LOG_LINES + 1 :]
+    return (f"…[cut {len(lines) - len(kept)} older lines]", *kept)
+
+
 def _bounded(report: Report, caps: _Caps) -> Report:
     frames = _cut_frames(report.frames)
-    log_tail = report.log_tail
-    if len(log_tail) > MAX_LOG_LINES:
-        kept_lines = log_tail[len(log_tail) - MAX_LOG_LINES + 1 :]
-        log_tail = (f"…[cut {len(log_tail) - len(kept_lines)} older lines]", *kept_lines)
+    log_tail = _newest_lines(report.log_tail)
+    stdout_tail = _newest_lines(report.stdout_tail)
     argv = report.argv
     if len(argv) > MAX_ARGV:
         argv = (*argv[: MAX_ARGV - 1], f"…[cut {len(argv) - MAX_ARGV + 1} arguments]")
@@ -176,6 +182,7 @@ def _bounded(report: Report, caps: _Caps) -> Report:
         ),
         environment=name(report.environment),
         release=name(report.release),
+        stdout_tail=tuple(_cut(line, caps.log_line) for line in stdout_tail),
     )
 
 

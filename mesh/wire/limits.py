@@ -28,7 +28,7 @@ MAX_STORED: Final = 256 * 1024
 COMPRESS_OVER: Final = 512
 #: Nesting of maps and arrays; the schema itself needs 6.
 MAX_DEPTH: Final = 16
-#: Entries in any one map (a report has 28 keys).
+#: Entries in any one map (a report has 29 keys).
 MAX_MAP_KEYS: Final = 64
 
 MAX_FRAMES: Final = 64

@@ -121,6 +121,7 @@ _REPORT = _Record(
     _Field("contexts", "cx", _array(_pair(_NAME, _text(MAX_FACT_VALUE)), MAX_CONTEXTS), ()),
     _Field("environment", "en", _NAME, ""),
     _Field("release", "rl", _NAME, ""),
+    _Field("stdout_tail", "so", _array(_text(MAX_LOG_LINE), MAX_LOG_LINES), ()),
 )
 _OCCURRENCE = _Record(
     Occurrence,
