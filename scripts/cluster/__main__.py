@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -136,9 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             for entry in control.stale_runs():
                 print(f"removing run {entry['run']}: {destroy_namespaces(entry['namespaces'])}")
                 for mount in entry.get("mounts", []):
-                    import subprocess
-
                     subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
+                shutil.rmtree(entry.get("hosts_dir", ""), ignore_errors=True)
                 (control.REGISTRY / f"{entry['run']}.json").unlink(missing_ok=True)
             return 0
         return _print(control.request(control.current_root(), {"action": "down"}))
