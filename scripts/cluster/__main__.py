@@ -72,7 +72,7 @@ def _run_many(names: list[str], seeds: list[int], keep: Path | None) -> list[Res
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m scripts.cluster",
         description=__doc__,
@@ -111,7 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     soak.add_argument("--minutes", type=float, default=60.0)
     soak.add_argument("--seed", type=int, default=int(time.time()) % 100000)
     soak.add_argument("--keep", type=Path)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
 
     if args.command in ("up", "serve", "run", "report", "soak") and not getattr(args, "render", 0):
         reason = netns_unavailable()
