@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -70,7 +72,7 @@ def _run_many(names: list[str], seeds: list[int], keep: Path | None) -> list[Res
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m scripts.cluster",
         description=__doc__,
@@ -109,7 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     soak.add_argument("--minutes", type=float, default=60.0)
     soak.add_argument("--seed", type=int, default=int(time.time()) % 100000)
     soak.add_argument("--keep", type=Path)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
 
     if args.command in ("up", "serve", "run", "report", "soak") and not getattr(args, "render", 0):
         reason = netns_unavailable()
@@ -136,9 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             for entry in control.stale_runs():
                 print(f"removing run {entry['run']}: {destroy_namespaces(entry['namespaces'])}")
                 for mount in entry.get("mounts", []):
-                    import subprocess
-
                     subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
+                shutil.rmtree(entry.get("hosts_dir", ""), ignore_errors=True)
                 (control.REGISTRY / f"{entry['run']}.json").unlink(missing_ok=True)
             return 0
         return _print(control.request(control.current_root(), {"action": "down"}))

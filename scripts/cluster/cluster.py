@@ -15,9 +15,11 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -75,6 +77,9 @@ class Cluster:
         self.tmpfs_mb = tmpfs_mb
         self.github = ClusterGitHub(hosts)
         self.proxy = Proxy(self.topology, PORT, seed=seed)
+        #: Hosts' folders: short, because a relay's socket path must fit AF_UNIX's
+        #: 108 bytes (copied into ``root`` and removed at the end).
+        self.hosts_dir = Path(tempfile.gettempdir()) / f"em{self.run}"
         self.key = root / "cluster.key"
         self.intents = root / "history" / "intents.jsonl"
         self.hosts: dict[int, Host] = {}
@@ -112,7 +117,7 @@ class Cluster:
         url = self.github.start(self.topology.bridge_ns)
         env.update(ERRMESH_REPO=REPO, ERRMESH_GITHUB_API_URL=url, ERRMESH_SETTLE=f"{self.settle:g}")
         for i in self.topology.indices:
-            host = Host(i, self.root / f"h{i}", self.topology, dict(env), self.key)
+            host = Host(i, self.hosts_dir / f"h{i}", self.topology, dict(env), self.key)
             host.env["GITHUB_TOKEN"] = token_of(i)
             host.priority = 0
             if self.tmpfs_mb:
@@ -152,9 +157,18 @@ class Cluster:
         problems += destroy_namespaces(self.topology.namespaces)
         for host in self.hosts.values():
             host.unmount()
+            self._keep_logs(host)
+        shutil.rmtree(self.hosts_dir, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             (REGISTRY / f"{self.run}.json").unlink()
         return problems
+
+    def _keep_logs(self, host: Host) -> None:
+        kept = self.root / host.name
+        kept.mkdir(parents=True, exist_ok=True)
+        for name in ("relay.out", "relay.err"):
+            with contextlib.suppress(OSError):
+                shutil.copy(host.root / name, kept / name)
 
     def _register(self) -> None:
         REGISTRY.mkdir(parents=True, exist_ok=True)
@@ -162,8 +176,9 @@ class Cluster:
             "run": self.run,
             "pid": os.getpid(),
             "root": str(self.root),
+            "hosts_dir": str(self.hosts_dir),
             "namespaces": self.topology.namespaces,
-            "mounts": [str(self.root / f"h{i}" / "state") for i in self.topology.indices]
+            "mounts": [str(self.hosts_dir / f"h{i}" / "state") for i in self.topology.indices]
             if self.tmpfs_mb
             else [],
         }

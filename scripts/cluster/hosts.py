@@ -293,6 +293,18 @@ class Host:
         )
         return CliRun(ident, self.index, kind, mode, proc, started)
 
+    def stranded(self) -> int:
+        """Reports embedded CLIs left in their own spool (no ack came in time)."""
+        db = self.root / "cli-state" / CLUSTER / "errmesh.sqlite3"
+        if not db.exists():
+            return 0
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)) as c:
+            try:
+                return sum(int(c.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
+                           for t in ("spool", "handover"))  # fmt: skip
+            except sqlite3.OperationalError:
+                return 0
+
     # -- the disk ---------------------------------------------------------------
 
     def mount_tmpfs(self, megabytes: int) -> None:
