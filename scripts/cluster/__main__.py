@@ -66,6 +66,7 @@ def _run_many(names: list[str], seeds: list[int], keep: Path | None) -> list[Res
         for seed in seeds:
             root = Path(tempfile.mkdtemp(prefix=f"cluster-{name}-", dir=keep))
             result = run(name, seed, root)
+            report.append_results([result.summary()])  # kept even if a later run fails
             print(result.explain(), flush=True)
             print(f"  history: {root / 'history.json'}", flush=True)
             results.append(result)
@@ -152,8 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if all(r.ok for r in results) else 1
     if args.command == "report":
         if not args.render:
-            results = _run_many(args.scenarios, args.seeds, args.keep)
-            report.append_results(r.summary() for r in results)
+            _run_many(args.scenarios, args.seeds, args.keep)
         report.write_section(report.load())
         print(f"wrote {report.RELIABILITY}")
         return 0

@@ -321,20 +321,15 @@ class Host:
 
     def fill_disk(self) -> int:
         """Fill the state disk (a filler file until ENOSPC); returns the bytes written."""
-        filler = self.state_dir / "filler"
         written = 0
-        block = b"\0" * (1 << 20)
-        with filler.open("ab") as out:
-            with contextlib.suppress(OSError):
-                while True:
-                    out.write(block)
-                    out.flush()
-                    written += len(block)
-            with contextlib.suppress(OSError):
-                while True:  # the last partial block
-                    out.write(b"\0" * 4096)
-                    out.flush()
-                    written += 4096
+        fd = os.open(self.state_dir / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            for size in (1 << 20, 4096, 1):  # whole blocks, then what is left
+                with contextlib.suppress(OSError):
+                    while True:
+                        written += os.write(fd, b"\0" * size)
+        finally:
+            os.close(fd)
         return written
 
     def free_disk(self) -> None:

@@ -1,6 +1,6 @@
 """docs/RELIABILITY.md's "Cluster in network namespaces" section, from recorded runs.
 
-Every run ``report`` and ``soak`` make is appended to
+Every run the CLI makes (``run``, ``report``, ``soak``) is appended to
 ``docs/reliability-cluster.json`` (its summary: scenario, seed, figures,
 violations); the section is rendered from that file between two markers, so
 the rest of RELIABILITY.md (the fleet-scale simulation, written elsewhere)

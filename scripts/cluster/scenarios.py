@@ -251,10 +251,12 @@ def run(
         stranded = _flush_stranded(cluster)
         limit = converge if converge is not None else scenario.converge
         converged_at = _converge(cluster, limit)
+        left = sum(h.stranded() for h in cluster.hosts.values())  # still waiting at the end
         history = _history(cluster, name, seed, schedule, healed_at, converged_at)
     verdict = check(history)
     verdict.violations += unsettled
     verdict.figures["stranded"] = stranded
+    verdict.figures["stranded_at_end"] = left
     for figure, bound in scenario.bounds.items():
         value = verdict.figures.get(figure)
         if value is None or value > bound:
