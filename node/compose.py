@@ -238,7 +238,7 @@ async def open_relay(config: Config) -> AsyncIterator[MeshPeer]:
         bootstrap=config.peers,
         identity_path=config.cluster_state_dir / "identity.key",
         library_logs=config.log_level == "debug",
-        network_keys=config.network_keys(),
+        network_keys=config.network_keys(keys.ring),
     )
     with open_store(config) as store:
         async with open_gossip(gossip_config, validator) as gossip:

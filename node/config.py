@@ -146,11 +146,11 @@ class Config:
         ring = self.cluster_keys()
         return None if ring is None else ring.current
 
-    def network_keys(self) -> tuple[bytes, ...]:
-        """The private network's pre-shared keys, one per accepted cluster key
-        (``mesh.pnet.derive_psk``); empty when keyless or ``private_network`` is off."""
-        ring = self.cluster_keys() if self.private_network else None
-        return () if ring is None else network_keys(ring)
+    def network_keys(self, ring: KeyRing | None) -> tuple[bytes, ...]:
+        """The private network's pre-shared keys for ``ring`` (from :meth:`cluster_keys`,
+        read once by the caller), one per accepted key (``mesh.pnet.derive_psk``);
+        empty when keyless or ``private_network`` is off."""
+        return network_keys(ring) if ring is not None and self.private_network else ()
 
     def cluster_keys(self) -> KeyRing | None:
         """Every key in ``key_file`` (current first; two during a rotation), or None.

@@ -83,7 +83,7 @@ class MeshDelivery:
             listen=("/ip4/127.0.0.1/tcp/0",),
             bootstrap=self.config.peers,
             unreachable_log_first=None,  # the host's stderr is not ours to fill
-            network_keys=self.config.network_keys(),
+            network_keys=self.config.network_keys(ring),
         )
         with trio.move_on_after(self.config.ack_timeout + 3.0):  # + start-up and flush
             async with open_gossip(

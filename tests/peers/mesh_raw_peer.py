@@ -93,7 +93,8 @@ async def main(args: argparse.Namespace) -> None:
 
         from node.config import Config
 
-        keys = Config(key_file=Path(args.key_file)).network_keys()
+        config = Config(key_file=Path(args.key_file))
+        keys = config.network_keys(config.cluster_keys())
     config = GossipConfig(
         topics=(reports, control),
         listen=("/ip4/127.0.0.1/tcp/0",),
