@@ -50,6 +50,7 @@ def scale_config(peers: int, *, seed: int, duration: float, digest_every: float)
         digest_every=digest_every,
         codec=min(0.05, 50.0 / peers),
         check_every=1.0,
+        probe_every=1,
     )
 
 
@@ -93,12 +94,14 @@ def table(rows: Iterable[Row]) -> str:
     """A Markdown table of scale runs."""
     head = (
         "| relays | digest every | simulated | wall | messages/relay/s | of them digests"
-        " | link sends/relay/s | kB/relay/s on links | propagation p50 / p99"
+        " | link sends/relay/s | kB/relay/s on links | propagation p50 / p99 (samples)"
         " | data converged | issues converged |"
     )
     out = [head, "|" + " --- |" * 11]
     for r in rows:
         lat = f"{r['propagation_p50'] * 1000:.0f} / {r['propagation_p99'] * 1000:.0f} ms"
+        samples = r.get("propagation_samples")
+        lat += f" ({samples})" if samples is not None else ""
         out.append(
             f"| {r['peers']:,} | {r['digest_every']:g} s | {r['simulated']:.0f} s "
             f"| {r['wall']:.0f} s | {r['delivered']:.1f} | {r['by_kind'].get('digest', 0.0):.1f} "

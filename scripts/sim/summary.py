@@ -50,6 +50,7 @@ class Summary:
     by_kind: dict[str, float]
     propagation_p50: float
     propagation_p99: float
+    propagation_samples: int
     leaders: int
     writes: int
     issues: int
@@ -115,6 +116,7 @@ def summarise(sim: Simulation, window: tuple[float, float] | None = None) -> Sum
         by_kind=by_kind,
         propagation_p50=percentile(lat, 50),
         propagation_p99=percentile(lat, 99),
+        propagation_samples=len(lat),
         leaders=len(sim.history.leads),
         writes=len(sim.sink.writes),
         issues=len(sim.sink.issues),
