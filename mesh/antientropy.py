@@ -23,7 +23,12 @@ Rules
    peer) differs when our total or link is ahead.
 3. **Suppression.** An answer goes to the whole topic, so a signature
    answered in the last ``answer_quiet`` seconds (by us or by another relay:
-   :meth:`AntiEntropy.heard_answer`) is not answered again.
+   :meth:`AntiEntropy.heard_answer`) is not answered again, provided that
+   answer carried what we hold (its state's fingerprint is our entry's). An
+   answer with another state, an older one most often (a relay behind us
+   answering a third's digest), spares nothing: suppressing by signature
+   alone let two relays whose digest phases were close keep the older
+   state's answer ahead of the newer one for ever (the simulation's F1).
 4. **Young differences wait.** A signature whose entry changed here less
    than ``answer_young`` seconds ago is left unanswered: what changed ours
    is most likely still on its way to the asker. It is answered anyway once
@@ -49,7 +54,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from mesh import defaults, wire
-from mesh.sigstate import SigState, summary
+from mesh.sigstate import SigState, state_fingerprint, summary
 
 __all__ = ["AntiEntropy", "AntiEntropyOptions", "differs", "digest_entry", "digest_messages"]
 
@@ -122,7 +127,8 @@ class AntiEntropy:
         self._rng = rng or random.Random()
         self.entries: dict[bytes, wire.DigestEntry] = {}
         self._built_at = -math.inf
-        self._answered_at: dict[bytes, float] = {}
+        #: signature -> (when answered, the fingerprint the answer carried)
+        self._answered: dict[bytes, tuple[float, bytes]] = {}
         self._changed_at: dict[bytes, float] = {}
         self._deferred_since: dict[bytes, float] = {}
 
@@ -141,10 +147,11 @@ class AntiEntropy:
         self.entries = entries
         self._built_at = now
 
-    def heard_answer(self, signatures: Iterable[bytes], now: float) -> None:
-        """Rule 3: a ``state`` message went to everybody; ours would repeat it."""
-        for sig in signatures:
-            self._answered_at[sig] = now
+    def heard_answer(self, states: Iterable[SigState], now: float) -> None:
+        """Rule 3: a ``state`` message with ``states`` went to everybody;
+        ours repeats it where it carries the same state."""
+        for state in states:
+            self._answered[state.signature] = (now, state_fingerprint(state))
 
     # -- decisions --
 
@@ -170,7 +177,12 @@ class AntiEntropy:
         for sig in sorted(self.entries):
             if not _in_range(sig, msg):
                 continue
-            if now - self._answered_at.get(sig, -math.inf) < opts.answer_quiet:
+            answered = self._answered.get(sig)
+            if (
+                answered is not None
+                and now - answered[0] < opts.answer_quiet
+                and answered[1] == self.entries[sig].fingerprint
+            ):
                 continue
             if now - self._changed_at.get(sig, -math.inf) < opts.answer_young:
                 since = self._deferred_since.setdefault(sig, now)
@@ -181,5 +193,6 @@ class AntiEntropy:
                 wanted.append(sig)
                 if len(wanted) >= opts.answer_max:
                     break
-        self.heard_answer(wanted, now)
+        for sig in wanted:
+            self._answered[sig] = (now, self.entries[sig].fingerprint)
         return wanted

@@ -43,6 +43,14 @@ time (``tests/test_election.py`` runs whole clusters in memory).
 #          peer has heard every live peer (a follower beats more often than
 #          the timeout) and the highest term. It is paid once per process,
 #          never again at a failover.
+# Paused   An eligible peer given no input for longer than a timeout was
+#          paused (a driver calls at least every heartbeat): others have
+#          expired it and may lead in a term it has not heard. A leader steps
+#          down at once; every peer settles again before it may lead.
+# Lease    A leader's side effects go out only while its last input is less
+#          than ``timeout / 2`` old (``may_write``): a write that the process
+#          checks right after a pause, before any tick, is refused. Any other
+#          peer takes over only after a whole timeout without a heartbeat.
 # Term     The highest term seen in any heartbeat, or taken. It never
 #          decreases. Leading means taking ``term = highest seen + 1``, so a
 #          leader's side effects carry a term newer than any it knows of.
@@ -53,7 +61,7 @@ time (``tests/test_election.py`` runs whole clusters in memory).
 #
 # Facts, recomputed from the state after every input:
 #   outranked     an alive eligible peer ranks better than me
-#   newer_leader  an alive eligible peer leads in a higher term than mine
+#   newer_leader  an alive eligible peer leads in my term or a higher one
 #   behind        I lead, but have heard a higher term (from a non-leader)
 #   ready         settled and not outranked
 #
@@ -334,6 +342,9 @@ class Election:
         self._belief: tuple[str | None, int | None] = (None, None)
         self._elections_won = 0
         self._step_downs = 0
+        self._pending: list[ElectionEvent] = []
+        self._driven = False  # a first input late after construction is no pause
+        self._lease = self._timeout / 2
 
     # -- inputs --------------------------------------------------------------
 
@@ -351,7 +362,9 @@ class Election:
                 expires = min(expires, gone[0] + self._grace)
             if expires > now:
                 self._peers[hb.peer] = _Seen(hb, expires)
-                self._term = max(self._term, min(hb.term, MAX_TERM))
+            # The term is learnt even from a peer that no longer counts as
+            # alive: a term once heard must never be taken again.
+            self._term = max(self._term, min(hb.term, MAX_TERM))
         return self._step(now)
 
     def disconnected(self, peer: str, now: float) -> list[ElectionEvent]:
@@ -395,6 +408,16 @@ class Election:
     @property
     def role(self) -> Role:
         return self._role
+
+    def may_write(self, now: float) -> bool:
+        """Whether a leader's side effect may go out at ``now`` (see Lease).
+
+        A pure query, safe from another thread: true while this peer leads
+        and its last input is less than half a timeout old. A write checked
+        right after a pause, before the first tick has stepped down, is
+        refused.
+        """
+        return self._role == "leader" and now - self._now < self._lease
 
     @property
     def leader(self) -> str | None:
@@ -444,13 +467,36 @@ class Election:
     def _advance(self, now: float) -> None:
         if not math.isfinite(now) or now < self._now:
             raise LocalError(f"time must be finite and never go back: {now!r} < {self._now!r}")
+        gap = now - self._now
         self._now = now
+        if self._eligible and self._driven and gap > self._timeout:
+            self._resume(now, gap)
+        self._driven = True
+
+    def _resume(self, now: float, gap: float) -> None:
+        """Called with no input for longer than a timeout: this process was paused.
+
+        A driver calls at least every heartbeat, so such a gap means the
+        process was stopped (SIGSTOP, a VM frozen, a swap storm). Meanwhile
+        the others have expired us and may have elected a leader in a newer
+        term that we have not heard yet: whatever we knew is stale. A leader
+        steps down at once, and every peer settles again (see Paused) before
+        it may lead, so that it first hears the mesh as it is now.
+        """
+        self._settled_at = max(self._settled_at, now + self._config.settle_period)
+        if self._role == "leader":
+            self._role = "follower"
+            self._step_downs += 1
+            self._pending.append(
+                SteppedDown(self._lead_term, f"paused for {gap:.1f} s: my view is stale")
+            )
 
     def _step(self, now: float) -> list[ElectionEvent]:
         self._peers = {p: s for p, s in self._peers.items() if s.expires_at > now}
         self._gone = {p: g for p, g in self._gone.items() if g[1] > now}
-        events: list[ElectionEvent] = []
-        changed = self._transition(now, events)
+        events: list[ElectionEvent] = self._pending
+        self._pending = []
+        changed = self._transition(now, events) or bool(events)
         belief = self._current_belief()
         if belief != self._belief:
             self._belief = belief
@@ -505,10 +551,20 @@ class Election:
             facts["outranked"] = f"outranked by {better.peer} (priority {better.priority})"
         elif now >= self._settled_at:
             facts["ready"] = "settled and best-ranked"
-        newer = [hb for hb in rivals if hb.leading and hb.term > self._lead_term]
+        # A rival leading in our own term (the two sides of a healed
+        # partition took the same "highest seen + 1") counts as newer: we
+        # move to a term above it, so our writes from now on win every
+        # comparison by term instead of tying with the loser's.
+        # (Not at the ceiling, where no term above exists.)
+        floor = self._lead_term + (0 if self._lead_term < MAX_TERM else 1)
+        newer = [hb for hb in rivals if hb.leading and hb.term >= floor]
         if newer:
             top = max(newer, key=lambda hb: hb.term)
-            facts["newer_leader"] = f"{top.peer} leads in newer term {top.term}"
+            facts["newer_leader"] = (
+                f"{top.peer} leads in newer term {top.term}"
+                if top.term > self._lead_term
+                else f"{top.peer} leads in my term {top.term} too"
+            )
         if self._term > self._lead_term:
             facts["behind"] = f"heard term {self._term}"
         return facts

@@ -109,6 +109,7 @@ class MeshPeer:
         sink: Sink | None,
         rejections: Rejections,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         replica: Replica | None = None,
         rng: random.Random | None = None,
         keys: KeyWatch | None = None,
@@ -122,12 +123,15 @@ class MeshPeer:
         self.sink = sink if options.eligible else None
         self.rejections = rejections
         self.clock = clock
-        self._election_clock = clock()
+        #: The election's clock: a wall clock stepped by NTP must neither
+        #: freeze the heartbeats (a step back) nor read as a pause (forward).
+        self.monotonic = monotonic
+        self._election_clock = monotonic()
         self.election = _election(gossip.peer_id, options, sink, self._election_clock, store)
         self.nudged = trio.Event()
         self._believed: str | None = None
         if self.sink is not None:  # the sink checks before every write that we still lead
-            self.sink.set_gate(lambda: self.election.role == "leader")
+            self.sink.set_gate(self._may_write)
         self.stats: collections.Counter[str] = collections.Counter()
         self.faults = Faults(store_path=str(store.path), clock=clock)
         self.leading = Leading(
@@ -233,7 +237,7 @@ class MeshPeer:
             return
         if isinstance(msg, wire.StateMsg):
             # Someone answered a digest, to everybody: ours would repeat it.
-            self.antientropy.heard_answer((s.signature for s in msg.states), trio.current_time())
+            self.antientropy.heard_answer(msg.states, trio.current_time())
         if not self._backlog.offer((msg, sender)):
             # Anti-entropy repairs what is dropped here; an unacked report is
             # sent again by its reporter.
@@ -273,7 +277,9 @@ class MeshPeer:
                 self.leading.wanted.set()
             self._write_status()
             deadline = self.election.next_deadline()
-            await trio.sleep(max(0.01, min(self.options.heartbeat, deadline - self.clock())))
+            await trio.sleep(
+                max(0.01, min(self.options.heartbeat, deadline - self._election_clock))
+            )
 
     async def _drain_loop(self) -> None:
         probed_at = -math.inf
@@ -483,7 +489,7 @@ class MeshPeer:
                 log.info("leading in term %d", event.term)
                 self.stats["elections_won"] += 1
                 if previous not in (None, self.gossip.peer_id) and previous in self.election.alive(
-                    self.clock()
+                    self._election_clock
                 ):
                     # Taking over from a live leader (we outrank it): give it a
                     # heartbeat to hear us and stop before our first write.
@@ -495,11 +501,15 @@ class MeshPeer:
         self._believed = self.election.leader
 
     def _election_now(self) -> float:
-        """The clock, never going back: the election refuses time that does
-        (LocalError), and a wall clock stepped back by NTP would otherwise
-        fail every tick and heartbeat until it caught up."""
-        self._election_clock = max(self._election_clock, self.clock())
+        """The monotonic clock, clamped so that it never goes back (the
+        election refuses time that does, with LocalError)."""
+        self._election_clock = max(self._election_clock, self.monotonic())
         return self._election_clock
+
+    def _may_write(self) -> bool:
+        """The sink's gate, checked before every GitHub write (from the
+        sink's worker thread, hence a pure read): we lead, on a fresh view."""
+        return self.election.may_write(max(self._election_clock, self.monotonic()))
 
     async def _watch_peers(self) -> None:
         """Tell the election which direct connections opened and closed, and
@@ -545,7 +555,7 @@ class MeshPeer:
             due = self._dialer.due(
                 me=self.gossip.peer_id,
                 leader=self.election.leader,
-                ranked=self.election.alive(self.clock()),
+                ranked=self.election.alive(self._election_clock),
                 direct=set(self.gossip.peers()),
                 now=trio.current_time(),
             )

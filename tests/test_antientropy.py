@@ -60,10 +60,18 @@ def test_a_signature_the_asker_lacks_is_answered_once_per_quiet_period() -> None
     assert ae.to_answer(lacks, now=OPTS.answer_quiet) == [SIGS[0]]
 
 
-def test_another_relays_answer_counts_as_ours() -> None:
+def test_another_relays_answer_with_our_state_counts_as_ours() -> None:
     ae = policy_holding(state(SIGS[0], 2))
-    ae.heard_answer([SIGS[0]], now=10.0)
+    ae.heard_answer([state(SIGS[0], 2)], now=10.0)
     assert ae.to_answer(wire.DigestMsg(entries=()), now=10.5) == []
+
+
+def test_another_relays_answer_with_an_older_state_spares_nothing() -> None:
+    """A relay behind us answered a third's digest: our newer state must
+    still go out, or the older answer keeps winning the race (F1)."""
+    ae = policy_holding(state(SIGS[0], 5))
+    ae.heard_answer([state(SIGS[0], 2)], now=10.0)
+    assert ae.to_answer(wire.DigestMsg(entries=()), now=10.5) == [SIGS[0]]
 
 
 def test_an_asker_ahead_by_total_gets_nothing_until_we_hold_the_join() -> None:

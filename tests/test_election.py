@@ -43,6 +43,18 @@ DEFAULT = ElectionConfig(
 )  # heartbeat 0.5 s, timeout 1.5 s, settle 1.5 s
 
 
+def run_until(e: Election, until: float) -> list[Any]:
+    """Tick ``e`` at each of its deadlines up to ``until``, as a driver does.
+
+    One call ``tick(until)`` after a long silence would read as a pause
+    (the process stopped) and make a leader step down.
+    """
+    events: list[Any] = []
+    while (due := e.next_deadline()) <= until:
+        events += e.tick(due)
+    return events + e.tick(until)
+
+
 def hb(peer: str, *, priority: int = 0, term: int = 0, leading: bool = False) -> Heartbeat:
     return Heartbeat(peer=peer, priority=priority, term=term, leading=leading)
 
@@ -1025,7 +1037,7 @@ def test_a_term_at_the_ceiling_is_never_exceeded() -> None:
     e = Election(me="a", config=ElectionConfig(heartbeat=0.5), now=0.0)
     e.tick(0.0)
     e.receive(hb("z", term=MAX_TERM, leading=True), 0.1)  # worse-ranked, so "a" takes over
-    events = e.tick(10.0)
+    events = run_until(e, 10.0)
     assert e.role == "leader"
     assert e.term == MAX_TERM
     beats = [ev.heartbeat for ev in events if isinstance(ev, SendHeartbeat)]
@@ -1043,5 +1055,109 @@ def test_a_stored_term_above_the_ceiling_is_capped() -> None:
     e = Election(me="a", now=0.0, term=2**63 - 1)
     assert e.term == MAX_TERM
     e.tick(0.0)
-    e.tick(100.0)
+    run_until(e, 100.0)
     assert e.role == "leader" and e.term == MAX_TERM
+
+
+# ---------------------------------------------------------------------------
+# A paused process (SIGSTOP, a frozen VM): Paused, Lease
+
+
+def leading_alone() -> Election:
+    """``a`` leads in term 1, alone, at t = 2.0."""
+    e = Election(me="a", config=DEFAULT, now=0.0)
+    run_until(e, 2.0)
+    assert e.role == "leader" and e.term == 1
+    return e
+
+
+def test_a_leader_paused_longer_than_a_timeout_steps_down_at_its_first_input() -> None:
+    """Others have expired it and may lead in a term it has not heard yet."""
+    e = leading_alone()
+    events = e.tick(2.0 + 10.0)  # SIGSTOP for ten seconds, then SIGCONT
+    assert e.role == "follower"
+    (down,) = [ev for ev in events if isinstance(ev, SteppedDown)]
+    assert down.term == 1 and "paused" in down.reason
+    beats = [ev.heartbeat for ev in events if isinstance(ev, SendHeartbeat)]
+    assert beats and not beats[-1].leading, "the mesh hears at once that it stopped"
+
+
+def test_a_resumed_leader_settles_again_and_follows_the_leader_elected_meanwhile() -> None:
+    """Hearing ``b`` lead in term 2 during the new settle period, ``a`` (the
+    better rank) takes over in a term above it: never its old term 1."""
+    e = leading_alone()
+    e.tick(12.0)
+    run_until(e, 12.4)
+    assert e.role == "follower", "no leading before settling again"
+    e.receive(hb("b", term=2, leading=True), 12.5)
+    events = run_until(e, 12.0 + DEFAULT.settle_period + 0.01)
+    assert [ev.term for ev in events if isinstance(ev, BecameLeader)] == [3]
+
+
+def test_a_paused_follower_does_not_lead_on_its_stale_view() -> None:
+    """All its peers expired while it slept; it waits to hear the mesh first."""
+    e = Election(me="a", config=DEFAULT, now=0.0)
+    e.tick(0.0)
+    for at in (0.1, 0.6, 1.1, 1.6):  # "0" ranks better and leads
+        run_until(e, at)
+        e.receive(hb("0", term=4, leading=True), at)
+    run_until(e, 2.0)
+    assert e.role == "follower"
+    e.tick(20.0)  # paused; "0" is long expired
+    assert e.role == "follower"
+    for at in (20.3, 20.8, 21.3, 21.8, 22.3):  # the mesh as it is now
+        run_until(e, at)
+        e.receive(hb("0", term=5, leading=True), at)
+        assert e.role == "follower"
+    assert e.leader == "0" and e.term == 5
+
+
+def test_writes_are_refused_after_a_pause_until_the_view_is_fresh_again() -> None:
+    """``may_write`` is what the sink checks before every GitHub write: a
+    write the process reaches right after SIGCONT, before any tick, is refused."""
+    e = leading_alone()
+    assert e.may_write(2.0 + DEFAULT.timeout / 2 - 0.01)
+    assert not e.may_write(2.0 + DEFAULT.timeout / 2)
+    assert not e.may_write(12.0), "resumed, not ticked yet"
+    e.tick(12.0)
+    assert not e.may_write(12.0), "stepped down"
+    follower = Election(me="b", config=DEFAULT, now=0.0)
+    assert not follower.may_write(0.0)
+
+
+def test_a_late_first_tick_after_construction_is_not_a_pause() -> None:
+    """A relay may take seconds between building its election and its first tick."""
+    e = Election(me="a", config=DEFAULT, now=0.0)
+    e.tick(30.0)
+    assert e.role == "leader"
+
+
+def test_a_gone_peers_heartbeat_still_teaches_its_term() -> None:
+    """Simulation finding F2: after a disconnect and its grace, a heartbeat
+    still in flight from the peer no longer keeps it alive, but its term
+    must be learnt, or a later leader could take that term again."""
+    product = ElectionConfig()  # timeout 3 s, grace 1.5 s
+    b = Election(me="b", config=product, now=0.0)
+    run_until(b, 2.0)
+    b.disconnected("a", 2.0)
+    run_until(b, 4.0)
+    b.receive(hb("a", term=9, leading=True), 4.0)  # past the grace, within the timeout
+    assert "a" not in b.alive(4.0)
+    assert b.term >= 9
+
+
+def test_a_leader_hearing_a_rival_lead_in_its_own_term_moves_above_it() -> None:
+    """The two sides of a healed partition took the same term: the better
+    rank leads on in a fresh term, so its writes win every comparison by
+    term instead of tying with the loser's; the loser, outranked, stops."""
+    a = leading_alone()
+    events = a.receive(hb("z", term=1, leading=True), 2.1)
+    assert [ev for ev in events if isinstance(ev, (SteppedDown, BecameLeader))] == [
+        SteppedDown(1, "z leads in my term 1 too"),
+        BecameLeader(2),
+    ]
+    z = Election(me="z", config=DEFAULT, now=0.0)
+    run_until(z, 2.0)
+    assert z.role == "leader" and z.term == 1
+    z.receive(hb("a", term=2, leading=True), 2.2)
+    assert z.role == "follower" and z.leader == "a"

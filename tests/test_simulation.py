@@ -156,10 +156,7 @@ def test_fast_digest_path_changes_nothing(seed: int) -> None:
 
 #: Seeds of the default run (5 relays, 2 reporters, 6 random faults) that
 #: reproduce a bug of the core found by this simulation (see the findings below).
-KNOWN = {
-    17: "F1: a stale anti-entropy answer suppresses the newer state's answer",
-    19: "F2: a heartbeat's term is ignored while its sender counts as gone",
-}
+KNOWN: dict[int, str] = {}  # 17 (F1) and 19 (F2) broke before their fixes
 
 
 @pytest.mark.parametrize(
@@ -176,7 +173,7 @@ def test_invariants_hold_under_random_faults(seed: int) -> None:
     assert sum(sim.history.injected.values()) > 100 and sim.sink.writes
 
 
-NOISY_KNOWN = {7: "F2: a heartbeat's term is ignored while its sender counts as gone"}
+NOISY_KNOWN: dict[int, str] = {}  # 7 (F2) broke before its fix
 
 
 @pytest.mark.parametrize(
@@ -253,7 +250,7 @@ def test_links_that_are_never_recorded_are_caught(monkeypatch: pytest.MonkeyPatc
     assert "issues" in {v.invariant for v in violations}
 
 
-# -- findings: the core's bugs this simulation found (strict xfail until fixed) ---------------
+# -- findings: the core's bugs this simulation found, each kept as a regression test --------
 
 _SIG = bytes(range(16))
 
@@ -274,9 +271,6 @@ def _linked(term: int, origin_count: int = 3) -> SigState:
     return SigState(signature=_SIG, counts=state.counts, severity=state.severity, link=link)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="F1: mesh.antientropy rule 3 suppresses by signature, not by content"
-)
 def test_finding_a_stale_answer_does_not_suppress_the_newer_one() -> None:
     """F1 (seed 17 above; 5% of 4-relay runs without partitions never converge).
 
@@ -294,13 +288,10 @@ def test_finding_a_stale_answer_does_not_suppress_the_newer_one() -> None:
     behind.note([_linked(term=3)], 0.0)
     ahead.note([_linked(term=4)], 0.0)
     assert behind.to_answer(ahead.digest()[0], 10.0) == [_SIG]  # sends its older state
-    ahead.heard_answer([_SIG], 10.1)  # ... which reaches ahead
+    ahead.heard_answer([_linked(term=3)], 10.1)  # ... which reaches ahead
     assert ahead.to_answer(behind.digest()[0], 10.5) == [_SIG]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="F2: Election.receive drops the term of a gone sender's heartbeat"
-)
 def test_finding_a_gone_peers_heartbeat_still_teaches_its_term() -> None:
     """F2 (seed 19 above, noisy seed 7): "Term: the highest term seen in any
     heartbeat". A leader whose connection to a peer closed (a partition
@@ -322,17 +313,16 @@ def test_finding_a_gone_peers_heartbeat_still_teaches_its_term() -> None:
 
 def test_finding_a_resumed_relay_leads_on_a_stale_view() -> None:
     """F3 (seed 84): a relay resumed after a pause longer than the timeout
-    reads the heartbeats its socket held in order; the first one of a newer
-    leader makes it step down and, best-ranked, lead at once in "highest term
-    seen + 1" (term 6), though a heartbeat of term 7 waits further in its
-    socket. Its leader round starts (5 ms) before that one is read: a write
-    in a term it had already lost. A pause hook in mesh.election (a clock
-    jump past the timeout re-enters settling) would close it.
+    read the heartbeats its socket held in order; the first one of a newer
+    leader made it step down and, best-ranked, lead at once in "highest term
+    seen + 1" (term 6), though a heartbeat of term 7 waited further in its
+    socket, and its leader round wrote in a term it had already lost.
+    Fixed in mesh.election (Paused): an input after a gap longer than the
+    timeout makes a leader step down and every peer settle again.
     """
     _, violations = _run(SimConfig(seed=84))
-    stale = [v for v in violations if v.invariant == "stale-write"]
-    assert stale, "fixed? then make this an xfail-free invariant test"
-    assert "term 6" in stale[0].detail and "term 7" in stale[0].detail
+    assert not [v for v in violations if v.invariant == "stale-write"], violations
+    assert not _broken(violations), violations
 
 
 @pytest.mark.xfail(strict=True, reason="design: terms are 'highest seen + 1' without a quorum")
@@ -342,5 +332,5 @@ def test_finding_at_most_one_leader_per_term() -> None:
     do). After a heal the better-ranked keeps the shared term when the other
     led in it too (``newer_leader`` needs a strictly higher term), so the
     loser's writes in that term compare with the survivor's by wall clock."""
-    _, violations = _run(SimConfig(seed=4))
+    _, violations = _run(SimConfig(seed=0))
     assert "one-leader" not in {v.invariant for v in violations}

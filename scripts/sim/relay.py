@@ -187,7 +187,7 @@ class SimRelay:
             return  # for reporters
         else:
             if isinstance(msg, wire.StateMsg):
-                self.ae.heard_answer((s.signature for s in msg.states), now)
+                self.ae.heard_answer(msg.states, now)
             if not self.backlog.offer(packet):
                 self.dropped_busy += 1
                 return
