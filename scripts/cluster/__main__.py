@@ -62,6 +62,8 @@ def _print(answer: dict[str, Any]) -> int:
 
 def _run_many(names: list[str], seeds: list[int], keep: Path | None) -> list[Result]:
     results = []
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
     for name in names:
         for seed in seeds:
             root = Path(tempfile.mkdtemp(prefix=f"cluster-{name}-", dir=keep))
