@@ -47,6 +47,7 @@ from mesh.libp2p_host import (
     check_listening,
     deny_ip,
     import_libp2p,
+    keep_rpcs_with_stale_peer_records,
     listen_exclusively,
     remote_ip,
     route_library_logs,
@@ -353,6 +354,7 @@ async def open_gossip(config: GossipConfig, validator: Validator) -> AsyncIterat
     # After the imports: ``import libp2p`` (a relay's) resets its loggers.
     route_library_logs(verbose=config.library_logs)
     listen_exclusively()
+    keep_rpcs_with_stale_peer_records()
     host = build_host(listen, load_or_create_identity(config.identity_path), lean=lean)
     if config.network_keys:
         protect_swarm(host.get_network(), config.network_keys)

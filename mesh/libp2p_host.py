@@ -282,6 +282,41 @@ def route_library_logs(*, verbose: bool) -> None:
             logger.propagate = verbose
 
 
+#: Stale signed peer records that py-libp2p would have dropped a whole RPC for.
+STALE_PEER_RECORDS = [0]
+
+
+def keep_rpcs_with_stale_peer_records() -> None:
+    """Never drop a pubsub RPC because of the sender's address record.
+
+    py-libp2p 0.8 attaches the sender's signed peer record to every pubsub
+    RPC and drops the whole RPC (subscriptions, messages, control) when its
+    peerstore refuses the record, which it does for a record whose ``seq``
+    is lower than one it holds. That ``seq`` is a wall-clock timestamp: a
+    relay restarted with its clock behind (NTP stepped back, a VM restored
+    from a snapshot) was deaf and mute to every peer that had seen it
+    before, for as long as those peers ran (the cluster's clock-offset
+    scenario: two leaders, both connected). The record only carries
+    addresses, which we take from heartbeats; frames are authenticated by
+    their MAC. A refused record is counted and the RPC processed. Idempotent.
+    """
+    from libp2p.pubsub import gossipsub, pubsub, utils
+
+    original = getattr(utils.maybe_consume_signed_record, "__wrapped__", None)
+    if original is not None:
+        return
+    consume = utils.maybe_consume_signed_record
+
+    def maybe_consume_signed_record(msg: Any, host: Any, peer_id: Any) -> bool:
+        if not consume(msg, host, peer_id):
+            STALE_PEER_RECORDS[0] += 1
+        return True
+
+    maybe_consume_signed_record.__wrapped__ = consume  # type: ignore[attr-defined]
+    for module in (utils, pubsub, gossipsub):
+        module.maybe_consume_signed_record = maybe_consume_signed_record  # type: ignore[attr-defined]
+
+
 #: Why binding (host, port) failed last, for :func:`check_listening`'s message.
 _BIND_ERRORS: dict[tuple[str | None, int], OSError] = {}
 

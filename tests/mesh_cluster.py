@@ -308,6 +308,7 @@ class Cluster:
         env: Mapping[str, str] | None = None,
         refused: bool = False,
         key: Path | None = None,
+        clock_offset: float = 0.0,
     ) -> Relay:
         """Launch (or relaunch, on its last port) ``relay``; wait for its address.
 
@@ -315,9 +316,13 @@ class Cluster:
         relay's environment; ``window`` is the bundle window in seconds.
         ``refused``: the relay must exit at start-up instead (within STARTUP).
         ``key``: this relay's own key file (its host's copy), else the cluster's.
+        ``clock_offset``: seconds the relay's wall clock is off (through
+        ``scripts/cluster/clockshim.py``; its monotonic clocks stay true).
         """
+        shim = ["-m", "scripts.cluster.clockshim", f"{clock_offset:g}"] if clock_offset else []
         args = [
             sys.executable,
+            *shim,
             "-m",
             "node",
             "--cluster",
