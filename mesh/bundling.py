@@ -21,13 +21,18 @@ closed  ``total > synced_total`` and reopen enabled       ``ReopenIssue``
 *news* means ``total > synced_total`` or :func:`effective_severity` above the
 severity the issue shows. ``first_seen`` is the reporters' clock, the earliest
 over all origins, so one origin whose clock runs behind only shortens the
-wait and one that runs ahead is outvoted by any other origin; if every
-reporter runs ahead of the leader, opening waits out the skew (a future
-``first_seen`` counts as "just now", never as negative age) unless the leader
-flushes. A regression (new occurrences on a closed issue) is acted on at
-once. :func:`next_due` is the earliest ``now`` at which :func:`plan` acts
-without new input; ``plan`` is monotone in ``now``, so ``plan`` returns
-``None`` before it and an action from it on.
+wait and one that runs ahead is outvoted by any other origin. If every
+reporter ran ahead of the leader, opening would wait out the skew (a future
+``first_seen`` counts as "just now", never as negative age); so a store
+passes ``heard``, when it first held the signature on its own clock, and the
+wait starts at the earlier of the two: a leader whose clock runs behind opens
+on time too (a flush skips the wait). The update window is measured from the
+link's ``synced_at``, the writing leader's clock: a leader behind it by D
+updates up to D late (never early, never twice per window). A regression
+(new occurrences on a closed issue) is acted on at once. :func:`next_due` is
+the earliest ``now`` at which :func:`plan` acts without new input; ``plan``
+is monotone in ``now``, so ``plan`` returns ``None`` before it and an action
+from it on.
 """
 
 from __future__ import annotations
@@ -116,12 +121,17 @@ def effective_severity(state: SigState) -> Severity:
     return escalate(state.severity, hosts=len(state.hosts), per_hour=per_hour(state))
 
 
-def _settle_from(state: SigState) -> float:
-    """When the settle delay starts: the earliest sighting on any reporter."""
+def _settle_from(state: SigState, heard: float | None) -> float:
+    """When the settle delay starts: the earliest sighting on any reporter,
+    or when this store first held the signature (``heard``, on the leader's
+    own clock) if that is earlier: a leader whose clock runs behind every
+    reporter's would otherwise wait out the skew."""
     if state.counts:
-        return state.first_seen
-    assert state.detail is not None
-    return state.detail.timestamp
+        first = state.first_seen
+    else:
+        assert state.detail is not None
+        first = state.detail.timestamp
+    return first if heard is None else min(first, heard)
 
 
 def _check_policy(policy: BundlePolicy) -> None:
@@ -134,7 +144,12 @@ def _has_news(state: SigState, link: IssueLink) -> bool:
 
 
 def plan(
-    state: SigState, now: float, policy: BundlePolicy, *, flush: bool = False
+    state: SigState,
+    now: float,
+    policy: BundlePolicy,
+    *,
+    flush: bool = False,
+    heard: float | None = None,
 ) -> Action | None:
     """What the leader must do for this signature now, if anything.
 
@@ -151,7 +166,7 @@ def plan(
     if link is None:
         if state.detail is None:
             return None
-        if flush or now >= _settle_from(state) + policy.settle:
+        if flush or now >= _settle_from(state, heard) + policy.settle:
             return OpenIssue(state=state)
         return None
     if link.state == "closed":
@@ -163,7 +178,7 @@ def plan(
     return None
 
 
-def next_due(state: SigState, policy: BundlePolicy) -> float | None:
+def next_due(state: SigState, policy: BundlePolicy, heard: float | None = None) -> float | None:
     """The earliest ``now`` at which :func:`plan` (without flush) acts.
 
     ``None`` if it never will without new input; ``-inf`` if it acts at any
@@ -176,7 +191,7 @@ def next_due(state: SigState, policy: BundlePolicy) -> float | None:
     if link is None:
         if state.detail is None:
             return None
-        return _settle_from(state) + policy.settle
+        return _settle_from(state, heard) + policy.settle
     if link.state == "closed":
         if policy.reopen_on_regression and state.total > link.synced_total:
             return -math.inf

@@ -105,6 +105,7 @@ class Store(PersistedAggregate):
         self._sync = "full"
         self._busy_timeout = 5.0
         self.unreadable_rows = 0
+        self._clock = time.time  # a relay's wall clock, as its leader rounds' ``now``
         self.origin: bytes = self._ensure_origin()
 
     # -- opening ----------------------------------------------------------

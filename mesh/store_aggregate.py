@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -53,6 +53,8 @@ class PersistedAggregate:
     policy: BundlePolicy
     limits: Limits
     _sync: Literal["full", "normal"]
+    #: The store's wall clock: when a signature was first held here.
+    _clock: Callable[[], float]
     #: Stored states skipped because they could not be decoded (this process).
     unreadable_rows: int
 
@@ -236,18 +238,36 @@ class PersistedAggregate:
                 ],
             )
         klass, last_seen, _ = eviction_key(state)
+        heard = self._heard(state.signature)
+        if heard is None:
+            heard = self._clock()
         self._conn.execute(
-            "INSERT INTO states (sig, state, last_seen, next_due, open) VALUES (?, ?, ?, ?, ?) "
+            "INSERT INTO states (sig, state, last_seen, next_due, open, heard) "
+            "VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (sig) DO UPDATE SET state = excluded.state, "
-            "last_seen = excluded.last_seen, next_due = excluded.next_due, open = excluded.open",
+            "last_seen = excluded.last_seen, next_due = excluded.next_due, open = excluded.open, "
+            "heard = coalesce(states.heard, excluded.heard)",
             (
                 state.signature,
                 wire.encode_state(state),
                 last_seen,
-                next_due(state, self.policy),
+                next_due(state, self.policy, heard),
                 klass,
+                heard,
             ),
         )
+
+    def _heard(self, signature: bytes) -> float | None:
+        row = self._conn.execute("SELECT heard FROM states WHERE sig = ?", (signature,)).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def heard_at(self, signature: bytes) -> float | None:
+        """When this store first held ``signature``, on its own clock
+        (``mesh.bundling.plan``'s ``heard``); None if it does not."""
+        try:
+            return self._heard(signature)
+        except sqlite3.Error as exc:
+            raise translate(exc, "cannot read the aggregate") from exc
 
     def _evict_signatures(self) -> None:
         total = int(self._conn.execute("SELECT COUNT(*) FROM states").fetchone()[0])

@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS states (
     state BLOB NOT NULL,
     last_seen REAL NOT NULL,
     next_due REAL,
-    open INTEGER NOT NULL DEFAULT 0
+    open INTEGER NOT NULL DEFAULT 0,
+    heard REAL
 );
 CREATE INDEX IF NOT EXISTS states_next_due ON states (next_due);
 """
@@ -109,6 +110,8 @@ def create_schema(conn: sqlite3.Connection) -> None:
             with contextlib.suppress(WireError, TypeError):
                 klass = eviction_key(wire.decode_state(payload))[0]
                 conn.execute("UPDATE states SET open = ? WHERE sig = ?", (klass, sig))
+    if "heard" not in columns:  # when this store first held the signature (its clock)
+        conn.execute("ALTER TABLE states ADD COLUMN heard REAL")
     conn.execute(_EVICTION_INDEX)
 
 

@@ -163,7 +163,7 @@ def _act_on(
         # Re-read the state: links announced by another leader while this
         # round was busy with GitHub (seconds per action) must be seen.
         current = store.load_state(sig) or candidate
-        action = plan(current, now, store.policy, flush=sig in flush)
+        action = plan(current, now, store.policy, flush=sig in flush, heard=store.heard_at(sig))
         if action is None:
             return False
         due = True

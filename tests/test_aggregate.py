@@ -637,21 +637,38 @@ def test_spread_escalates_severity() -> None:
     assert effective_severity(slow) == Severity.LOW
 
 
-@given(sig_states, policies, st.lists(st.integers(-50, 50).map(float), max_size=8))
+@given(
+    sig_states,
+    policies,
+    st.lists(st.integers(-50, 50).map(float), max_size=8),
+    st.none() | st.integers(-50, 50).map(float),
+)
 def test_next_due_is_exactly_when_plan_starts_acting(
-    state: SigState, policy: BundlePolicy, probes: Sequence[float]
+    state: SigState, policy: BundlePolicy, probes: Sequence[float], heard: float | None
 ) -> None:
-    due = next_due(state, policy)
+    due = next_due(state, policy, heard)
     if due is None:
-        assert all(plan(state, t, policy) is None for t in probes)
+        assert all(plan(state, t, policy, heard=heard) is None for t in probes)
         return
     if due == -math.inf:
-        assert all(plan(state, t, policy) is not None for t in probes)
+        assert all(plan(state, t, policy, heard=heard) is not None for t in probes)
         return
-    assert plan(state, due, policy) is not None
-    assert plan(state, math.nextafter(due, -math.inf), policy) is None
+    assert plan(state, due, policy, heard=heard) is not None
+    assert plan(state, math.nextafter(due, -math.inf), policy, heard=heard) is None
     for t in probes:
-        assert (plan(state, t, policy) is not None) == (t >= due)
+        assert (plan(state, t, policy, heard=heard) is not None) == (t >= due)
+
+
+def test_a_leader_behind_every_reporter_opens_on_its_own_clock() -> None:
+    """First seen 90 s in the leader's future: without ``heard`` the leader
+    waits out the skew; with it, the settle delay runs from when its store
+    first held the signature."""
+    policy = BundlePolicy(settle=5.0, window=60.0)
+    state = seen(detail=make_report(timestamp=1_090.0))
+    assert plan(state, 1_005.0, policy) is None
+    assert isinstance(plan(state, 1_005.0, policy, heard=1_000.0), OpenIssue)
+    assert next_due(state, policy, heard=1_000.0) == 1_005.0
+    assert next_due(state, policy, heard=2_000.0) == 1_095.0, "the earlier of the two"
 
 
 @given(st.lists(records, max_size=15), policies, st.integers(0, 100).map(float))

@@ -112,6 +112,43 @@ def test_due_states_follow_the_policy(tmp_path: Path) -> None:
         assert [s.signature for s in store.due_states(1_005.0)] == [b"S" * 16]
 
 
+def test_a_store_whose_clock_runs_behind_the_reporters_is_due_on_its_own_clock(
+    tmp_path: Path,
+) -> None:
+    """Reports stamped 90 s in this machine's future (its clock is behind):
+    the settle delay runs from when this store first held the signature, not
+    from a first sighting it cannot reach before its clock does."""
+    policy = BundlePolicy(settle=5.0, window=60.0)
+    with Store.open(tmp_path, policy=policy) as store:
+        store._clock = lambda: 1_000.0
+        store.merge_reports([store.spool(make_report(timestamp=1_090.0))])
+        assert store.heard_at(b"S" * 16) == 1_000.0
+        assert store.due_states(1_004.0) == []
+        assert [s.signature for s in store.due_states(1_005.0)] == [b"S" * 16]
+        # Later merges keep the first time: a busy signature is not put off.
+        store._clock = lambda: 1_003.0
+        store.merge_reports([store.spool(make_report(timestamp=1_093.0))])
+        assert store.heard_at(b"S" * 16) == 1_000.0
+        assert [s.signature for s in store.due_states(1_005.0)] == [b"S" * 16]
+
+
+def test_a_store_from_before_the_heard_column_is_migrated(tmp_path: Path) -> None:
+    import sqlite3
+
+    with Store.open(tmp_path) as store:
+        store.merge_reports([store.spool(make_report())])
+        db = store.path
+    conn = sqlite3.connect(db)
+    conn.execute("ALTER TABLE states DROP COLUMN heard")
+    conn.commit()
+    conn.close()
+    with Store.open(tmp_path) as store:
+        assert store.heard_at(b"S" * 16) is None, "unknown for rows written before"
+        assert store.states()[0].total == 1
+        store.merge_reports([store.spool(make_report())])
+        assert store.heard_at(b"S" * 16) is not None
+
+
 def test_spool_cap_drops_the_oldest_and_counts(tmp_path: Path) -> None:
     with Store.open(tmp_path, max_reports=5) as store:
         for i in range(8):
