@@ -53,6 +53,12 @@ class Leading:
         self.wanted = trio.Event()
         self._worker_store: Store | None = None  # the rounds' own handle (worker threads)
         self._in_round = False
+        #: The term of the round in progress (None between rounds). The
+        #: sink's gate refuses a write once the election's term moved past
+        #: it: a request begun in term 1 and retried after the leader came
+        #: back from a partition in term 3 must not go out (it was planned
+        #: on a view that predates the other side's issues).
+        self.round_term: int | None = None
         self._not_before = -math.inf
 
     def hold_off(self, until: float) -> None:
@@ -85,12 +91,14 @@ class Leading:
             # Abandoned on cancellation: a shutdown does not wait for GitHub's
             # retry-after; the thread's work is durable step by step anyway.
             self._in_round = True
+            self.round_term = term
             try:
                 result = await trio.to_thread.run_sync(  # type: ignore[call-arg,unused-ignore]
                     functools.partial(self._round, now, term), abandon_on_cancel=True
                 )
             finally:
                 self._in_round = False
+                self.round_term = None
             for error in result.errors:
                 log.warning("%s", error)
             if result.faulted:

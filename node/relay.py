@@ -507,9 +507,13 @@ class MeshPeer:
         return self._election_clock
 
     def _may_write(self) -> bool:
-        """The sink's gate, checked before every GitHub write (from the
-        sink's worker thread, hence a pure read): we lead, on a fresh view."""
-        return self.election.may_write(max(self._election_clock, self.monotonic()))
+        """The sink's gate, checked before every GitHub write and retry
+        (from the sink's worker thread, hence pure reads): we lead, on a
+        fresh view, in the term the round was planned in."""
+        planned = self.leading.round_term
+        return self.election.may_write(max(self._election_clock, self.monotonic())) and (
+            planned is None or planned == self.election.term
+        )
 
     async def _watch_peers(self) -> None:
         """Tell the election which direct connections opened and closed, and

@@ -360,3 +360,38 @@ def test_a_wall_clock_stepped_back_does_not_stop_the_election(tmp_path: Path) ->
         now[0] = 940.0  # stepped back a minute
         trio.run(peer.handle, wire.HeartbeatMsg(heartbeat=beat), "12D3KooWrelayB")
         assert peer.election.leader == "12D3KooWrelayB"
+
+
+def test_the_sinks_gate_holds_only_in_the_round_term_on_a_fresh_view(tmp_path: Path) -> None:
+    """``MeshPeer._may_write`` is checked before every GitHub write and retry.
+
+    A request begun in term 1, stuck while the leader was cut off, and
+    retried after it came back leading in term 3 must not go out: its round
+    was planned before it knew the other side's issues (the cluster's
+    link-down scenario opened a duplicate so). Nor may one go out right
+    after a pause, before the election has ticked.
+    """
+    from github_sink.file_sink import FileSink
+
+    now = [100.0]
+    with Store.open(tmp_path / "store") as store:
+        peer = MeshPeer(
+            store=store,
+            gossip=RecordingGossip(),  # type: ignore[arg-type]
+            options=PeerOptions(reports_topic="r", control_topic="c", key=KEY),
+            sink=FileSink(tmp_path / "issues"),
+            rejections=RejectionCounter(),
+            monotonic=lambda: now[0],
+        )
+        election = peer.election
+        while election.role != "leader":  # alone: it leads once settled
+            now[0] = min(election.next_deadline(), now[0] + 0.5)
+            election.tick(now[0])
+        assert peer._may_write(), "leading, between rounds"
+        peer.leading.round_term = election.term
+        assert peer._may_write(), "leading, in the round's own term"
+        peer.leading.round_term = election.term - 1 if election.term > 1 else 0
+        assert not peer._may_write(), "the round was planned in an older term"
+        peer.leading.round_term = None
+        now[0] += 10.0  # SIGSTOP, SIGCONT: nothing ticked yet
+        assert not peer._may_write(), "a stale view: the lease ran out"

@@ -3,9 +3,9 @@
 A schedule is a list of :class:`Step` (seconds from the start, an action,
 its arguments), made from a seed by a scenario (``scenarios.py``); the same
 seed makes the same schedule. Symbolic targets (``"leader"``, ``"stopped"``,
-``"killed"``) are resolved when the step runs, and ``when="mid-round"``
-waits for the leader's next write to GitHub, then a random part of a
-second: a kill or a pause lands inside a leader round.
+``"killed"``, ``"downed"``) are resolved when the step runs, and
+``when="mid-round"`` waits for the leader's next write to GitHub, then a
+random part of a second: a kill or a pause lands inside a leader round.
 
 Actions: ``clis`` (a load of failing CLIs, in the background), ``partition``
 (``groups`` of hosts, or ``sizes`` with the leader in ``leader_in``),
@@ -54,6 +54,8 @@ class Harness:
         self.rng = random.Random(seed)
         self.loads: list[threading.Thread] = []
         self.killed: set[int] = set()
+        #: Hosts whose link is down (``link_up`` of ``"downed"`` brings one back).
+        self.downed: set[int] = set()
         self.full_disks: set[int] = set()
         self.actions: dict[str, Callable[[dict[str, Any]], None]] = {
             "clis": self.clis,
@@ -101,6 +103,8 @@ class Harness:
             return next(h for h in self.cluster.hosts.values() if h.stopped)
         if who == "killed":
             return self.cluster.hosts[min(self.killed)]
+        if who == "downed":
+            return self.cluster.hosts[min(self.downed)]
         if who == "follower":
             leader = self.leader()
             return self.rng.choice([h for h in self.cluster.hosts.values() if h is not leader])
@@ -172,6 +176,7 @@ class Harness:
 
     def link(self, args: dict[str, Any], *, up: bool) -> None:
         host = self.target(args["host"])
+        (self.downed.discard if up else self.downed.add)(host.index)
         self.cluster.topology.set_link(host.index, up)
         self.cluster.proxy.isolate(host.index, blocked=not up)
         self.cluster.event("link_up" if up else "link_down", host=host.index)
@@ -237,6 +242,7 @@ class Harness:
         self.disk_free({})
         for index in self.cluster.topology.indices:
             self.cluster.topology.set_link(index, True)
+        self.downed.clear()
         self.cluster.proxy.clear()
         self.cluster.github.app.faults.clear()
         for index in sorted(self.killed):

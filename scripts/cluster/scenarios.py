@@ -121,7 +121,7 @@ def _link_down(rng: random.Random) -> list[Step]:
         Step(0, "clis", {"kinds": KINDS[:2], "count": 6, "spacing": 0.2}),
         Step(3, "link_down", {"host": "leader"}),
         Step(4, "clis", {"kinds": KINDS, "count": 16, "spacing": 0.4, "mode": "mix"}),
-        Step(18, "link_up", {"host": "leader"}),
+        Step(18, "link_up", {"host": "downed"}),
     ]
 
 
@@ -185,7 +185,7 @@ def soak_schedule(rng: random.Random, seconds: float, hosts: int = 5) -> list[St
                       Step(t + hold, "github", {"kind": "clear"})]  # fmt: skip
         else:
             steps += [Step(t, "link_down", {"host": "follower"}),
-                      Step(t + hold, "link_up", {"host": "leader"})]  # fmt: skip
+                      Step(t + hold, "link_up", {"host": "downed"})]  # fmt: skip
         t += hold + rng.uniform(5, 20)
     steps.append(Step(seconds, "wait"))
     return steps
