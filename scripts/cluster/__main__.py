@@ -161,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "soak":
         steps = soak_schedule(random.Random(args.seed), args.minutes * 60)
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
         root = Path(tempfile.mkdtemp(prefix="cluster-soak-", dir=args.keep))
         result = run("soak", args.seed, root, steps=steps, converge=120.0)
         print(result.explain())
