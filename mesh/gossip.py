@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+import trio.lowlevel
 
 from mesh.errors import ListenError
 from mesh.gate import BanGate
@@ -437,6 +438,12 @@ def _count_banned_drops(pubsub: Any, counters: GossipCounters) -> None:
     push_msg = pubsub.push_msg
 
     async def counted(forwarder: Any, msg: Any) -> None:
+        # A checkpoint per message: py-libp2p reads a connection's buffered
+        # RPCs and validates their messages without yielding, so one
+        # flooding connection could starve every other task (the status
+        # endpoint, heartbeats, an honest reporter's ack) for as long as its
+        # backlog lasts; dropping a banned forwarder's frames is no exception.
+        await trio.lowlevel.checkpoint()
         if forwarder != pubsub.my_id and pubsub.is_peer_blacklisted(forwarder):
             counters.dropped_banned += 1
         await push_msg(forwarder, msg)
