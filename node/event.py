@@ -30,6 +30,7 @@ from node.cut import (
     LOG_LINE_CHARS,
     MESSAGE_CHARS,
     STDERR_LINE_CHARS,
+    TAG_VALUE_CHARS,
     cut_argv,
     cut_text,
 )
@@ -217,19 +218,21 @@ _LEVELS = {
 }
 
 
-def as_message(raw: Report, level: str) -> Report:
+def as_message(raw: Report, level: str, logger: str = "") -> Report:
     """The report of a ``capture_message`` call, from its ``CapturedMessage``'s.
 
     Typed ``Message`` (the text and the caller's frames group it) and as
     severe as its level; an unknown level counts as ``info`` and is shown
-    as it was given, in the ``level`` tag.
+    as it was given, in the ``level`` tag. A log record's (node/log_capture.py)
+    also names its ``logger`` in a tag.
     """
     shown = cut_text(level if isinstance(level, str) else repr(level), CAUSE_CHARS)
+    named = (("logger", cut_text(logger, TAG_VALUE_CHARS)),) if logger else ()
     return raw.replace(
         exc_type="Message",
         causes=(),
         severity=_LEVELS.get(shown, Severity.LOW),
-        tags=(("level", shown), *raw.tags),
+        tags=(("level", shown), *named, *raw.tags),
     )
 
 
