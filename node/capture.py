@@ -226,7 +226,9 @@ class _Hub:
         """Run the error path; never raises, never runs twice for one exception.
 
         Another thread's error waits for the lock rather than being lost (a
-        log record of another thread, node/log_capture.py, is one).
+        log record of another thread, node/log_capture.py, is one). An
+        exception group is reported leaf by leaf (node/groups.py); the
+        outcome is the last leaf's.
         """
         import _thread  # threading's lock without importing threading (~3 ms)
 
@@ -237,6 +239,19 @@ class _Hub:
             exc.__errmesh_seen__ = True  # type: ignore[attr-defined]
         except Exception:
             pass
+        try:
+            from node.groups import Traced, leaves
+
+            found = leaves(exc)[0]
+        except Exception:
+            found = []
+        if found:
+            outcome = None
+            for leaf, above in found:
+                if self.is_error(leaf):
+                    with Traced(leaf, above) as whole:
+                        outcome = self.capture(whole, exiting=exiting, fingerprint=fingerprint)
+            return outcome
         try:
             with _LOCK.setdefault("lock", _thread.allocate_lock()):
                 self._busy = me
