@@ -1,8 +1,8 @@
 """errmesh inside a program: capture API, configuration, CLI, runtimes.
 
 Importing ``node`` loads only the standard library: the success path of a
-host program must cost nothing. ``Config`` and ``load_config`` are resolved
-on first use (PEP 562) for the same reason.
+host program must cost nothing. ``Config``, ``load_config`` and
+``install_asyncio`` are resolved on first use (PEP 562) for the same reason.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from node.asyncio_hook import install_asyncio
     from node.config import Config, load_config
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "capture_exception",
     "capture_message",
     "install",
+    "install_asyncio",
     "last_outcome",
     "load_config",
     "report_errors",
@@ -50,4 +52,8 @@ def __getattr__(name: str) -> Any:
         from node import config
 
         return getattr(config, name)
+    if name == "install_asyncio":  # imports asyncio: only when asked for
+        from node.asyncio_hook import install_asyncio
+
+        return install_asyncio
     raise AttributeError(f"module 'node' has no attribute {name!r}")

@@ -62,14 +62,20 @@ class _LogRing:
     does) rather than by adding a root handler: a handler on the root logger
     would make the host's own ``logging.basicConfig()`` a silent no-op, and
     would miss loggers that do not propagate. Holding a reference is O(1) per
-    record; formatting happens once, on the error path.
+    record; formatting happens once, on the error path. A record at or above
+    ``threshold`` (``capture_log_level``) goes to ``on_record`` after the
+    host's handlers have run (node/log_capture.py).
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, on_record: Callable[[logging.LogRecord], None]) -> None:
         import collections
 
         self.records: collections.deque[logging.LogRecord] = collections.deque(maxlen=capacity)
         self.capacity = capacity
+        self.on_record = on_record
+        #: logging's number of capture_log_level; node/log_capture.py sets both.
+        self.threshold = 1 << 30
+        self.resolved = True
         self._original: Any = None
 
     def attach(self) -> None:
@@ -81,6 +87,8 @@ class _LogRing:
         def call_handlers(logger: logging.Logger, record: logging.LogRecord) -> None:
             ring.append(record)
             original(logger, record)
+            if record.levelno >= self.threshold:
+                self.on_record(record)
 
         call_handlers.__errmesh_original__ = original  # type: ignore[attr-defined]
         self._original = original
@@ -184,7 +192,8 @@ class _Hub:
         #: Lines of log records and breadcrumbs a report keeps (the log_lines setting).
         self.trail_capacity = 50
         self._pipeline: Pipeline | None = None
-        self._busy = False
+        #: The thread running the error path, if one is (an error inside it is not reported).
+        self._busy: int | None = None
 
     # -- lazy heavy parts ---------------------------------------------------
 
@@ -214,26 +223,47 @@ class _Hub:
         exiting: bool,
         fingerprint: Sequence[str] | None = None,
     ) -> Outcome | None:
-        """Run the error path; never raises, never runs twice for one exception."""
-        if getattr(exc, "__errmesh_seen__", False) or self._busy:
+        """Run the error path; never raises, never runs twice for one exception.
+
+        Another thread's error waits for the lock rather than being lost (a
+        log record of another thread, node/log_capture.py, is one). An
+        exception group is reported leaf by leaf (node/groups.py); the
+        outcome is the last leaf's.
+        """
+        import _thread  # threading's lock without importing threading (~3 ms)
+
+        me = _thread.get_ident()
+        if getattr(exc, "__errmesh_seen__", False) or self._busy == me:
             return None  # already reported, or an error inside our own error path
         try:
             exc.__errmesh_seen__ = True  # type: ignore[attr-defined]
         except Exception:
             pass
-        self._busy = True
         try:
-            import _thread  # threading's lock without importing threading (~3 ms)
+            from node.groups import Traced, leaves
 
+            found = leaves(exc)[0]
+        except Exception:
+            found = []
+        if found:
+            outcome = None
+            for leaf, above in found:
+                if self.is_error(leaf):
+                    with Traced(leaf, above) as whole:
+                        outcome = self.capture(whole, exiting=exiting, fingerprint=fingerprint)
+            return outcome
+        try:
             with _LOCK.setdefault("lock", _thread.allocate_lock()):
-                from node.error_path import report
+                self._busy = me
+                try:
+                    from node.error_path import report
 
-                return report(self, exc, exiting=exiting, fingerprint=fingerprint)
+                    return report(self, exc, exiting=exiting, fingerprint=fingerprint)
+                finally:
+                    self._busy = None
         except BaseException as failure:
             self.warn(f"{type(failure).__name__}: {failure}")
             return None
-        finally:
-            self._busy = False
 
     def warn(self, message: str) -> None:
         """Say once per process that errmesh failed; the host goes on."""
@@ -284,8 +314,28 @@ class _Hub:
 
     def attach_ring(self) -> None:
         if self.ring is None:
-            self.ring = _LogRing(self.trail_capacity)
+            self.ring = _LogRing(self.trail_capacity, self.log_record)
             self.ring.attach()
+        import os  # loaded at start-up: free
+
+        from node.log_capture import UNRESOLVED, threshold_of
+
+        threshold = threshold_of(self.flags, os.environ)
+        self.ring.resolved = threshold is not None
+        self.ring.threshold = UNRESOLVED if threshold is None else threshold
+
+    def log_record(self, record: logging.LogRecord) -> None:
+        """A record at ``capture_log_level`` or above: maybe a report (node/log_capture.py)."""
+        import _thread
+
+        if self._busy == _thread.get_ident():
+            return  # errmesh's own error path logging: never a report
+        try:
+            from node.log_capture import capture_record
+
+            capture_record(self, record)
+        except Exception as failure:
+            self.warn(f"{type(failure).__name__}: {failure}")
 
     def chain_threading(self) -> None:
         import threading

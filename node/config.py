@@ -99,6 +99,8 @@ class Config:
     in_app_include: tuple[str, ...] = _D["in_app_include"]
     in_app_exclude: tuple[str, ...] = _D["in_app_exclude"]
     capture_keyboard_interrupt: bool = _D["capture_keyboard_interrupt"]
+    #: Log records at this level or above become reports ("" off; node/log_capture.py).
+    capture_log_level: str = _D["capture_log_level"]
     #: Exception type names never reported (the type or a base, bare or qualified).
     ignore_errors: tuple[str, ...] = _D["ignore_errors"]
     #: The share of occurrences that keep their detail; all are counted (mesh/sampling.py).

@@ -98,7 +98,7 @@ def report(
     )
     raw = from_exception(exc, ctx, now=now)
     if isinstance(exc, CapturedMessage):
-        raw = as_message(raw, exc.level)
+        raw = as_message(raw, exc.level, exc.logger)
     if fingerprint is not None:
         raw = raw.replace(fingerprint=tuple(fingerprint))
     from node.pipeline import hint_of

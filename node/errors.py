@@ -35,9 +35,11 @@ class CapturedMessage(Exception):
     the report names it ``Message`` (node.event.as_message).
     """
 
-    def __init__(self, text: str, level: str) -> None:
+    def __init__(self, text: str, level: str, *, logger: str = "") -> None:
         super().__init__(text)
         self.level = level
+        #: The logger of a log record reported as a message (node/log_capture.py).
+        self.logger = logger
 
 
 class RelayRunning(NodeError):

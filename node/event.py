@@ -19,7 +19,6 @@ standard library's cheapest parts.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping, Sequence
 
 from mesh.severity import Severity, severity_for_types
@@ -30,10 +29,12 @@ from node.cut import (
     LOG_LINE_CHARS,
     MESSAGE_CHARS,
     STDERR_LINE_CHARS,
+    TAG_VALUE_CHARS,
     cut_argv,
     cut_text,
 )
 from node.frames import trace_frames
+from node.groups import MAX_LEAVES, leaves
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -89,9 +90,7 @@ __all__ = [
 
 _MAX_CHAIN = 8
 
-#: Leaves of an exception group kept (the wire's MAX_LEAVES), and the ends of
-#: each leaf's trace (with the marker, the wire's MAX_LEAF_FRAMES).
-MAX_LEAVES = 10
+#: The ends of each kept leaf's trace (with the marker, the wire's MAX_LEAF_FRAMES).
 LEAF_OUTER_FRAMES = 2
 LEAF_INNER_FRAMES = 13
 
@@ -113,49 +112,23 @@ def _causes(exc: BaseException) -> tuple[CauseData, ...]:
     )
 
 
-def _group_types() -> tuple[type[BaseException], ...]:
-    """``BaseExceptionGroup``: builtin on 3.11+, else the backport if it is loaded."""
-    import builtins
-
-    builtin = getattr(builtins, "BaseExceptionGroup", None)
-    if builtin is not None:
-        return (builtin,)
-    backport = sys.modules.get("exceptiongroup")
-    group = getattr(backport, "BaseExceptionGroup", None)
-    return (group,) if isinstance(group, type) else ()
-
-
 def _leaves(exc: BaseException, ctx: EventContext) -> tuple[list[LeafData], int, list[int]]:
-    """The first :data:`MAX_LEAVES` leaves of a group (depth-first), the rest's count.
+    """The first :data:`MAX_LEAVES` leaves of a group (node/groups.py), the rest's count.
 
-    Nested groups are flattened (an explicit stack: no recursion limit, each
-    group walked once). Also returns the kept leaves' severities: a group
-    is as severe as its worst leaf.
+    Also returns the kept leaves' severities: a group is as severe as its
+    worst leaf. (The hub reports each leaf on its own; a group reaches this
+    through ``node.event`` called directly, or from an older hand-over.)
     """
-    groups = _group_types()
-    if not groups or not isinstance(exc, groups):
-        return [], 0, []
+    found, more = leaves(exc, MAX_LEAVES)
     kept: list[LeafData] = []
     severities: list[int] = []
-    more = 0
-    seen = {id(exc)}
-    stack: list[BaseException] = list(reversed(getattr(exc, "exceptions", ())))
-    while stack:
-        sub = stack.pop()
-        if id(sub) in seen:
-            continue
-        seen.add(id(sub))
-        if isinstance(sub, groups):
-            stack.extend(reversed(getattr(sub, "exceptions", ())))
-        elif len(kept) < MAX_LEAVES:
-            frames = trace_frames(
-                sub.__traceback__, ctx, outer=LEAF_OUTER_FRAMES, inner=LEAF_INNER_FRAMES
-            )
-            kept.append((qualified_name(type(sub)), cut_text(_message(sub), CAUSE_CHARS), frames))
-            mro = [qualified_name(c) for c in type(sub).__mro__]
-            severities.append(int(severity_for_types(mro)))
-        else:
-            more += 1
+    for sub, _above in found:
+        frames = trace_frames(
+            sub.__traceback__, ctx, outer=LEAF_OUTER_FRAMES, inner=LEAF_INNER_FRAMES
+        )
+        kept.append((qualified_name(type(sub)), cut_text(_message(sub), CAUSE_CHARS), frames))
+        mro = [qualified_name(c) for c in type(sub).__mro__]
+        severities.append(int(severity_for_types(mro)))
     return kept, more, severities
 
 
@@ -217,19 +190,21 @@ _LEVELS = {
 }
 
 
-def as_message(raw: Report, level: str) -> Report:
+def as_message(raw: Report, level: str, logger: str = "") -> Report:
     """The report of a ``capture_message`` call, from its ``CapturedMessage``'s.
 
     Typed ``Message`` (the text and the caller's frames group it) and as
     severe as its level; an unknown level counts as ``info`` and is shown
-    as it was given, in the ``level`` tag.
+    as it was given, in the ``level`` tag. A log record's (node/log_capture.py)
+    also names its ``logger`` in a tag.
     """
     shown = cut_text(level if isinstance(level, str) else repr(level), CAUSE_CHARS)
+    named = (("logger", cut_text(logger, TAG_VALUE_CHARS)),) if logger else ()
     return raw.replace(
         exc_type="Message",
         causes=(),
         severity=_LEVELS.get(shown, Severity.LOW),
-        tags=(("level", shown), *raw.tags),
+        tags=(("level", shown), *named, *raw.tags),
     )
 
 

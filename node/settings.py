@@ -343,6 +343,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("in_app_include", _tuple, ()),
     _s("in_app_exclude", _tuple, ()),
     _s("capture_keyboard_interrupt", _bool, False),
+    _s("capture_log_level", _choice("", "warning", "error", "critical"), ""),
     _s("ignore_errors", _tuple, ()),
     _s("sample_rate", _share, 1.0),
     _s("max_reports_per_minute", _count, 0),
