@@ -94,13 +94,6 @@ class _LogRing:
         self._original = original
         logging.Logger.callHandlers = call_handlers  # type: ignore[method-assign,assignment]
 
-    def detach(self) -> None:
-        import logging
-
-        current = logging.Logger.callHandlers
-        if getattr(current, "__errmesh_original__", None) is self._original:
-            logging.Logger.callHandlers = self._original  # type: ignore[method-assign,assignment]
-
     def lines(self) -> tuple[str, ...]:
         from node.trail import log_lines
 
@@ -239,18 +232,10 @@ class _Hub:
             exc.__errmesh_seen__ = True  # type: ignore[attr-defined]
         except Exception:
             pass
-        try:
-            from node.groups import Traced, leaves
+        from node.groups import capture_leaves
 
-            found = leaves(exc)[0]
-        except Exception:
-            found = []
-        if found:
-            outcome = None
-            for leaf, above in found:
-                if self.is_error(leaf):
-                    with Traced(leaf, above) as whole:
-                        outcome = self.capture(whole, exiting=exiting, fingerprint=fingerprint)
+        split, outcome = capture_leaves(self, exc, exiting=exiting, fingerprint=fingerprint)
+        if split:
             return outcome
         try:
             with _LOCK.setdefault("lock", _thread.allocate_lock()):
@@ -441,30 +426,9 @@ def install(
 
 def uninstall() -> None:
     """Restore the previous hooks and remove the log handler."""
-    hub = _hub
-    for watcher in hub.watchers:
-        watcher.remove()
-    hub.watchers.clear()
-    if hub.installed:
-        if sys.excepthook == hub.excepthook:
-            sys.excepthook = hub.prev_excepthook or sys.__excepthook__
-        threading: Any = sys.modules.get("threading")
-        if threading is not None and threading.excepthook == hub.threading_hook:
-            threading.excepthook = hub.prev_threading_hook or threading.__excepthook__
-        hub.installed = False
-    if hub.ring is not None:
-        hub.ring.detach()
-        hub.ring = None
-    hub.flags = {}
-    hub.caller_package = ""
-    hub.before_send = None
-    hub.delivery = None
-    hub.tags.clear()
-    hub.contexts.clear()
-    hub.crumbs.clear()
-    hub.warned = False
-    hub.last = None
-    hub.reset()
+    from node.uninstall import uninstall_hub  # rare: kept off the success path
+
+    uninstall_hub(_hub)
 
 
 def capture_exception(

@@ -17,7 +17,14 @@ from __future__ import annotations
 import sys
 from types import TracebackType
 
-__all__ = ["MAX_LEAVES", "Traced", "group_types", "leaves"]
+TYPE_CHECKING = False  # not typing's: a dying process's skeleton waits for this module
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from node.capture import _Hub
+    from node.pipeline import Outcome
+
+__all__ = ["MAX_LEAVES", "Traced", "capture_leaves", "group_types", "leaves"]
 
 #: Leaves of one group reported or kept in a report (the wire's MAX_LEAVES).
 MAX_LEAVES = 10
@@ -98,3 +105,23 @@ class Traced:
 
     def __exit__(self, *exc_info: object) -> None:
         self.leaf.__traceback__ = self.own
+
+
+def capture_leaves(
+    hub: _Hub, exc: BaseException, *, exiting: bool, fingerprint: Sequence[str] | None
+) -> tuple[bool, Outcome | None]:
+    """Report each leaf of a group through the hub: (was it a group, last leaf's outcome).
+
+    Never raises: a group that cannot be walked is reported whole, as any
+    other exception.
+    """
+    try:
+        found = leaves(exc)[0]
+    except Exception:
+        return False, None
+    outcome = None
+    for leaf, above in found:
+        if hub.is_error(leaf):
+            with Traced(leaf, above) as whole:
+                outcome = hub.capture(whole, exiting=exiting, fingerprint=fingerprint)
+    return bool(found), outcome
