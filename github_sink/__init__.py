@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from github_sink.response import GitHubResponse
     from github_sink.retry import RetryLimits
     from github_sink.settings import GitHubSettings, find_token
-    from github_sink.sink import FollowUps, IssueState, Numbering, Replica, Sink, execute
+    from github_sink.sink import FollowUps, IssueState, Numbering, Paced, Replica, Sink, execute
 
 _EXPORTS: dict[str, str] = {
     "BadCredentials": "errors",
@@ -67,6 +67,7 @@ _EXPORTS: dict[str, str] = {
     "NotFound": "errors",
     "Numbering": "sink",
     "Outbox": "outbox",
+    "Paced": "sink",
     "PatchError": "errors",
     "PermissionDenied": "errors",
     "RateLimited": "errors",
@@ -107,6 +108,7 @@ __all__ = [
     "NotFound",
     "Numbering",
     "Outbox",
+    "Paced",
     "PatchError",
     "PermissionDenied",
     "RateLimited",

@@ -16,6 +16,10 @@ Rules (everything that decides *when* a request may be sent lives here):
    plus ``reset_margin`` (clocks differ by a little).
 3. A refusal (403/429 rate limit) blocks every request until the time the
    retry policy chose (:meth:`Budget.pause_until`).
+4. The minute and hour windows also count the writes other leaders of the
+   mesh sent with the same token (:meth:`Budget.set_others`, from
+   ``mesh.write_ledger``): GitHub counts per token, not per process. They
+   count only in the windows; the spacing of rule 1 is between our own.
 
 Theory of operation: the client asks :meth:`Budget.delay` before each
 attempt, sleeps that long and asks again until it gets 0, then sends and
@@ -73,6 +77,8 @@ class BudgetStatistics:
     remaining: int | None
     reset: float | None
     paused_until: float
+    #: Writes other leaders of the mesh sent within the hour (rule 4).
+    others_last_hour: int = 0
 
 
 class Budget:
@@ -86,6 +92,9 @@ class Budget:
         self._reset: float | None = None
         self._paused_until = float("-inf")
         self._last_write_done = float("-inf")
+        # Other writers' send times, oldest first (rule 4); replaced whole, so
+        # a reader on another thread sees the old tuple or the new one.
+        self._others: tuple[float, ...] = ()
 
     def delay(self, method: str, now: float) -> float:
         """Seconds to wait before a ``method`` request may be sent at ``now`` (0: go)."""
@@ -108,12 +117,13 @@ class Budget:
 
     def _window_ready(self, now: float, window: float, limit: int) -> float:
         """When the ``limit``-th most recent write leaves a window of ``window`` s."""
-        inside = sum(1 for t in self._writes if t + window > now)
-        if inside < limit:
+        inside = [t for t in self._writes if t + window > now]
+        if self._others:
+            inside = sorted(inside + [t for t in self._others if t + window > now])
+        if len(inside) < limit:
             return float("-inf")
-        # The writes are in send order; the one that must leave is the
-        # limit-th from the end among those inside the window.
-        return self._writes[-limit] + window
+        # In send order, the one that must leave is the limit-th from the end.
+        return inside[-limit] + window
 
     def record(self, method: str, now: float) -> None:
         """A ``method`` request was sent at ``now``."""
@@ -150,6 +160,14 @@ class Budget:
         self._remaining = max(0, remaining)
         self._reset = float(reset)
 
+    def set_others(self, times: tuple[float, ...]) -> None:
+        """The other writers' send times (rule 4), oldest first; replaces the last ones."""
+        self._others = times
+
+    def own_writes(self) -> tuple[float, ...]:
+        """Our send times still inside the hour, oldest first (for the mesh's ledger)."""
+        return tuple(self._writes)
+
     def pause_until(self, t: float) -> None:
         """Hold every request back until ``t`` (a rate-limit refusal)."""
         self._paused_until = max(self._paused_until, t)
@@ -162,6 +180,7 @@ class Budget:
             remaining=self._remaining,
             reset=self._reset,
             paused_until=self._paused_until,
+            others_last_hour=sum(1 for t in self._others if t + _HOUR > now),
         )
 
 

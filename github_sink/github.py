@@ -162,6 +162,14 @@ class GitHubSink:
         """Writes go out only while ``gate()`` is true (the mesh: "I still lead")."""
         self.client.gate = gate
 
+    def own_writes(self) -> tuple[float, ...]:
+        """Send times of our writes within the hour (those before a restart too)."""
+        return self.client.budget.own_writes()
+
+    def set_other_writes(self, times: tuple[float, ...]) -> None:
+        """Count the mesh's other leaders' writes in the minute and hour windows."""
+        self.client.budget.set_others(times)
+
     def close(self) -> None:
         """Release the HTTP connections and the outbox (not an issue: see ``FileSink``)."""
         self.client.close()

@@ -19,7 +19,7 @@ from typing import Literal, Protocol, runtime_checkable
 from mesh.bundling import Action, OpenIssue, ReopenIssue, UpdateIssue
 from mesh.sigstate import IssueLink, SigState
 
-__all__ = ["FollowUps", "IssueState", "Numbering", "Replica", "Sink", "execute"]
+__all__ = ["FollowUps", "IssueState", "Numbering", "Paced", "Replica", "Sink", "execute"]
 
 IssueState = Literal["open", "closed"]
 
@@ -57,6 +57,25 @@ class FollowUps(Protocol):
 
     def follow_up(self, *, now: float, term: int, load: Callable[[bytes], SigState | None]) -> int:
         """Advance due follow-up jobs; returns how many steps ran."""
+        ...
+
+
+@runtime_checkable
+class Paced(Protocol):
+    """A sink whose writes count against a limit every leader shares (GitHub's, per token).
+
+    The relay gossips what each leader wrote (``mesh.write_ledger``), so the
+    next leader's pace counts the writes of the ones before it. Called from
+    the relay's loop while a round may run on a worker thread: both sides
+    hand over whole tuples.
+    """
+
+    def own_writes(self) -> tuple[float, ...]:
+        """Send times of this process's writes within the hour, oldest first."""
+        ...
+
+    def set_other_writes(self, times: tuple[float, ...]) -> None:
+        """The other leaders' writes, as send times; replaces the last ones."""
         ...
 
 

@@ -43,8 +43,6 @@ from mesh import wire
 from mesh.antientropy import AntiEntropy, digest_entry
 from mesh.election import (
     BecameLeader,
-    Election,
-    ElectionConfig,
     LeaderChanged,
     SendHeartbeat,
     SteppedDown,
@@ -65,10 +63,11 @@ from mesh.store import Store
 from node.config import network_keys
 from node.faults import Faults
 from node.handover import take as take_handovers
+from node.heartbeats import WritePace, heartbeat_message
 from node.keyfile import KeyWatch
 from node.leading import Leading
 from node.merging import Batch, merge_records, merge_reports, signatures_of
-from node.relay_options import PeerOptions
+from node.relay_options import PeerOptions, election_for
 from node.relay_status import relay_status
 from node.replica_sync import ReplicaSync
 from node.state_parts import state_messages
@@ -76,25 +75,6 @@ from node.state_parts import state_messages
 __all__ = ["MeshPeer", "PeerOptions"]
 
 log = logging.getLogger("errmesh.peer")
-
-
-def _unspecified(maddr: str) -> bool:
-    """A wildcard listen address, which no other machine can dial."""
-    return maddr.startswith(("/ip4/0.0.0.0/", "/ip6/::/"))
-
-
-def _election(
-    me: str, options: PeerOptions, sink: Sink | None, now: float, store: Store
-) -> Election:
-    """Candidates need a sink; a restarted relay resumes at its store's highest term."""
-    return Election(
-        me=me,
-        priority=options.priority,
-        eligible=options.eligible and sink is not None,
-        config=ElectionConfig(heartbeat=options.heartbeat),
-        now=now,
-        term=store.max_link_term(),
-    )
 
 
 class MeshPeer:
@@ -127,7 +107,9 @@ class MeshPeer:
         #: freeze the heartbeats (a step back) nor read as a pause (forward).
         self.monotonic = monotonic
         self._election_clock = monotonic()
-        self.election = _election(gossip.peer_id, options, sink, self._election_clock, store)
+        self.election = election_for(gossip.peer_id, options, sink, self._election_clock, store)
+        #: The mesh's GitHub writes, riding on heartbeats (node/heartbeats.py).
+        self.pace = WritePace(gossip.peer_id, self.sink, clock)
         self.nudged = trio.Event()
         self._believed: str | None = None
         if self.sink is not None:  # the sink checks before every write that we still lead
@@ -322,6 +304,7 @@ class MeshPeer:
         if isinstance(msg, wire.HeartbeatMsg):
             if msg.heartbeat.eligible and msg.addrs:
                 self._dialer.heard(msg.heartbeat.peer, msg.addrs)
+            self.pace.heard(msg.writes)
             await self._apply_election(self.election.receive(msg.heartbeat, self._election_now()))
         elif isinstance(msg, wire.DigestMsg):
             await self._answer_digest(msg)
@@ -480,10 +463,8 @@ class MeshPeer:
         previous = self._believed
         for event in events:
             if isinstance(event, SendHeartbeat):
-                addrs = tuple(a for a in self.gossip.addrs if not _unspecified(a))
-                msg = wire.HeartbeatMsg(
-                    heartbeat=event.heartbeat, addrs=addrs[: self.policy.heartbeat_addrs]
-                )
+                limit = self.policy.heartbeat_addrs
+                msg = heartbeat_message(event.heartbeat, self.gossip.addrs, limit, self.pace)
                 await self._publish(self.options.control_topic, msg)
             elif isinstance(event, BecameLeader):
                 log.info("leading in term %d", event.term)

@@ -46,6 +46,8 @@ def relay_status(peer: MeshPeer) -> dict[str, Any]:
         "lag_max_ms": {k: round(v * 1000, 1) for k, v in sorted(peer.lag_max.items())},
         "gossip": dataclasses.asdict(peer.gossip.counters),
         "queues": peer.gossip.queue_depths(),
+        #: Writes the whole mesh sent GitHub in the hour, as this relay's ledger knows them.
+        "github_writes_last_hour": peer.pace.ledger.total(peer.clock()),
         "updated_at": peer.clock(),
         "pid": os.getpid(),
     }

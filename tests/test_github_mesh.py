@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from mesh_cluster import (
     CONVERGE,
+    ERRORS,
     STARTUP,
     Cluster,
     Relay,
@@ -305,3 +306,39 @@ def test_a_github_outage_loses_nothing_and_the_budget_holds(
     print_figure(f"{refused} requests refused during the outage, then every issue exact")
     assert refused > 0
     github.audit()
+
+
+def test_a_new_leader_keeps_the_hourly_pace_of_the_leaders_before_it(
+    cluster: Cluster, github: GitHub
+) -> None:
+    """GitHub counts writes per token: the hour's budget is the mesh's, not a leader's.
+
+    The leader spends the hour's budget and dies; its successor heard of
+    every write in heartbeats, so it holds its own back instead of spending
+    the hour's budget again (the soak's 501 writes in an hour).
+    """
+    per_hour = 3
+    r1, r2 = start_github_pair(cluster, github, ERRMESH_GITHUB_PER_HOUR=str(per_hour))
+    leader_id = one_leader(r1, r2)
+    leader, survivor = (r1, r2) if r1.peer_id == leader_id else (r2, r1)
+
+    def writes() -> int:
+        with github.app._lock:
+            return sum(1 for r in github.app.requests if r.method != "GET")
+
+    fail(cluster, [r1, r2], *[(f"M{i}", kind) for i, kind in enumerate(ERRORS)])
+    wait_until(lambda: writes() == per_hour, CONVERGE, "the leader spends the hour's budget")
+    wait_until(
+        lambda: survivor.status().get("github_writes_last_hour", 0) >= per_hour,
+        CONVERGE,
+        "the survivor's ledger holds the leader's writes",
+    )
+    leader.kill()
+    wait_until(lambda: survivor.status().get("role") == "leader", CONVERGE, "a new leader")
+    wait_until(
+        lambda: "held back" in survivor.stderr_path.read_text(errors="replace"),
+        CONVERGE,
+        "the new leader holds its first write back",
+    )
+    assert writes() == per_hour, survivor.story()
+    assert github.app.budget_report(per_hour=per_hour, min_interval=MIN_INTERVAL) == []

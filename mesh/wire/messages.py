@@ -12,6 +12,7 @@ from typing import TypeAlias
 from mesh.election import Heartbeat
 from mesh.report import Occurrence, Report
 from mesh.sigstate import IssueLink, SigState
+from mesh.write_ledger import WriteBucket
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,11 +53,14 @@ class HeartbeatMsg:
 
     ``addrs``: the sender's full multiaddrs, so that leader candidates can
     connect to each other directly (a killed leader is then noticed by its
-    closed connection, not by a timeout).
+    closed connection, not by a timeout). ``writes``: the sender's ledger of
+    the mesh's GitHub writes in the last hour (``mesh.write_ledger``), when
+    it changed or every few beats; empty otherwise.
     """
 
     heartbeat: Heartbeat
     addrs: tuple[str, ...] = ()
+    writes: tuple[WriteBucket, ...] = ()
     sender: str = ""
 
 

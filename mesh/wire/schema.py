@@ -69,6 +69,7 @@ from mesh.wire.messages import (
     ReportMsg,
     StateMsg,
 )
+from mesh.write_ledger import MAX_BUCKETS, WriteBucket
 
 _FRAME = _Record(
     Frame,
@@ -168,6 +169,12 @@ _HEARTBEAT = _Record(
     _Field("leading", "l", _BOOL),
     _Field("eligible", "e", _BOOL, True),
 )
+_WRITE_BUCKET = _Record(
+    WriteBucket,
+    _Field("writer", "w", _NAME),
+    _Field("minute", "m", _NUMBER),
+    _Field("count", "c", _NUMBER),
+)
 _DIGEST_ENTRY = _Record(
     DigestEntry,
     _Field("signature", "s", _BIN16),
@@ -197,6 +204,7 @@ _TABLES: Final[Mapping[str, _Record]] = {
         HeartbeatMsg,
         _Field("heartbeat", "h", _HEARTBEAT.codec),
         _Field("addrs", "a", _array(_text(MAX_URL), MAX_ADDRS), ()),
+        _Field("writes", "w", _array(_WRITE_BUCKET.codec, MAX_BUCKETS), ()),
         _SENDER,
     ),
     "issue": _Record(
