@@ -67,13 +67,13 @@ class PersistedAggregate:
         reports = list(reports)
         try:
             with immediate(self._conn):
-                touched: dict[bytes, SigState] = {}
+                touched: dict[bytes, tuple[SigState, float]] = {}
                 for report in reports:
                     sig = report.signature
-                    base = touched.get(sig) or self._load(sig)
-                    touched[sig] = join(base, state_of_report(report), self.limits)
-                for state in touched.values():
-                    self._save(state)
+                    base, heard = touched.get(sig) or self._load_row(sig)
+                    touched[sig] = (join(base, state_of_report(report), self.limits), heard)
+                for state, heard in touched.values():
+                    self._save(state, heard)
                 self._conn.executemany(
                     "DELETE FROM spool WHERE seq = ?",
                     [(r.seq,) for r in reports if r.origin == self.origin],
@@ -81,7 +81,7 @@ class PersistedAggregate:
                 self._evict_signatures()
         except sqlite3.Error as exc:
             raise translate(exc, "cannot merge into the aggregate") from exc
-        return list(touched.values())
+        return [state for state, _ in touched.values()]
 
     def merge_states(self, states: Iterable[SigState], *, durable: bool = True) -> list[SigState]:
         """Merge states heard from peers (anti-entropy) into the aggregate.
@@ -106,8 +106,9 @@ class PersistedAggregate:
             with immediate(self._conn):
                 out = []
                 for state in joined.values():
-                    merged = join(self._load(state.signature), state, self.limits)
-                    self._save(merged)
+                    base, heard = self._load_row(state.signature)
+                    merged = join(base, state, self.limits)
+                    self._save(merged, heard)
                     out.append(merged)
                 self._evict_signatures()
         except sqlite3.Error as exc:
@@ -211,6 +212,17 @@ class PersistedAggregate:
         row = self._conn.execute("SELECT state FROM states WHERE sig = ?", (signature,)).fetchone()
         return None if row is None else self._decode_state(row[0])
 
+    def _load_row(self, signature: bytes) -> tuple[SigState | None, float]:
+        """The stored state and when this store first held it (now, for a new one):
+        one read for what ``_save`` needs, inside the caller's transaction."""
+        row = self._conn.execute(
+            "SELECT state, heard FROM states WHERE sig = ?", (signature,)
+        ).fetchone()
+        if row is None:
+            return None, self._clock()
+        heard = self._clock() if row[1] is None else float(row[1])
+        return self._decode_state(row[0]), heard
+
     def _decode_state(self, payload: object) -> SigState | None:
         """A stored state, or None for a row this version cannot read.
 
@@ -227,7 +239,8 @@ class PersistedAggregate:
             self.unreadable_rows += 1
             return None
 
-    def _save(self, state: SigState) -> None:
+    def _save(self, state: SigState, heard: float) -> None:
+        """Write ``state``; ``heard`` from ``_load_row`` (a row that has one keeps it)."""
         if state.link is not None:
             self._conn.executemany(
                 "INSERT INTO counters (name, value) VALUES (?, ?) "
@@ -238,9 +251,6 @@ class PersistedAggregate:
                 ],
             )
         klass, last_seen, _ = eviction_key(state)
-        heard = self._heard(state.signature)
-        if heard is None:
-            heard = self._clock()
         self._conn.execute(
             "INSERT INTO states (sig, state, last_seen, next_due, open, heard) "
             "VALUES (?, ?, ?, ?, ?, ?) "
