@@ -56,7 +56,14 @@ from typing import Final
 from mesh import defaults, wire
 from mesh.sigstate import SigState, state_fingerprint, summary
 
-__all__ = ["AntiEntropy", "AntiEntropyOptions", "differs", "digest_entry", "digest_messages"]
+__all__ = [
+    "AntiEntropy",
+    "AntiEntropyOptions",
+    "differs",
+    "digest_entry",
+    "digest_messages",
+    "in_range",
+]
 
 
 #: Entries per digest message (rule 1).
@@ -113,7 +120,8 @@ def differs(mine: wire.DigestEntry, theirs: wire.DigestEntry | None) -> bool:
     return mine.total > theirs.total or link_ahead
 
 
-def _in_range(sig: bytes, msg: wire.DigestMsg) -> bool:
+def in_range(sig: bytes, msg: wire.DigestMsg) -> bool:
+    """Rule 1: whether ``msg`` covers ``sig`` (so a signature it does not list is one it lacks)."""
     return not ((msg.after and sig <= msg.after) or (msg.until and sig > msg.until))
 
 
@@ -175,7 +183,7 @@ class AntiEntropy:
         theirs = {e.signature: e for e in msg.entries}
         wanted: list[bytes] = []
         for sig in sorted(self.entries):
-            if not _in_range(sig, msg):
+            if not in_range(sig, msg):
                 continue
             answered = self._answered.get(sig)
             if (

@@ -170,6 +170,8 @@ class Gossip:
         #: Bans by connection peer id and by address (``mesh.gate``).
         self.gate = BanGate()
         self._drops, self._drop_queue = trio.open_memory_channel[str](1024)
+        #: The peer ids our bootstrap addresses name (``/p2p/<id>``): relays.
+        self.bootstrap_peers: frozenset[str] = frozenset()
 
     @property
     def peer_id(self) -> str:
@@ -287,6 +289,20 @@ class Gossip:
             raise ConnectionError(f"connected to {peer}, but no pubsub stream came up")
         return peer
 
+    def handle_streams(self, protocol: str, handler: Callable[[Any], Any]) -> None:
+        """Serve ``protocol`` streams with ``handler(stream)`` (a libp2p ``INetStream``)."""
+        from libp2p.custom_types import TProtocol
+
+        self._host.set_stream_handler(TProtocol(protocol), handler)
+
+    async def open_stream(self, peer: str, protocol: str) -> Any:
+        """A new ``protocol`` stream to ``peer`` over the connection we hold
+        (raises when the peer does not speak it, or is gone)."""
+        from libp2p.custom_types import TProtocol
+        from libp2p.peer.id import ID
+
+        return await self._host.new_stream(ID.from_base58(peer), [TProtocol(protocol)])
+
     async def disconnect(self, peer: str, within: float = 2.0) -> None:
         """Close every connection to ``peer`` (never raises; gives up after ``within``)."""
         from libp2p.peer.id import ID
@@ -378,6 +394,9 @@ async def open_gossip(config: GossipConfig, validator: Validator) -> AsyncIterat
                 pubsub.set_topic_validator(topic, check, False)
                 subscription = await pubsub.subscribe(topic)
                 nursery.start_soon(_pump, subscription, topic, send, gossip)
+            gossip.bootstrap_peers = frozenset(
+                a.rsplit("/p2p/", 1)[1] for a in config.bootstrap if "/p2p/" in a
+            )
             for maddr in config.bootstrap:
                 nursery.start_soon(keep_connected, gossip, maddr, config)
             host.get_network().register_notifee(GateNotifee(gossip.refuses, gossip.drop))

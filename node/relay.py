@@ -71,6 +71,7 @@ from node.relay_options import PeerOptions, election_for
 from node.relay_status import relay_status
 from node.replica_sync import ReplicaSync
 from node.state_parts import state_messages
+from node.sync_stream import SyncStreams
 
 __all__ = ["MeshPeer", "PeerOptions"]
 
@@ -140,6 +141,7 @@ class MeshPeer:
         self._dialer = Dialer(self.policy)
         self._status_due = StatusThrottle(self.policy.status_every)
         self._peers_changed = trio.Event()  # set by _watch_peers, awaited by _digest_loop
+        self.sync = SyncStreams(self)  # pulls from relays it connects to (mesh/sync.py)
 
     # -- the loops --------------------------------------------------------
 
@@ -154,6 +156,7 @@ class MeshPeer:
             "lead": self.leading.loop,
             "watch": self._watch_peers,
             "keys": self._watch_keys,
+            "sync": self.sync.loop,
         }
         if self.election.role != "observer":
             loops["connect"] = self._connect_candidates
@@ -305,6 +308,7 @@ class MeshPeer:
             if msg.heartbeat.eligible and msg.addrs:
                 self._dialer.heard(msg.heartbeat.peer, msg.addrs)
             self.pace.heard(msg.writes)
+            self.sync.heard(msg.heartbeat.peer)
             await self._apply_election(self.election.receive(msg.heartbeat, self._election_now()))
         elif isinstance(msg, wire.DigestMsg):
             await self._answer_digest(msg)
@@ -406,7 +410,7 @@ class MeshPeer:
     def _note(self, *states: SigState) -> None:
         self.antientropy.note(states, trio.current_time())
 
-    async def _refresh_entries(self) -> None:
+    async def refresh_entries(self) -> None:
         """Rebuild the digest entries from the store, a batch at a time."""
         if not self.antientropy.rebuild_due(trio.current_time()):
             return
@@ -420,7 +424,7 @@ class MeshPeer:
 
     async def send_digest(self) -> None:
         """The digest in batches; each says which signature range it covers."""
-        await self._refresh_entries()
+        await self.refresh_entries()
         self.stats["digests_sent"] += 1
         for msg in self.antientropy.digest():
             await self._publish(self.options.control_topic, msg, bulk=True)
@@ -430,7 +434,7 @@ class MeshPeer:
         """Send the states the digest's sender lacks or holds differently
         (which: ``mesh.antientropy``); a quarantined or unreadable signature
         is left out, the rest are answered."""
-        await self._refresh_entries()
+        await self.refresh_entries()
         states = []
         for sig in self.antientropy.to_answer(msg, trio.current_time()):
             if self.faults.quarantined(sig):
@@ -513,6 +517,7 @@ class MeshPeer:
             for peer in sorted(known - current):
                 await self._apply_election(self.election.disconnected(peer, now))
             for peer in sorted(current - known):
+                self.sync.connected(peer)
                 await self._apply_election(self.election.connected(peer, now))
             known = current
             await trio.sleep(self.policy.watch_every)

@@ -466,6 +466,18 @@ class RawPeer:
         assert done["count"] == len(frames), done
         assert done["flushed"] or not flushed, done
 
+    def sync(self, peer: str, *frames: bytes, raw: bytes | None = None) -> dict[str, Any]:
+        """A hand-made pull from ``peer`` (``node.sync_stream``): what came back."""
+        assert self.proc.stdin is not None
+        command: dict[str, Any] = {"cmd": "sync", "peer": peer, "cluster": CLUSTER}
+        if raw is not None:
+            command["raw"] = raw.hex()
+        else:
+            command["frames"] = [f.hex() for f in frames]
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+        return self.expect("synced")
+
 
 def a_report(exc_type: str) -> Report:
     return Report(

@@ -16,13 +16,19 @@ stdout (events), each with an ``"event"`` key:
 - ``joined``: ``ok``, ``subscribers`` (per topic), once some peer subscribes
   to both cluster topics (or at the deadline, with ``ok`` false);
 - ``published``: ``count`` and ``flushed``, after a ``publish`` command;
-- ``status``: ``peers``, ``counters``, after a ``status`` command.
+- ``status``: ``peers``, ``counters``, after a ``status`` command;
+- ``synced``: ``frames`` (hex strings: what the peer answered, its end
+  marker left out), ``ended`` (whether it sent the end marker) and
+  ``error`` (why the stream broke, or ""), after a ``sync`` command.
 
 stdin (commands), each with a ``"cmd"`` key:
 
 - ``publish``: ``topic`` (``reports`` or ``control``), ``frames`` (hex
   strings), optional ``pace`` (seconds between frames, default 0.05);
 - ``status``;
+- ``sync``: ``peer`` (an id), ``raw`` (hex: bytes written as they are, the
+  length prefixes included) or ``frames`` (hex: each written after its
+  length, then the end marker): a ``node.sync_stream`` pull, done by hand;
 - ``exit`` (end of input exits too, so the peer never outlives its test).
 """
 
@@ -79,10 +85,36 @@ async def run_commands(gossip: Gossip, topics: dict[str, str]) -> None:
                 await trio.sleep(pace)
             flushed = await gossip.flush(2.0)
             emit("published", count=len(frames), flushed=flushed)
+        elif name == "sync":
+            await sync(gossip, command)
         elif name == "status":
             emit("status", peers=gossip.peers(), counters=dataclasses.asdict(gossip.counters))
         else:
             raise ValueError(f"unknown command {name!r}")
+
+
+async def sync(gossip: Gossip, command: dict[str, Any]) -> None:
+    """Open a sync stream, write what the test built, read what comes back."""
+    from node.sync_stream import SyncAborted, protocol_of, read_frame, write_frame
+
+    frames: list[str] = []
+    ended, error = False, ""
+    try:
+        with trio.fail_after(10):
+            control = topics_for(command["cluster"])[1]
+            stream = await gossip.open_stream(command["peer"], protocol_of(control))
+            if "raw" in command:
+                await stream.write(bytes.fromhex(command["raw"]))
+            else:
+                for frame in command["frames"]:
+                    await write_frame(stream, bytes.fromhex(frame))
+                await write_frame(stream, b"")
+            while frame_bytes := await read_frame(stream):
+                frames.append(frame_bytes.hex())
+            ended = True
+    except (SyncAborted, Exception) as exc:  # what broke the stream is the answer
+        error = f"{type(exc).__name__}: {exc}"
+    emit("synced", frames=frames, ended=ended, error=error)
 
 
 async def main(args: argparse.Namespace) -> None:
