@@ -3,17 +3,20 @@
 A relay says ``READY=1`` once it listens for the mesh and serves its status,
 so ``systemctl start`` returns when the relay is usable and units ordered
 after it start then; ``STATUS=`` is the line ``systemctl status`` shows;
-``STOPPING=1`` on the way out. With ``WatchdogSec=`` set, systemd passes
-``WATCHDOG_USEC`` and expects ``WATCHDOG=1`` at least that often: the relay
-sends it from its trio loop at half the interval, so a loop that hangs is
-restarted. Without ``$NOTIFY_SOCKET`` (not under systemd) every call does
-nothing. The socket is a Unix datagram socket, by path or abstract
-(``@name``), as ``sd_notify(3)`` describes.
+``STOPPING=1`` on the way out (at SIGTERM, ``systemctl stop``, the relay then
+dies of the signal as it always did: whatever it acked is committed). With
+``WatchdogSec=`` set, systemd passes ``WATCHDOG_USEC`` and expects
+``WATCHDOG=1`` at least that often: the relay sends it from its trio loop at
+half the interval, so a loop that hangs is restarted. Without
+``$NOTIFY_SOCKET`` (not under systemd) every call does nothing. The socket
+is a Unix datagram socket, by path or abstract (``@name``), as
+``sd_notify(3)`` describes.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 from collections.abc import Mapping
 
@@ -61,6 +64,16 @@ class Notifier:
 
     def stopping(self) -> bool:
         return self.notify("STOPPING=1", "STATUS=stopping")
+
+    async def stop_on_sigterm(self) -> None:
+        """Say ``STOPPING=1`` at SIGTERM, then die of it as without a service manager."""
+        if self.address is None:
+            return
+        with trio.open_signal_receiver(signal.SIGTERM) as signals:
+            async for _ in signals:
+                self.stopping()
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGTERM)
 
     async def keep_alive(self) -> None:
         """``WATCHDOG=1`` every half interval, for as long as the trio loop runs."""

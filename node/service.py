@@ -227,6 +227,7 @@ async def _serve_relay(config: Config, *, announce: Callable[[Gossip, str], None
             announce(peer.gossip, peer.status_url)
             notifier.ready(f"relay {peer.gossip.peer_id} on {', '.join(peer.gossip.addrs)}")
             nursery.start_soon(notifier.keep_alive)
+            nursery.start_soon(notifier.stop_on_sigterm)
     finally:
         notifier.stopping()
 
