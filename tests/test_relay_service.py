@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -19,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from mesh_cluster import STARTUP, Cluster, Relay, wait_until
+from mesh_cluster import ROOT, STARTUP, Cluster, Relay, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from node.metrics import FAMILIES
@@ -226,3 +227,21 @@ def test_healthz_is_503_while_the_disk_is_full_and_200_again_after(cluster: Clus
     wait_until(
         lambda: httpx.get(f"{base}/healthz", timeout=10).status_code == 200, 10, "healthy again"
     )
+
+
+def test_the_grafana_dashboard_asks_only_for_what_a_relay_exports(cluster: Cluster) -> None:
+    """docs/grafana-errmesh.json: every query names series a real relay serves."""
+    dashboard = json.loads((ROOT / "docs" / "grafana-errmesh.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    assert len(exprs) >= 10
+    relay = cluster.start_relay(cluster.relay("R1"))
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}
+    served = {  # the series of every family, those without a sample yet included
+        family.name + suffix
+        for family in scrape(started(relay)).values()
+        for suffix in suffixes.get(family.type, ("",))
+    }
+    for expr in exprs:
+        names = set(re.findall(r"\b(?:errmesh|process|python)_[a-z_]+", expr))
+        assert names, f"{expr!r} names no metric"
+        assert names <= served, f"{expr!r} asks for {sorted(names - served)}"

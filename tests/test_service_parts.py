@@ -10,7 +10,9 @@ import io
 import json
 import logging
 import os
+import shutil
 import socket
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import pytest
 import trio
 import trio.testing
 
+from conftest import ROOT
 from node.logformat import JsonFormatter, configure_logging
 from node.sdnotify import Notifier, watchdog_interval
 
@@ -105,3 +108,19 @@ def test_json_logging_takes_warnings_too() -> None:
     entries = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert entries[0]["message"] == "leading in term 3"
     assert entries[1]["logger"] == "py.warnings" and "old setting" in entries[1]["message"]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_the_sample_unit_is_one_systemd_accepts(tmp_path: Path) -> None:
+    """docs/errmesh-relay.service, with ExecStart pointed at an executable that exists."""
+    unit = (ROOT / "docs" / "errmesh-relay.service").read_text()
+    assert "Type=notify" in unit and "Restart=on-failure" in unit
+    fake = tmp_path / "errmesh"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    copy = tmp_path / "errmesh-relay.service"
+    copy.write_text(unit.replace("/usr/local/bin/errmesh", str(fake)))
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and not done.stderr.strip(), done.stderr
