@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -124,3 +125,18 @@ def test_the_sample_unit_is_one_systemd_accepts(tmp_path: Path) -> None:
         ["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0 and not done.stderr.strip(), done.stderr
+
+
+def test_errmesh_imports_prometheus_client_only_for_a_relays_status_server() -> None:
+    """The error paths, the relay and its service module load without it."""
+    code = (
+        "import sys\n"
+        "import node.pipeline, node.embedded, node.error_path, node.relay, node.service\n"
+        "assert 'prometheus_client' not in sys.modules, 'imported before a status server'\n"
+        "import node.metrics\n"
+        "assert 'prometheus_client' in sys.modules\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
