@@ -24,6 +24,8 @@ from mesh_cluster import ROOT, STARTUP, Cluster, Relay, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from node.metrics import FAMILIES
+from tests.github_fake import GitHubApp, serve
+from tests.github_fake.fixtures import assert_no_violations
 
 pytestmark = pytest.mark.slow
 
@@ -245,3 +247,48 @@ def test_the_grafana_dashboard_asks_only_for_what_a_relay_exports(cluster: Clust
         names = set(re.findall(r"\b(?:errmesh|process|python)_[a-z_]+", expr))
         assert names, f"{expr!r} names no metric"
         assert names <= served, f"{expr!r} asks for {sorted(names - served)}"
+
+
+def test_github_requests_in_the_metrics_are_the_ones_github_received(cluster: Cluster) -> None:
+    """A leader with the GitHub sink (the test GitHub over HTTP): the counters by kind
+    and answer class equal the fake's own log of requests, and the budget is shown."""
+    repo, token = "octo-org/octo-repo", "test-token-for-the-metrics"
+    app = GitHubApp(repos=[repo], tokens=[token])
+    with serve(app) as url:
+        env = {
+            "ERRMESH_SINK": "github",
+            "ERRMESH_REPO": repo,
+            "ERRMESH_GITHUB_TOKEN": token,
+            "ERRMESH_GITHUB_API_URL": url,
+            "ERRMESH_GITHUB_MIN_INTERVAL": "0.05",
+        }
+        relay = cluster.start_relay(cluster.relay("R1"), env=env)
+        base = started(relay)
+        cluster.start_cli(cluster.machine("M1"), "ValueError", [relay.maddr]).wait()
+        wait_until(lambda: app.count("POST", "/repos/{owner}/{repo}/issues"), 30, "an issue")
+
+        def received() -> dict[tuple[str, str], int]:
+            with app._lock:
+                records = list(app.requests)
+            out: dict[tuple[str, str], int] = {}
+            for r in records:
+                kind = "read" if r.method in ("GET", "HEAD") else "write"
+                answer = "transport" if r.status is None else f"{r.status // 100}xx"
+                out[kind, answer] = out.get((kind, answer), 0) + 1
+            return out
+
+        def counted() -> dict[tuple[str, str], int]:
+            family = scrape(base)["errmesh_github_requests"]
+            return {
+                (s.labels["kind"], s.labels["status"]): int(s.value)
+                for s in family.samples
+                if s.name.endswith("_total") and s.value
+            }
+
+        wait_until(lambda: received() == counted(), 20, "the counters match GitHub's log")
+        families = scrape(base)
+        assert sample(families, "errmesh_github_requests_total", kind="write", status="2xx") >= 1
+        assert sample(families, "errmesh_github_writes_last_hour") >= 1
+        assert sample(families, "errmesh_github_writes_per_hour") == 500
+        assert sample(families, "errmesh_github_budget_remaining") >= 0, "GitHub said it"
+    assert_no_violations(app)
