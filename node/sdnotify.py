@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import trio
 
@@ -74,6 +74,17 @@ class Notifier:
                 self.stopping()
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 os.kill(os.getpid(), signal.SIGTERM)
+
+    async def describe(self, status: Callable[[], str], every: float = 2.0) -> None:
+        """``STATUS=`` whenever ``status()`` says something new (checked every ``every`` s)."""
+        if self.address is None:
+            return
+        said = ""
+        while True:
+            await trio.sleep(every)
+            text = status()
+            if text != said and self.notify(f"STATUS={text}"):
+                said = text
 
     async def keep_alive(self) -> None:
         """``WATCHDOG=1`` every half interval, for as long as the trio loop runs."""

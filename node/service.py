@@ -160,6 +160,14 @@ async def _serve_status_connection(stream: trio.SocketStream, routes: dict[str, 
         await stream.aclose()
 
 
+def _one_line(peer: MeshPeer) -> str:
+    """The relay in the line ``systemctl status`` shows (no store query)."""
+    election = peer.election
+    leader = "me" if election.role == "leader" else (election.leader or "none")
+    peers = len(peer.gossip.peers())
+    return f"{election.role} in term {election.term}, leader {leader}, {peers} peers"
+
+
 def _url_host(host: str) -> str:
     """How a local client reaches a server bound to ``host`` (a wildcard: loopback)."""
     if host in ("", "0.0.0.0"):
@@ -228,6 +236,7 @@ async def _serve_relay(config: Config, *, announce: Callable[[Gossip, str], None
             notifier.ready(f"relay {peer.gossip.peer_id} on {', '.join(peer.gossip.addrs)}")
             nursery.start_soon(notifier.keep_alive)
             nursery.start_soon(notifier.stop_on_sigterm)
+            nursery.start_soon(notifier.describe, functools.partial(_one_line, peer))
     finally:
         notifier.stopping()
 

@@ -193,9 +193,14 @@ def test_sd_notify_ready_once_the_relay_listens(cluster: Cluster) -> None:
         assert relay.peer_id in fields["STATUS"]
         # Ready means serving: the status server answers at once.
         assert httpx.get(f"{started(relay)}/healthz", timeout=10).status_code == 200
+        # Then the line systemctl status shows follows the election.
+        while b"STATUS=leader in term 1, leader me" not in (said := manager.recv(4096)):
+            assert b"READY" not in said, "ready once"
         assert relay.proc is not None
         relay.proc.terminate()
-        assert b"STOPPING=1" in manager.recv(4096)
+        while b"STOPPING=1" not in manager.recv(4096):
+            pass
+        assert relay.proc.wait(20) == -15, "then it dies of SIGTERM, as without systemd"
 
 
 needs_mount = pytest.mark.skipif(

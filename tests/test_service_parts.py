@@ -6,6 +6,7 @@ The same parts inside a running relay process are in test_relay_service.py.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -66,6 +67,25 @@ def test_the_watchdog_beats_at_half_its_interval(tmp_path: Path) -> None:
             except BlockingIOError:
                 break
         assert beats == [b"WATCHDOG=1"] * 4, "at 0, 0.1, 0.2 and 0.3 s"
+
+
+def test_status_lines_go_out_when_they_change(tmp_path: Path) -> None:
+    path = tmp_path / "notify"
+    lines = iter(["follower in term 1", "follower in term 1", "leader in term 2"])
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
+        manager.bind(str(path))
+        manager.setblocking(False)
+
+        async def run() -> None:
+            with trio.move_on_after(3.5):  # three checks, 1 s apart
+                await Notifier({"NOTIFY_SOCKET": str(path)}).describe(lambda: next(lines), 1.0)
+
+        trio.run(run, clock=trio.testing.MockClock(autojump_threshold=0))
+        said = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                said.append(manager.recv(64))
+    assert said == [b"STATUS=follower in term 1", b"STATUS=leader in term 2"]
 
 
 def test_a_watchdog_meant_for_another_process_is_not_ours() -> None:
