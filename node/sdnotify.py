@@ -2,7 +2,8 @@
 
 A relay says ``READY=1`` once it listens for the mesh and serves its status,
 so ``systemctl start`` returns when the relay is usable and units ordered
-after it start then; ``STATUS=`` is the line ``systemctl status`` shows;
+after it start then; ``STATUS=`` is the line ``systemctl status`` shows
+(its addresses, then its role in the election whenever that changes);
 ``STOPPING=1`` on the way out (at SIGTERM, ``systemctl stop``, the relay then
 dies of the signal as it always did: whatever it acked is committed). With
 ``WatchdogSec=`` set, systemd passes ``WATCHDOG_USEC`` and expects
