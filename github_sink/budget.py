@@ -174,9 +174,10 @@ class Budget:
 
     def statistics(self, now: float) -> BudgetStatistics:
         """The current counts, as a frozen value."""
+        writes = tuple(self._writes)  # one C-level copy: metrics read it from another thread
         return BudgetStatistics(
-            writes_last_minute=sum(1 for t in self._writes if t + _MINUTE > now),
-            writes_last_hour=sum(1 for t in self._writes if t + _HOUR > now),
+            writes_last_minute=sum(1 for t in writes if t + _MINUTE > now),
+            writes_last_hour=sum(1 for t in writes if t + _HOUR > now),
             remaining=self._remaining,
             reset=self._reset,
             paused_until=self._paused_until,

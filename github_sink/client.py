@@ -114,6 +114,9 @@ class GitHubClient(RepoEndpoints):
         self._lock = threading.Lock()
         self._cache: OrderedDict[_CacheKey, GitHubResponse] = OrderedDict()
         self._refusal_streak = 0
+        #: (kind, status class) -> requests sent (``github_sink.sink.SinkUsage``);
+        #: written under the request lock, copied by readers in other threads.
+        self.requests: dict[tuple[str, str], int] = {}
         self._base = httpx.URL(settings.api_url + "/")
         self._http = httpx.Client(
             base_url=self._base,
@@ -327,8 +330,10 @@ class GitHubClient(RepoEndpoints):
                 route=info.route,
             ) from exc
         except httpx.RequestError as exc:
+            self._count(info.method, "transport")
             detail = _scrub(f"{type(exc).__name__}: {exc}", self.settings.token)
             return TransportFailure(_kind(exc), detail), None, exc
+        self._count(info.method, f"{response.status_code // 100}xx")
         self.budget.observe(response.headers, self._clock())
         return Answer(response.status_code, response.headers, _decode(response)), response, None
 
@@ -368,11 +373,13 @@ class GitHubClient(RepoEndpoints):
         stream = self._stream or sys.stderr
         stream.write(format_write(info.method, self.url(info.route, params), body))
         stream.flush()
+        self._count(info.method, "dry_run")
         status, data = synthetic_answer(info.method, info.route, body)
         return GitHubResponse(status, data, {}, None, dry_run=True)
 
     def _pretend_read(self, info: RequestInfo) -> GitHubResponse:
         """A dry run without a token reads nothing: the repository looks empty."""
+        self._count(info.method, "dry_run")
         status, data = synthetic_read(info.route, self.settings.repo)
         if status == 404:
             raise NotFound(
@@ -382,6 +389,10 @@ class GitHubClient(RepoEndpoints):
                 route=info.route,
             )
         return GitHubResponse(status, data, {}, None, dry_run=True)
+
+    def _count(self, method: str, status: str) -> None:
+        key = ("write" if is_mutating(method) else "read", status)
+        self.requests[key] = self.requests.get(key, 0) + 1
 
     def _under_base(self, link: str, route: str) -> tuple[str, dict[str, str | int]]:
         """A next-page link as (path under the API base, query); refuses other hosts."""

@@ -40,7 +40,7 @@ from github_sink.followup import FollowUpJobs, Load
 from github_sink.outbox import Outbox
 from github_sink.render import MARKER_RE, render_body, render_comment, render_title
 from github_sink.settings import GitHubSettings
-from github_sink.sink import IssueState
+from github_sink.sink import IssueState, SinkUsage
 from mesh.bundling import DEFAULT_WINDOW, effective_severity
 from mesh.report import sig_hex
 from mesh.severity import Severity
@@ -157,6 +157,16 @@ class GitHubSink:
         for at in outbox.recent_writes(now - 3600.0):
             client.budget.record("POST", at)
         return cls(client, options, outbox, clock=clock)
+
+    def usage(self, now: float) -> SinkUsage:
+        """Requests by kind and answer, and the budget left (``Metered``)."""
+        budget = self.client.budget.statistics(now)
+        return SinkUsage(
+            requests=dict(self.client.requests),
+            remaining=budget.remaining,
+            writes_last_hour=budget.writes_last_hour,
+            writes_per_hour=self.client.budget.limits.per_hour,
+        )
 
     def set_gate(self, gate: Callable[[], bool]) -> None:
         """Writes go out only while ``gate()`` is true (the mesh: "I still lead")."""

@@ -14,12 +14,25 @@ partition) finds and updates it instead of creating another.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Literal, Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Final, Literal, Protocol, runtime_checkable
 
 from mesh.bundling import Action, OpenIssue, ReopenIssue, UpdateIssue
 from mesh.sigstate import IssueLink, SigState
 
-__all__ = ["FollowUps", "IssueState", "Numbering", "Paced", "Replica", "Sink", "execute"]
+__all__ = [
+    "REQUEST_KINDS",
+    "REQUEST_STATUSES",
+    "FollowUps",
+    "IssueState",
+    "Metered",
+    "Numbering",
+    "Paced",
+    "Replica",
+    "Sink",
+    "SinkUsage",
+    "execute",
+]
 
 IssueState = Literal["open", "closed"]
 
@@ -119,6 +132,33 @@ class Replica(Protocol):
     def changes(self) -> dict[bytes, IssueState]:
         """Issues whose state people changed here since their last link."""
         ...
+
+
+#: How a sink's requests are counted: reads and writes, by the class of their
+#: answer (a bounded set, so a relay's metrics start every pair at zero).
+REQUEST_KINDS: Final = ("read", "write")
+REQUEST_STATUSES: Final = ("2xx", "3xx", "4xx", "5xx", "transport", "dry_run")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SinkUsage:
+    """What a remote sink has cost so far, for a relay's metrics (``node.metrics``)."""
+
+    #: (kind, status) -> requests, keys from :data:`REQUEST_KINDS` x :data:`REQUEST_STATUSES`.
+    requests: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: The primary rate limit's remaining requests as GitHub last said (None: not yet).
+    remaining: int | None = None
+    #: Writes sent in the last hour, and errmesh's own ceiling for them.
+    writes_last_hour: int = 0
+    writes_per_hour: int = 0
+
+
+@runtime_checkable
+class Metered(Protocol):
+    """A sink that counts its requests (GitHub); read from another thread than
+    the one sending, so an implementation returns copies."""
+
+    def usage(self, now: float) -> SinkUsage: ...
 
 
 def execute(sink: Sink, action: Action, *, now: float, term: int) -> IssueLink:

@@ -275,6 +275,8 @@ class ElectionStatistics:
     alive_peers: int
     elections_won: int
     step_downs: int
+    #: Every change of the believed (leader, term), this peer's own elections included.
+    leader_changes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,6 +344,7 @@ class Election:
         self._belief: tuple[str | None, int | None] = (None, None)
         self._elections_won = 0
         self._step_downs = 0
+        self._leader_changes = 0
         self._pending: list[ElectionEvent] = []
         self._driven = False  # a first input late after construction is no pause
         self._lease = self._timeout / 2
@@ -460,6 +463,7 @@ class Election:
             alive_peers=len(self._peers),
             elections_won=self._elections_won,
             step_downs=self._step_downs,
+            leader_changes=self._leader_changes,
         )
 
     # -- the machine ---------------------------------------------------------
@@ -500,6 +504,7 @@ class Election:
         belief = self._current_belief()
         if belief != self._belief:
             self._belief = belief
+            self._leader_changes += 1
             leader, term = belief
             events.append(LeaderChanged(leader, self._term if term is None else term))
         if self._eligible and (changed or now >= self._next_heartbeat):

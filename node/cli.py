@@ -446,6 +446,8 @@ def _rotation_step(path: Path, step: str) -> None:
 @click.option("--key-file", type=click.Path(path_type=Path), help="Cluster key (errmesh keygen).")
 @click.option("--priority", type=int, help="Leader rank: higher wins.")
 @click.option("--no-leader", is_flag=True, help="Never lead (no sink actions here).")
+@click.option("--status-listen", help="HOST:PORT of /status, /metrics and /healthz.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), help="Log lines on stderr.")
 @click.pass_context
 def relay(
     ctx: click.Context,
@@ -454,6 +456,8 @@ def relay(
     key_file: Path | None,
     priority: int | None,
     no_leader: bool,
+    status_listen: str | None,
+    log_format: str | None,
 ) -> None:
     """Run a long-lived mesh peer: bootstrap address, spool drainer, leader candidate."""
     from node.service import run_relay
@@ -465,6 +469,8 @@ def relay(
         key_file=key_file,
         priority=priority,
         eligible=False if no_leader else None,
+        status_listen=status_listen,
+        log_format=log_format,
     )
     run_relay(config)
 

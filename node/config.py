@@ -119,9 +119,14 @@ class Config:
     digest_batch: int = _D["digest_batch"]
     backlog_max: int = _D["backlog_max"]
     ack_timeout: float = _D["ack_timeout"]
+    #: The status server's port when ``status_listen`` leaves it 0 (kept from before it).
     status_port: int = _D["status_port"]
+    #: Where the status server (/status, /metrics, /healthz) listens: ``HOST:PORT``.
+    status_listen: str = _D["status_listen"]
     #: The relay's log level on stderr (elections, sink errors, bans).
     log_level: Literal["debug", "info", "warning", "error"] = _D["log_level"]
+    #: The relay's log lines: ``text``, or ``json`` (one object per line; node/logformat.py).
+    log_format: Literal["text", "json"] = _D["log_format"]
 
     @property
     def cluster_state_dir(self) -> Path:
@@ -134,6 +139,13 @@ class Config:
         if self.issues_dir is not None:
             return self.issues_dir
         return self.data_dir / self.cluster / "issues"
+
+    @property
+    def status_address(self) -> tuple[str, int]:
+        """(host, port) the status server binds: ``status_listen``, whose port 0
+        defers to ``status_port``."""
+        host, _, port = self.status_listen.rpartition(":")
+        return host.strip("[]"), int(port) or self.status_port
 
     @property
     def relay_socket(self) -> Path:

@@ -19,9 +19,8 @@ what each decides is sans-IO policy (``mesh.relay_policy``, ``mesh.antientropy``
 
 Validation (before any of this, inside gossipsub, ``node.admission``): a
 payload must decode under the cluster key, and a message that names its
-sender must name its libp2p signer. Rejections are counted by reason; a
-peer that keeps sending rejected messages is banned. The process around
-the relay (status server, nudge socket, lock) is ``node.service``.
+sender must name its libp2p signer; rejections are counted by reason, and a
+peer that keeps sending them is banned. The process around it: ``node.service``.
 """
 
 from __future__ import annotations
@@ -65,6 +64,7 @@ from node.faults import Faults
 from node.handover import take as take_handovers
 from node.heartbeats import WritePace, heartbeat_message
 from node.keyfile import KeyWatch
+from node.lags import Lags
 from node.leading import Leading
 from node.merging import Batch, merge_records, merge_reports, signatures_of
 from node.relay_options import PeerOptions, election_for
@@ -136,8 +136,8 @@ class MeshPeer:
         self._apply_wanted = trio.Event()
         self._digests: dict[tuple[str, bytes], wire.DigestMsg] = {}
         self._digest_wanted = trio.Event()
-        #: The longest a message of each kind waited in our receive channel.
-        self.lag_max: dict[str, float] = {}
+        #: How long messages of each kind waited in our receive channel.
+        self.lags = Lags()
         self._dialer = Dialer(self.policy)
         self._status_due = StatusThrottle(self.policy.status_every)
         self._peers_changed = trio.Event()  # set by _watch_peers, awaited by _digest_loop
@@ -213,7 +213,7 @@ class MeshPeer:
     def accept(self, msg: wire.Message, sender: str, lag: float = 0.0) -> None:
         """Route one decoded message; ``lag``: seconds it waited in our channel."""
         kind = type(msg).__name__
-        self.lag_max[kind] = max(self.lag_max.get(kind, 0.0), lag)
+        self.lags.observe(kind, lag)
         if isinstance(msg, wire.HeartbeatMsg):
             return  # applied by the caller, now
         if isinstance(msg, wire.DigestMsg):
@@ -224,8 +224,7 @@ class MeshPeer:
             # Someone answered a digest, to everybody: ours would repeat it.
             self.antientropy.heard_answer(msg.states, trio.current_time())
         if not self._backlog.offer((msg, sender)):
-            # Anti-entropy repairs what is dropped here; an unacked report is
-            # sent again by its reporter.
+            # Anti-entropy repairs what is dropped here; its reporter resends a report.
             self.stats["dropped_busy"] += 1
             return
         self._apply_wanted.set()
@@ -350,6 +349,7 @@ class MeshPeer:
             direct = set(self.gossip.peers())
             me, per = self.gossip.peer_id, self.policy.ack_batch
             for ack in acks_for(reports, direct=direct, acker=me, batch=per):
+                self.stats["acked"] += len(ack.ids)
                 await self._publish(self.options.control_topic, ack)
         merged, records = merge_records(self.store, batch, skip)
         if records:

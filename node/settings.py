@@ -150,6 +150,17 @@ def _port(value: object) -> int:
     return number
 
 
+def _host_port(value: object) -> str:
+    """``HOST:PORT`` (``[::]:9464`` for IPv6), as the status server binds it."""
+    text = _str(value)
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or int(port) > 65535 or "[" in host:
+        raise ValueError(f"{text!r} is not HOST:PORT like 127.0.0.1:9464 or [::]:9464")
+    return text
+
+
 def _path(value: object) -> str:
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
@@ -190,7 +201,7 @@ def _patterns(value: object) -> tuple[str, ...]:
 
 def _multiaddr(text: str, *, peer: bool) -> str:
     """A TCP multiaddr checked by shape (importing ``multiaddr`` costs ~50 ms)."""
-    example = "/ip4/127.0.0.1/tcp/4001" + ("/p2p/12D3KooW..." if peer else "")
+    example = "/ip4/127.0.0.1/tcp/4747" + ("/p2p/12D3KooW..." if peer else "")
     parts = text.split("/")
     ok = len(parts) >= 5 and parts[0] == "" and parts[3] == "tcp" and parts[4].isdigit()
     if ok:
@@ -350,7 +361,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("peers", _peers, ()),
     _s("key_file", _optional_path, None),
     _s("private_network", _bool, True),
-    _s("listen", _listen, ("/ip4/0.0.0.0/tcp/4001",)),
+    _s("listen", _listen, ("/ip4/0.0.0.0/tcp/4747",)),
     _s("eligible", _bool, True),
     _s("priority", _int, 0),
     _s("heartbeat", _positive_seconds, defaults.HEARTBEAT),
@@ -359,7 +370,9 @@ SETTINGS: tuple[Setting, ...] = (
     _s("backlog_max", _positive_int, defaults.BACKLOG_MAX),
     _s("ack_timeout", _positive_seconds, 2.0),
     _s("status_port", _port, 0),
+    _s("status_listen", _host_port, "127.0.0.1:0"),
     _s("log_level", _choice("debug", "info", "warning", "error"), "warning"),
+    _s("log_format", _choice("text", "json"), "text"),
 )
 #: Every setting's default (``Config``'s fields and the hand-over read them here).
 DEFAULTS: dict[str, Any] = {setting.name: setting.default for setting in SETTINGS}

@@ -309,6 +309,7 @@ class Cluster:
         refused: bool = False,
         key: Path | None = None,
         clock_offset: float = 0.0,
+        prefix: Sequence[str] = (),
     ) -> Relay:
         """Launch (or relaunch, on its last port) ``relay``; wait for its address.
 
@@ -318,9 +319,13 @@ class Cluster:
         ``key``: this relay's own key file (its host's copy), else the cluster's.
         ``clock_offset``: seconds the relay's wall clock is off (through
         ``scripts/cluster/clockshim.py``; its monotonic clocks stay true).
+        ``prefix``: a command the relay runs under (``unshare`` with a mount of
+        its own); its status file may then be out of sight, so this waits for
+        its address only and callers ask its status server.
         """
         shim = ["-m", "scripts.cluster.clockshim", f"{clock_offset:g}"] if clock_offset else []
         args = [
+            *prefix,
             sys.executable,
             *shim,
             "-m",
@@ -376,6 +381,8 @@ class Cluster:
         port = int(relay.maddr.split("/tcp/")[1].split("/")[0])
         assert not relay.port or relay.port == port
         relay.port = port
+        if prefix:
+            return relay
         wait_until(
             lambda: relay.status().get("pid") == relay.proc.pid if relay.proc else False,
             STARTUP,

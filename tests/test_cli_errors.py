@@ -130,9 +130,9 @@ def _one_line(done: subprocess.CompletedProcess[str], code: int, *words: str) ->
         (("status",), {"ERRMESH_HEARTBEAT": "0"}, "ERRMESH_HEARTBEAT"),
         (("config",), {"ERRMESH_SCRUB_PATTERNS": "token=(["}, "token=(["),
         (("config",), {"ERRMESH_STATUS_PORT": "70000"}, "ERRMESH_STATUS_PORT"),
-        (("config",), {"ERRMESH_PEERS": "/ip4/127.0.0.1/tcp/4001"}, "ERRMESH_PEERS"),
+        (("config",), {"ERRMESH_PEERS": "/ip4/127.0.0.1/tcp/4747"}, "ERRMESH_PEERS"),
         (("drain",), {"ERRMESH_ACK_TIMEOUT": "-1"}, "ERRMESH_ACK_TIMEOUT"),
-        (("relay", "--bootstrap", "/ip4/10.0.0.1/tcp/4001/p2p/not-an-id"), {}, "peers"),
+        (("relay", "--bootstrap", "/ip4/10.0.0.1/tcp/4747/p2p/not-an-id"), {}, "peers"),
         (("issues", "list"), {"ERRMESH_GITHUB_TIMEOUT": "0"}, "ERRMESH_GITHUB_TIMEOUT"),
     ],
 )

@@ -153,14 +153,17 @@ def test_config_is_frozen() -> None:
     [
         (
             "ERRMESH_PEERS",
-            "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWQnwEGNqcM2nAcPtRR9rAX8Hrg4k9kJLCHoZG5m8gQcPb",
+            "/ip4/127.0.0.1/tcp/4747/p2p/12D3KooWQnwEGNqcM2nAcPtRR9rAX8Hrg4k9kJLCHoZG5m8gQcPb",
         ),
         (
             "ERRMESH_PEERS",
-            "/dns4/relay.example/tcp/4001/p2p/QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N",
+            "/dns4/relay.example/tcp/4747/p2p/QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N",
         ),
-        ("ERRMESH_LISTEN", "/ip6/::/tcp/4001,/ip4/0.0.0.0/tcp/0"),
+        ("ERRMESH_LISTEN", "/ip6/::/tcp/4747,/ip4/0.0.0.0/tcp/0"),
         ("ERRMESH_STATUS_PORT", "65535"),
+        ("ERRMESH_STATUS_LISTEN", "0.0.0.0:9464"),
+        ("ERRMESH_STATUS_LISTEN", "[::]:0"),
+        ("ERRMESH_LOG_FORMAT", "JSON"),
         ("ERRMESH_SCRUB_PATTERNS", r"token=\w+,sk-[a-z]+"),
     ],
 )
@@ -171,14 +174,18 @@ def test_valid_addresses_ports_and_patterns_pass(name: str, value: str) -> None:
 @pytest.mark.parametrize(
     ("name", "value"),
     [
-        ("ERRMESH_PEERS", "/ip4/127.0.0.1/tcp/4001"),  # no peer id: acks cannot be trusted
+        ("ERRMESH_PEERS", "/ip4/127.0.0.1/tcp/4747"),  # no peer id: acks cannot be trusted
         (
             "ERRMESH_PEERS",
-            "/ip4/300.0.0.1/tcp/4001/p2p/QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N",
+            "/ip4/300.0.0.1/tcp/4747/p2p/QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N",
         ),
         ("ERRMESH_LISTEN", "127.0.0.1:4603"),
         ("ERRMESH_LISTEN", "/ip4/127.0.0.1/tcp/99999"),
         ("ERRMESH_STATUS_PORT", "-1"),
+        ("ERRMESH_STATUS_LISTEN", "9464"),
+        ("ERRMESH_STATUS_LISTEN", "0.0.0.0:65536"),
+        ("ERRMESH_STATUS_LISTEN", ":9464"),
+        ("ERRMESH_LOG_FORMAT", "logfmt"),
         ("ERRMESH_HEARTBEAT", "0"),
         ("ERRMESH_ACK_TIMEOUT", "0"),
         ("ERRMESH_SCRUB_PATTERNS", "ok,(unclosed"),
@@ -224,3 +231,21 @@ def test_the_lean_ipv4_check_agrees_with_ipaddress() -> None:
         assert _is_ip4(text) == expected
 
     agrees()
+
+
+def test_the_status_address_keeps_status_port_as_its_port() -> None:
+    """``status_listen`` is new; a relay configured with ``status_port`` alone binds as before."""
+    assert resolve(environ=HOME).status_address == ("127.0.0.1", 0)
+    assert resolve(environ={**HOME, "ERRMESH_STATUS_PORT": "9100"}).status_address == (
+        "127.0.0.1",
+        9100,
+    )
+    both = {"ERRMESH_STATUS_PORT": "9100", "ERRMESH_STATUS_LISTEN": "0.0.0.0:9464"}
+    assert resolve(environ={**HOME, **both}).status_address == ("0.0.0.0", 9464)
+    wildcard = {"ERRMESH_STATUS_PORT": "9100", "ERRMESH_STATUS_LISTEN": "[::]:0"}
+    assert resolve(environ={**HOME, **wildcard}).status_address == ("::", 9100)
+
+
+def test_the_default_listen_port_is_not_ipfs() -> None:
+    """4001 is kubo's swarm port: a relay beside an IPFS node would fail to start."""
+    assert resolve(environ=HOME).listen == ("/ip4/0.0.0.0/tcp/4747",)

@@ -308,7 +308,13 @@ def test_a_higher_term_leader_makes_the_leader_step_down() -> None:
         SendHeartbeat(hb("a", term=8, leading=True)),
     ]
     assert a.statistics() == ElectionStatistics(
-        role="leader", leader="a", term=8, alive_peers=1, elections_won=2, step_downs=1
+        role="leader",
+        leader="a",
+        term=8,
+        alive_peers=1,
+        elections_won=2,
+        step_downs=1,
+        leader_changes=2,  # (a, 1), then (a, 8)
     )
 
 

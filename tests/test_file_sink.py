@@ -234,7 +234,7 @@ def test_a_close_on_a_mesh_machine_without_a_relay_says_where_to_run_it(tmp_path
     env.update(
         HOME=str(tmp_path),
         PYTHONPATH=str(ROOT),
-        ERRMESH_PEERS="/ip4/127.0.0.1/tcp/4001/p2p/QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N",
+        ERRMESH_PEERS="/ip4/127.0.0.1/tcp/4747/p2p/QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N",
     )
 
     def close(prefix: str) -> subprocess.CompletedProcess[str]:

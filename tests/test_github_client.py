@@ -688,3 +688,60 @@ def test_gh_hostnames() -> None:
     assert gh_hostname("https://api.github.com") is None
     assert gh_hostname("https://ghe.example.com/api/v3") == "ghe.example.com"
     assert gh_hostname("https://api.octo.ghe.com") == "octo.ghe.com"
+
+
+# -- what a relay's metrics read -----------------------------------------------------------
+
+
+def test_every_request_is_counted_by_kind_and_answer_class(world: World) -> None:
+    client = world.make()
+    world.github.script = [
+        refused(502, "Bad Gateway"),  # retried: two answers, two requests
+        ok(),
+        httpx.ConnectError("connection refused"),  # no answer at all: "transport"
+        ok(),
+        refused(404, "Not Found"),
+        ok({"id": 1}, 201),
+    ]
+    client.get_repo()
+    client.get_issue(1)
+    with pytest.raises(NotFound):
+        client.get_issue(2)
+    client.create_comment(1, "a")
+    dry = world.make(dry_run=True)
+    dry.create_comment(1, "b")  # printed, not sent
+    assert dry.requests == {("write", "dry_run"): 1}
+    assert client.requests == {
+        ("read", "5xx"): 1,
+        ("read", "2xx"): 2,
+        ("read", "transport"): 1,
+        ("read", "4xx"): 1,
+        ("write", "2xx"): 1,
+    }
+
+
+def test_the_sink_tells_its_usage_without_a_request(world: World) -> None:
+    from github_sink.github import GitHubSink, GitHubSinkOptions
+    from github_sink.sink import Metered
+
+    sink = GitHubSink.open(
+        GitHubSettings(repo="octo/app", token=TOKEN),
+        GitHubSinkOptions(),
+        None,
+        transport=httpx.MockTransport(world.github),
+        clock=world.clock,
+        sleep=lambda s: None,
+    )
+    with sink:
+        assert isinstance(sink, Metered)
+        assert sink.usage(world.clock()).remaining is None, "not known before an answer"
+        reset = str(int(T0) + 3600)
+        world.github.script = [
+            ok({"id": 1}, 201, x_ratelimit_remaining="4999", x_ratelimit_reset=reset)
+        ]
+        sink.client.create_comment(1, "a")
+        sent = len(world.github.requests)
+        usage = sink.usage(world.clock())
+        assert len(world.github.requests) == sent
+        assert usage.requests == {("write", "2xx"): 1}
+        assert (usage.remaining, usage.writes_last_hour, usage.writes_per_hour) == (4999, 1, 500)

@@ -335,19 +335,51 @@ def test_a_poisoned_signature_costs_only_itself_and_is_quarantined(tmp_path: Pat
 
 def test_faults_and_the_store_show_in_the_metrics(tmp_path: Path) -> None:
     from mesh.errors import StoreUnavailable
-    from node.relay_status import metrics_text
+    from node.metrics import relay_registry, scrape
 
     with Store.open(tmp_path) as store:
         peer, _ = peer_over(store)
+        registry = relay_registry(peer)
         peer.faults.store_failed(StoreUnavailable("cannot merge: database or disk is full"))
         peer.faults.fault("answer", ValueError("x"), (SIG,))
-        text = metrics_text(peer.status())
-        assert "errmesh_store_ok 0\n" in text
-        assert 'errmesh_faults_total{loop="answer"} 1\n' in text
-        assert 'errmesh_faults_total{loop="store"} 1\n' in text
+        text = scrape(registry).decode()
+        assert "errmesh_store_ok 0.0\n" in text
+        assert 'errmesh_faults_total{loop="answer"} 1.0\n' in text
+        assert 'errmesh_faults_total{loop="store"} 1.0\n' in text
+        assert 'errmesh_faults_total{loop="drain"} 0.0\n' in text, "known loops start at zero"
         assert peer.status()["store"]["error"] == "cannot merge: database or disk is full"
         peer.faults.store_ok()
-        assert "errmesh_store_ok 1\n" in metrics_text(peer.status())
+        assert "errmesh_store_ok 1.0\n" in scrape(registry).decode()
+
+
+def test_the_lag_histogram_counts_each_message_in_its_bucket(tmp_path: Path) -> None:
+    """Buckets are cumulative (Prometheus' le): a 0.3 s wait is in 0.5 and above."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from node.metrics import relay_registry, scrape
+
+    with Store.open(tmp_path) as store:
+        peer, _ = peer_over(store)
+        beat = Heartbeat(peer="12D3KooWrelayB", priority=0, term=1, leading=False)
+        for lag in (0.002, 0.3, 0.3, 7.0):
+            peer.accept(wire.HeartbeatMsg(heartbeat=beat), "12D3KooWrelayB", lag)
+        families = {
+            f.name: f for f in text_string_to_metric_families(scrape(relay_registry(peer)).decode())
+        }
+        samples = {
+            (s.name, s.labels.get("le")): s.value
+            for s in families["errmesh_gossip_lag_seconds"].samples
+            if s.labels["kind"] == "HeartbeatMsg"
+        }
+        bucket = "errmesh_gossip_lag_seconds_bucket"
+        assert samples[(bucket, "0.001")] == 0
+        assert samples[(bucket, "0.005")] == 1
+        assert samples[(bucket, "0.25")] == 1
+        assert samples[(bucket, "0.5")] == 3
+        assert samples[(bucket, "5.0")] == 3
+        assert samples[(bucket, "+Inf")] == samples[("errmesh_gossip_lag_seconds_count", None)] == 4
+        assert samples[("errmesh_gossip_lag_seconds_sum", None)] == 7.602
+        assert peer.status()["lag_max_ms"]["HeartbeatMsg"] == 7000.0
 
 
 def test_a_wall_clock_stepped_back_does_not_stop_the_election(tmp_path: Path) -> None:

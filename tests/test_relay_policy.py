@@ -165,7 +165,7 @@ def test_a_failing_duty_backs_off_and_recovers_after_a_good_run() -> None:
 def test_only_the_leader_and_the_best_candidate_are_dialled() -> None:
     dialer = Dialer(RelayOptions())
     for peer in ("leader", "second", "third", "me"):
-        dialer.heard(peer, (f"/ip4/10.0.0.1/tcp/4001/p2p/{peer}",))
+        dialer.heard(peer, (f"/ip4/10.0.0.1/tcp/4747/p2p/{peer}",))
     due = dialer.due(me="me", leader="leader", ranked=["second", "third"], direct=(), now=0.0)
     assert [p for p, _ in due] == ["leader", "second"]
     due = dialer.due(me="me", leader="leader", ranked=["second"], direct={"leader"}, now=0.0)

@@ -155,7 +155,7 @@ def stats(peer: TimedPeer) -> None:
             "reconnects": counters.reconnects,
             "bulk_waits": counters.bulk_waits,
         },
-        lag_max_ms={k: round(v * 1000, 1) for k, v in peer.lag_max.items()},
+        lag_max_ms={k: round(v * 1000, 1) for k, v in peer.lags.max.items()},
         peer_stats=dict(peer.stats),
         stalls=list(STALLS),
         cpu=_cpu(),

@@ -31,7 +31,7 @@ __all__ = ["CLUSTER", "ERRORS", "CliRun", "Host", "read_states"]
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = "fleet"
-PORT = 4001
+PORT = 4747  # the relay default (DECISIONS 61)
 
 #: What a CLI can fail with: one signature each (the type is the title).
 ERRORS = {
