@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from mesh.errors import StoreError, StoreUnavailable
 from mesh.store import StoreStatistics
+from node.members import members_of
 
 if TYPE_CHECKING:
     from node.relay import MeshPeer
@@ -46,6 +47,7 @@ def relay_status(peer: MeshPeer) -> dict[str, Any]:
         "lag_max_ms": {k: round(v * 1000, 1) for k, v in sorted(peer.lag_max.items())},
         "gossip": dataclasses.asdict(peer.gossip.counters),
         "queues": peer.gossip.queue_depths(),
+        "members": members_of(peer),
         "updated_at": peer.clock(),
         "pid": os.getpid(),
     }

@@ -23,6 +23,7 @@ import trio
 from mesh.gossip import Gossip
 from node.compose import open_relay
 from node.config import Config
+from node.dashboard import dashboard_response
 from node.errors import RelayRunning
 from node.relay import MeshPeer
 from node.relay_status import metrics_text
@@ -86,6 +87,8 @@ async def _serve_status_connection(stream: trio.SocketStream, peer: MeshPeer) ->
             elif path.startswith("/debug/tasks"):
                 ctype = "text/plain"
                 body = task_dump().encode()
+            elif path.startswith("/dashboard"):  # the operator's page (node/dashboard.py)
+                status, ctype, body = dashboard_response(path, peer)
             elif path in ("/", "/status"):
                 body = json.dumps(peer.status(), indent=1).encode()
             else:
