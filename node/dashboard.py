@@ -27,9 +27,19 @@ from mesh.errors import StoreError
 
 if TYPE_CHECKING:
     from mesh.sigstate import SigState
+    from node.activity import Activity
     from node.relay import MeshPeer
 
-__all__ = ["dashboard_data", "dashboard_response", "render_body", "render_page"]
+__all__ = [
+    "assemble",
+    "dashboard_data",
+    "dashboard_response",
+    "github_budget",
+    "render_body",
+    "render_page",
+    "signature_row",
+    "sparkline",
+]
 
 #: Signatures shown: the most recently seen.
 SHOWN = 50
@@ -60,6 +70,20 @@ def dashboard_data(peer: MeshPeer, *, shown: int = SHOWN) -> dict[str, Any]:
         states = peer.store.states(limit=shown)
     except StoreError as exc:
         states, store_error = [], str(exc)
+    budget = github_budget(peer.sink, now)
+    return assemble(status, states, peer.activity, budget, now=now, store_error=store_error)
+
+
+def assemble(
+    status: dict[str, Any],
+    states: list[SigState],
+    activity: Activity,
+    budget: dict[str, Any] | None,
+    *,
+    now: float,
+    store_error: str | None = None,
+) -> dict[str, Any]:
+    """The page's data from a relay's status, its most recent states and its activity ring."""
     return {
         "now": now,
         "peer_id": status["peer_id"],
@@ -71,13 +95,14 @@ def dashboard_data(peer: MeshPeer, *, shown: int = SHOWN) -> dict[str, Any]:
         "signatures_total": status["signatures"],
         "rejected": status["rejected"],
         "banned": status["banned"],
-        "budget": github_budget(peer.sink, now),
+        "budget": budget,
         "store_error": store_error,
-        "signatures": [_signature(state, peer, now) for state in states],
+        "signatures": [signature_row(s, activity.series(s.signature, now)) for s in states],
     }
 
 
-def _signature(state: SigState, peer: MeshPeer, now: float) -> dict[str, Any]:
+def signature_row(state: SigState, last_hour: list[int]) -> dict[str, Any]:
+    """One signature as the page lists it; ``last_hour``: its per-minute counts."""
     from github_sink.render import render_title
 
     link = state.link
@@ -89,7 +114,7 @@ def _signature(state: SigState, peer: MeshPeer, now: float) -> dict[str, Any]:
         "severity": state.severity.name.lower(),
         "first_seen": state.first_seen,
         "last_seen": state.last_seen,
-        "last_hour": peer.activity.series(state.signature, now),
+        "last_hour": last_hour,
         "issue": None
         if link is None
         else {"number": link.number, "url": link.url, "state": link.state},

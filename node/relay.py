@@ -547,10 +547,11 @@ class MeshPeer:
     async def _connect_candidates(self) -> None:
         """Keep a direct connection to the leader and to the best-ranked candidate.
 
-        Only a direct connection shows a leader's death within the grace (see ``_watch_peers``), and the
-        one who must see it first is the best-ranked other candidate, its successor. Heartbeats carry the
-        addresses to dial. Dialling every candidate (tried first) turned a star of 10 all-eligible relays
-        into 45 links and doubled their CPU.
+        Only a direct connection shows a leader's death within the grace
+        (see ``_watch_peers``), and the one who must see it first is the
+        best-ranked other candidate, its successor. Heartbeats carry the
+        addresses to dial. Dialling every candidate (tried first) turned a
+        star of 10 all-eligible relays into 45 links and doubled their CPU.
         """
         while True:
             await trio.sleep(self.policy.connect_every)
