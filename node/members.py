@@ -32,6 +32,7 @@ class Heard:
     lag_ms: float = 0.0
     lag_max_ms: float = 0.0
     messages: int = 0
+    relay: bool = False  # it sends heartbeats or digests: a relay, not a failing process
     heartbeat: bool = False  # a candidate: it sends heartbeats
     leading: bool = False
     term: int = 0
@@ -54,6 +55,7 @@ class Members:
         entry.lag_ms = round(lag * 1000, 1)
         entry.lag_max_ms = max(entry.lag_max_ms, entry.lag_ms)
         entry.messages += 1
+        entry.relay = entry.relay or isinstance(msg, (wire.HeartbeatMsg, wire.DigestMsg))
         if isinstance(msg, wire.HeartbeatMsg):
             entry.heartbeat = msg.heartbeat.eligible
             entry.leading = msg.heartbeat.leading
@@ -67,11 +69,16 @@ class Members:
     def rows(
         self, *, leader: str | None, direct: set[str], queues: dict[str, int], now: float
     ) -> list[dict[str, Any]]:
-        """One row per peer heard within ``forget_after`` or connected now, by id."""
+        """One row per relay heard within ``forget_after`` and per peer connected now, by id.
+
+        A failing process that published its report through us is a member only
+        while it is connected (a "reporter"): a fleet's CLIs would crowd out the relays.
+        """
         for peer in [p for p, h in self._heard.items() if now - h.last_heard > self.forget_after]:
             del self._heard[peer]
+        relays = {p for p, h in self._heard.items() if h.relay}
         rows = []
-        for peer in sorted(set(self._heard) | direct):
+        for peer in sorted(relays | direct):
             entry = self._heard.get(peer)
             rows.append(
                 {
@@ -92,10 +99,13 @@ class Members:
 
 
 def _role(peer: str, entry: Heard | None, leader: str | None) -> str:
-    """The election's words: the leader, a follower (a candidate), an observer."""
+    """The election's words (the leader, a follower: a candidate, an observer: a relay
+    that never leads), or a reporter: a peer that only published reports."""
     if peer == leader:
         return "leader"
-    return "follower" if entry is not None and entry.heartbeat else "observer"
+    if entry is None or not entry.relay:
+        return "reporter"
+    return "follower" if entry.heartbeat else "observer"
 
 
 def members_of(peer: MeshPeer) -> list[dict[str, Any]]:
