@@ -28,12 +28,10 @@ def width() -> int:
 
 
 def ago(then: float | None, now: float) -> str:
-    """How long ago, as a person says it: ``now``, ``42s``, ``7m``, ``3h``, ``12d``."""
+    """How long ago, as a person says it: ``42s ago``, ``7m ago``, ``3h ago``, ``12d ago``."""
     if then is None:
         return "-"
     seconds = max(0.0, now - then)
-    if seconds < 1:
-        return "now"
     for size, suffix in ((86400, "d"), (3600, "h"), (60, "m")):
         if seconds >= size:
             return f"{seconds // size:.0f}{suffix} ago"
@@ -71,7 +69,7 @@ def status_lines(rows: Sequence[dict[str, Any]], now: float, columns: int = 80) 
             f"{row['signature']:<13} {ago(row['last_seen'], now):<9} {row['occurrences']:>7}  "
             f"{row['severity']:<8} {_hosts(row['hosts'], 18):<18} {where}"
         )
-        lines.append("  " + cut(row["title"], columns - 2))
+        lines.append("  " + cut(row["title"].removeprefix("[errmesh] "), columns - 2))
         if issue is not None and issue.get("url"):
             lines.append("  " + cut(str(issue["url"]), columns - 2))
     return lines

@@ -213,7 +213,8 @@ def _signatures_table(data: dict[str, Any]) -> str:
     for sig in data["signatures"]:
         rows.append(
             f'<tr class="sig sev-{_e(sig["severity"])}">'
-            f'<td class="title"><code>{_e(sig["signature"])}</code> {_e(sig["title"])}</td>'
+            f'<td class="title"><code>{_e(sig["signature"])}</code> '
+            f"{_e(sig['title'].removeprefix('[errmesh] '))}</td>"
             f'<td class="num">{_e(sig["occurrences"])}</td>'
             f"<td>{_e(sig['severity'])}</td>"
             f"<td>{_e(', '.join(sig['hosts']))}</td>"
@@ -242,7 +243,7 @@ def _members_table(data: dict[str, Any]) -> str:
             f"<td>{_ago(m['last_heard'], now)}</td>"
             f"<td class=num>{_e(m['queue'])}</td>"
             f"<td class=num>{_e(m['lag_ms'] if m['lag_ms'] is not None else '-')}</td>"
-            f"<td>{_e(' '.join(m['addrs']))}</td></tr>"
+            f"<td>{_e(' '.join(a.partition('/p2p/')[0] for a in m['addrs']))}</td></tr>"
         )
     head = (
         "<tr><th>peer</th><th>role</th><th>term</th><th>direct link</th><th>last heard</th>"
@@ -270,10 +271,14 @@ def render_body(data: dict[str, Any]) -> str:
     rejected = data["rejected"] or {}
     refused = ", ".join(f"{_e(k)} {_e(v)}" for k, v in sorted(rejected.items())) or "none"
     leader = data["leader"]
+    if leader is None or leader == data["peer_id"]:
+        leader_text = "none" if leader is None else "this relay"
+    else:
+        leader_text = f"<code>{_e(leader)}</code>"
     stamp = time.strftime("%H:%M:%S UTC", time.gmtime(data["now"]))
     return (
-        f'<p class="facts">relay <code>{_e(data["peer_id"])}</code>: {_e(data["role"])}; '
-        f"leader <code>{_e(leader or 'none')}</code>, term {_e(data['term'])}; "
+        f'<p class="facts">this relay <code>{_e(data["peer_id"])}</code>: {_e(data["role"])}; '
+        f"leader: {leader_text}, term {_e(data['term'])}; "
         f'spool <span id="spool">{_e(data["spool_pending"])}</span> pending; '
         f"{_e(data['signatures_total'])} signatures; updated {_e(stamp)}</p>"
         f"<h2>Signatures (most recent first)</h2>{_signatures_table(data)}"
@@ -289,8 +294,9 @@ body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;background:#fafa
 h1{font-size:1.3em;margin:0 0 .3em}h2{font-size:1.05em;margin:1.2em 0 .4em}
 table{border-collapse:collapse;width:100%;background:#fff}
 th,td{border-bottom:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:middle}
-th{background:#eee;font-weight:600}td.num{text-align:right}code{font-size:.9em}
-td.title{max-width:32em;overflow-wrap:anywhere}
+th{background:#eee;font-weight:600;white-space:nowrap}td{white-space:nowrap}
+td.num{text-align:right}code{font-size:.9em}
+td.title{white-space:normal;max-width:40em;overflow-wrap:anywhere}
 tr.sev-critical td:first-child{border-left:4px solid #b00}
 tr.sev-high td:first-child{border-left:4px solid #e60}
 tr.sev-medium td:first-child{border-left:4px solid #cc0}
