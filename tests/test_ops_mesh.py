@@ -37,11 +37,12 @@ def members(cluster: Cluster, relay: Relay) -> dict[str, Any]:
 
 
 def relays_heard(cluster: Cluster, relay: Relay, ids: set[str]) -> dict[str, Any] | None:
-    """``relay``'s members once they are exactly the three relays, with heartbeats heard."""
+    """``relay``'s members once they are exactly the three relays, all heard in one term
+    (a follower heartbeats less often: its last one may predate the election)."""
     data = members(cluster, relay)
     rows = {row["peer_id"]: row for row in data["members"]}
-    heard = all(r["self"] if r.get("self") else r["term"] is not None for r in rows.values())
-    return data if set(rows) == ids and heard else None
+    one_term = len({r["term"] for r in rows.values()}) == 1
+    return data if set(rows) == ids and one_term else None
 
 
 def start_three(cluster: Cluster) -> list[Relay]:
@@ -65,7 +66,7 @@ def test_members_and_status_on_a_three_relay_mesh(cluster: Cluster) -> None:
         assert data["leader"] == leader
         assert [rows[p]["role"] for p in sorted(ids)].count("leader") == 1
         assert rows[str(leader)]["role"] == "leader"
-        assert len({rows[p]["term"] for p in ids}) == 1  # one term, as every relay hears it
+        assert rows[relay.peer_id]["term"] == rows[str(leader)]["term"] >= 1
         me = rows[relay.peer_id]
         assert me["self"] and f"/tcp/{relay.port}" in me["addrs"][0]
         for other in relays:
@@ -124,7 +125,7 @@ def test_members_and_status_on_a_three_relay_mesh(cluster: Cluster) -> None:
         page = json.loads(answer.read())
     assert [title_kind(s["title"]) for s in page["signatures"]] == ["LookupError", "ValueError"]
     assert sum(page["signatures"][1]["last_hour"]) == 2  # both within the last minute or two
-    assert {m["peer_id"] for m in page["members"]} == ids
+    assert {m["peer_id"] for m in page["members"] if m["role"] != "reporter"} == ids
     with urllib.request.urlopen(base + "/dashboard", timeout=10) as answer:
         assert answer.headers["Content-Type"].startswith("text/html")
         body = answer.read().decode()
