@@ -20,9 +20,11 @@ from __future__ import annotations
 import html
 import json
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from github_sink.budget import Budget
+from github_sink.outbox import Outbox
 from mesh.errors import StoreError
 
 if TYPE_CHECKING:
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from node.relay import MeshPeer
 
 __all__ = [
+    "add_pulls",
     "assemble",
     "dashboard_data",
     "dashboard_response",
@@ -71,7 +74,9 @@ def dashboard_data(peer: MeshPeer, *, shown: int = SHOWN) -> dict[str, Any]:
     except StoreError as exc:
         states, store_error = [], str(exc)
     budget = github_budget(peer.sink, now)
-    return assemble(status, states, peer.activity, budget, now=now, store_error=store_error)
+    data = assemble(status, states, peer.activity, budget, now=now, store_error=store_error)
+    add_pulls(data, states, peer.sink)
+    return data
 
 
 def assemble(
@@ -119,6 +124,25 @@ def signature_row(state: SigState, last_hour: list[int]) -> dict[str, Any]:
         if link is None
         else {"number": link.number, "url": link.url, "state": link.state},
     }
+
+
+def add_pulls(data: dict[str, Any], states: list[SigState], sink: object) -> None:
+    """Give each issue its draft PR, as this relay's GitHub outbox recorded it.
+
+    Only a relay that led while the PR was opened knows it (the outbox is
+    local); the PR's URL is the issue's with ``/pull/N`` for ``/issues/N``.
+    """
+    path = getattr(getattr(sink, "outbox", None), "path", None)
+    if not isinstance(path, Path):
+        return
+    pulls = Outbox.read_pulls(path)
+    for state, row in zip(states, data["signatures"], strict=True):
+        pull, issue = pulls.get(state.signature), row["issue"]
+        if pull is not None and issue is not None and "/issues/" in issue["url"]:
+            issue["pull"] = {
+                "number": pull,
+                "url": f"{issue['url'].rsplit('/issues/', 1)[0]}/pull/{pull}",
+            }
 
 
 def github_budget(sink: object, now: float) -> dict[str, Any] | None:
@@ -192,15 +216,22 @@ def sparkline(counts: list[int], *, width: int = 120, height: int = 20) -> str:
     )
 
 
+def _link(text: str, url: str) -> str:
+    """``text`` (already escaped) as a link to an http(s) ``url``, else with it on hover."""
+    if url.startswith(("https://", "http://")):
+        return f'<a href="{_e(url)}">{text}</a>'
+    return f'<span title="{_e(url)}">{text}</span>'
+
+
 def _issue(issue: dict[str, Any] | None) -> str:
     if issue is None:
         return "-"
     label = f"#{issue['number']}" if issue.get("number") is not None else "issue"
-    text = f"{_e(label)} {_e(issue.get('state'))}"
-    url = str(issue.get("url") or "")
-    if url.startswith(("https://", "http://")):
-        return f'<a href="{_e(url)}">{text}</a>'
-    return f'<span title="{_e(url)}">{text}</span>'
+    text = _link(f"{_e(label)} {_e(issue.get('state'))}", str(issue.get("url") or ""))
+    pull = issue.get("pull")
+    if pull is not None:
+        text += ", PR " + _link(f"#{_e(pull['number'])}", str(pull["url"]))
+    return text
 
 
 def _signatures_table(data: dict[str, Any]) -> str:

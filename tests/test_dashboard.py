@@ -10,15 +10,17 @@ from __future__ import annotations
 import dataclasses
 import html.parser
 import re
-from types import SimpleNamespace
+from pathlib import Path
 from typing import Any
 
-from github_sink.budget import Budget, BudgetLimits
+from github_sink.budget import BudgetLimits
+from github_sink.github import GitHubSink, GitHubSinkOptions
+from github_sink.settings import GitHubSettings
 from mesh.report import Report
 from mesh.severity import Severity
 from mesh.sigstate import IssueLink, SigState, join, state_of_report
 from node.activity import Activity
-from node.dashboard import assemble, github_budget, render_page, sparkline
+from node.dashboard import add_pulls, assemble, github_budget, render_page, sparkline
 
 NOW = 1_800_000_030.0  # 30 s into a minute
 EVIL = '<script>window.pwned = 1</script><img src=x onerror="alert(1)">'
@@ -172,14 +174,42 @@ def test_the_ring_forgets_the_least_recently_changed_signatures_first() -> None:
     assert sum(activity.series(bytes([4]) * 16, NOW)) == 1
 
 
-def test_the_budget_left_is_the_limits_minus_the_writes_in_each_window() -> None:
-    budget = Budget(BudgetLimits(per_minute=80, per_hour=500))
-    for t in (NOW - 1800, NOW - 10, NOW - 5):
-        budget.record("POST", t)
-    sink = SimpleNamespace(client=SimpleNamespace(budget=budget))
-    left = github_budget(sink, NOW)
+def github_sink(directory: Path) -> GitHubSink:
+    """The sink a leader with a GitHub repository has (no request is sent here)."""
+    settings = GitHubSettings(repo="acme/shop", token="t", budget=BudgetLimits())
+    return GitHubSink.open(settings, GitHubSinkOptions(), directory)
+
+
+def test_the_budget_left_is_the_limits_minus_the_writes_in_each_window(tmp_path: Path) -> None:
+    with github_sink(tmp_path) as sink:
+        for t in (NOW - 1800, NOW - 10, NOW - 5):
+            sink.client.budget.record("POST", t)
+        left = github_budget(sink, NOW)
     assert left is not None
     assert (left["writes_left_minute"], left["writes_left_hour"]) == (78, 497)
     assert github_budget(None, NOW) is None  # a file sink, or a relay that never leads
     data = assemble(status(), [], Activity(), left, now=NOW)
     assert "78/80 writes left this minute, 497/500 this hour" in render_page(data)
+
+
+def test_an_issue_shows_the_draft_pr_its_leader_opened(tmp_path: Path) -> None:
+    sig = b"A" * 16
+    link = IssueLink(
+        ref="7", number=7, url="https://github.com/acme/shop/issues/7", state="open", term=3,
+        synced_total=1, synced_at=NOW,
+    )  # fmt: skip
+    states = [dataclasses.replace(state_of_report(report(sig)), link=link)]
+    with github_sink(tmp_path) as sink:
+        sink.outbox.enqueue(sig, "pr", 7, "branch")
+        job = sink.outbox.get(sig, "pr")
+        assert job is not None
+        data = assemble(status(), states, Activity(), None, now=NOW)
+        add_pulls(data, states, sink)
+        assert data["signatures"][0]["issue"].get("pull") is None  # not opened yet
+        sink.outbox.advance(job, "done", pull=12)  # as the follow-up's last step records it
+        add_pulls(data, states, sink)
+    assert data["signatures"][0]["issue"]["pull"] == {
+        "number": 12,
+        "url": "https://github.com/acme/shop/pull/12",
+    }
+    assert ', PR <a href="https://github.com/acme/shop/pull/12">#12</a>' in render_page(data)
