@@ -9,7 +9,7 @@ is kept in the test's folder (``ERRMESH_DASHBOARD_PNG=path`` copies it
 there: how ``docs/dashboard.png`` is made).
 
 The session fixture installs Debian's ``chromium`` when it is missing and
-the tests run as root (CI's clean machine: ~1-2 minutes, printed), and
+the tests run as root (a clean CI machine: apt-get install took 34 s here; printed), and
 skips with the reason otherwise.
 """
 
