@@ -26,6 +26,9 @@ from mesh_cluster import (
     wait_until,
 )
 
+from tests.github_fake import GitHubApp, serve
+from tests.github_fake.fixtures import assert_no_violations
+
 pytestmark = pytest.mark.slow
 
 
@@ -43,6 +46,13 @@ def relays_heard(cluster: Cluster, relay: Relay, ids: set[str]) -> dict[str, Any
     rows = {row["peer_id"]: row for row in data["members"]}
     one_term = len({r["term"] for r in rows.values()}) == 1
     return data if set(rows) == ids and one_term else None
+
+
+def dashboard(relay: Relay) -> dict[str, Any]:
+    base = relay.status()["status_url"].removesuffix("/status")
+    with urllib.request.urlopen(base + "/dashboard.json", timeout=10) as answer:
+        data: dict[str, Any] = json.loads(answer.read())
+    return data
 
 
 def start_three(cluster: Cluster) -> list[Relay]:
@@ -120,9 +130,8 @@ def test_members_and_status_on_a_three_relay_mesh(cluster: Cluster) -> None:
     assert all(len(line) <= 80 for line in lines[head:]), lines
 
     # The relay's dashboard shows the same (its data as JSON, its page as HTML).
+    page = dashboard(relays[0])
     base = relays[0].status()["status_url"].removesuffix("/status")
-    with urllib.request.urlopen(base + "/dashboard.json", timeout=10) as answer:
-        page = json.loads(answer.read())
     assert [title_kind(s["title"]) for s in page["signatures"]] == ["LookupError", "ValueError"]
     assert sum(page["signatures"][1]["last_hour"]) == 2  # both within the last minute or two
     assert {m["peer_id"] for m in page["members"] if m["role"] != "reporter"} == ids
@@ -136,3 +145,43 @@ def test_members_without_a_relay_says_there_is_none(cluster: Cluster) -> None:
     done = cluster.errmesh(cluster.relay("R1"), "members")
     assert done.returncode == 1
     assert "no relay is running on this machine for cluster meshtest" in done.stderr
+
+
+def test_a_github_leaders_dashboard_links_the_issue_and_its_draft_pr_and_shows_the_budget(
+    cluster: Cluster,
+) -> None:
+    repo, token = "octo-org/octo-repo", "test-token-for-the-dashboard"
+    app = GitHubApp(repos=[repo], tokens=[token])
+    with serve(app) as url:
+        env = {
+            "ERRMESH_SINK": "github",
+            "ERRMESH_REPO": repo,
+            "ERRMESH_GITHUB_TOKEN": token,
+            "ERRMESH_GITHUB_API_URL": url,
+            "ERRMESH_GITHUB_MIN_INTERVAL": "0.05",
+            "ERRMESH_AUTO_PR": "1",  # a draft PR with the fix brief (no fixer command)
+        }
+        relay = cluster.start_relay(cluster.relay("R1"), env=env)
+        cluster.run_clis([(cluster.machine("M1"), "ValueError", [relay.maddr])])
+
+        def with_pull() -> dict[str, Any] | None:
+            data = dashboard(relay)
+            rows = data["signatures"]
+            return data if rows and (rows[0]["issue"] or {}).get("pull") else None
+
+        data = wait_until(with_pull, CONVERGE, "the dashboard shows the issue's draft PR")
+        with app._lock:
+            items = list(app.repo().issues.values())
+        issue = next(i for i in items if not i.is_pull)
+        pull = next(i for i in items if i.is_pull)
+        shown = data["signatures"][0]["issue"]
+        assert shown["url"].endswith(f"/{repo}/issues/{issue.number}")
+        assert shown["pull"] == {
+            "number": pull.number,
+            "url": shown["url"].rsplit("/issues/", 1)[0] + f"/pull/{pull.number}",
+        }
+        budget = data["budget"]
+        assert budget["per_minute"] == 80 and budget["per_hour"] == 500
+        assert 0 < budget["writes_left_minute"] < 80  # the issue, the branch, the brief, the PR
+        assert budget["writes_left_hour"] == 500 - (80 - budget["writes_left_minute"])
+        assert_no_violations(app)
