@@ -1,7 +1,7 @@
 """The relay's dashboard in a real browser: headless Chromium against real relays.
 
-Two relays (``errmesh relay`` on loopback) and failing CLIs reporting to
-them; Chromium (driven over the DevTools protocol, ``tests/chromium.py``)
+Two relays (``errmesh relay`` on loopback, filing issues in the test
+GitHub) and failing CLIs reporting to them; Chromium (driven over the DevTools protocol, ``tests/chromium.py``)
 opens the leader's ``/dashboard`` and must show the signatures, then,
 without a reload, the one a later CLI reports: an error whose message is
 a ``<script>``, which must show as text and run nowhere. The screenshot
@@ -32,7 +32,13 @@ from mesh_cluster import (
     wait_until,
 )
 
+from tests.github_fake import GitHubApp, serve
+from tests.github_fake.fixtures import assert_no_violations
+
 pytestmark = pytest.mark.slow
+
+REPO = "octo-org/octo-repo"
+TOKEN = "test-token-for-the-dashboard"
 
 #: A failing program's message that is markup: it must reach the page as text.
 SCRIPT_ERROR = 'RuntimeError("<script>window.pwned = true</script> in checkout")'
@@ -53,11 +59,33 @@ def browser(chromium_binary: str, tmp_path: Path) -> Iterator[Browser]:
         yield opened
 
 
+@pytest.fixture
+def github_url() -> Iterator[str]:
+    """The test GitHub (``tests/github_fake``), so that the page links real issue URLs."""
+    app = GitHubApp(repos=[REPO], tokens=[TOKEN])
+    with serve(app) as url:
+        yield url
+    assert_no_violations(app)
+
+
 def test_the_dashboard_shows_the_signatures_and_updates_after_a_new_report(
-    cluster: Cluster, browser: Browser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cluster: Cluster,
+    browser: Browser,
+    github_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(ERRORS, "RuntimeError", SCRIPT_ERROR)
-    r1, r2 = start_pair(cluster)
+    r1, r2 = start_pair(
+        cluster,
+        env={
+            "ERRMESH_SINK": "github",
+            "ERRMESH_REPO": REPO,
+            "ERRMESH_GITHUB_TOKEN": TOKEN,
+            "ERRMESH_GITHUB_API_URL": github_url,
+            "ERRMESH_GITHUB_MIN_INTERVAL": "0.05",
+        },
+    )
     leader = r1 if r1.status().get("role") == "leader" else r2
     machines = [cluster.machine("web-1"), cluster.machine("web-2")]
     cluster.run_clis(
@@ -91,6 +119,11 @@ def test_the_dashboard_shows_the_signatures_and_updates_after_a_new_report(
     assert browser.evaluate("document.querySelectorAll('#signatures tr.sig').length") == 4
     spark = "document.querySelectorAll('#signatures svg.spark rect').length"
     assert browser.evaluate(spark) >= 4  # every signature has a bar in the last minutes
+    issues = "document.querySelectorAll('#signatures a[href*=\"/octo-repo/issues/\"]').length"
+    wait_until(lambda: browser.evaluate(issues) == 4, CONVERGE, "every row links its issue")
+    assert "writes left this minute" in browser.evaluate(
+        "document.getElementById('budget').innerText"
+    )
 
     png = browser.screenshot(tmp_path / "dashboard.png")
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
