@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -21,6 +21,10 @@ from node.cli_config import show_config
 from node.cli_members import members
 from node.config import Config, load_config
 from node.errors import ConfigError, NodeError
+
+if TYPE_CHECKING:
+    from mesh.store import Store
+    from node.progress import Progress
 
 __all__ = ["main"]
 
@@ -330,7 +334,7 @@ def drain(ctx: click.Context, progress: bool | None) -> None:
         click.echo(f"  {error}", err=True)
 
 
-def _merge_spool(store: Any, counter: Any, batch: int = 500) -> set[bytes]:
+def _merge_spool(store: Store, counter: Progress, batch: int = 500) -> set[bytes]:
     """Merge the whole spool a batch at a time (``Progress`` counting); returns the
     signatures merged, which the round then files without waiting for ``settle``."""
     merged: set[bytes] = set()

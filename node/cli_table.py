@@ -16,7 +16,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ago", "cut", "local_relay_status", "members_lines", "short_addr", "status_lines"]
+__all__ = [
+    "ago",
+    "cut",
+    "local_relay_status",
+    "members_lines",
+    "short_addr",
+    "status_lines",
+    "width",
+]
 
 #: How fresh the local relay's ``relay-status.json`` must be to count as running.
 FRESH = 5.0
@@ -39,8 +47,12 @@ def ago(then: float | None, now: float) -> str:
 
 
 def cut(text: str, limit: int) -> str:
-    """``text`` on one line, at most ``limit`` characters (an ellipsis shows a cut)."""
-    flat = " ".join(text.split())
+    """``text`` on one line, at most ``limit`` characters (an ellipsis shows a cut).
+
+    Reports are attacker-influenced: a control character (an escape sequence
+    that would move the cursor or retitle the terminal) is shown as U+FFFD.
+    """
+    flat = "".join(c if c.isprintable() else "\ufffd" for c in " ".join(text.split()))
     return flat if len(flat) <= limit else flat[: max(0, limit - 1)] + "\u2026"
 
 
@@ -67,7 +79,7 @@ def status_lines(rows: Sequence[dict[str, Any]], now: float, columns: int = 80) 
         where = "-" if issue is None else f"#{issue['number']} {issue['state']}"
         lines.append(
             f"{row['signature']:<13} {ago(row['last_seen'], now):<9} {row['occurrences']:>7}  "
-            f"{row['severity']:<8} {_hosts(row['hosts'], 18):<18} {where}"
+            f"{row['severity']:<8} {_hosts([cut(h, 18) for h in row['hosts']], 18):<18} {where}"
         )
         lines.append("  " + cut(row["title"].removeprefix("[errmesh] "), columns - 2))
         if issue is not None and issue.get("url"):
