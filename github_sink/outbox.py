@@ -156,6 +156,33 @@ class Outbox:
         ).fetchall()
         return [_job(r) for r in rows]
 
+    @classmethod
+    def read_pulls(cls, path: Path) -> dict[bytes, int]:
+        """Each signature's draft PR number, read through a connection of our own.
+
+        For the relay's dashboard, on the relay's main thread while the
+        leader's worker thread writes through ``self``: read-only, and an
+        outbox that is absent or busy answers nothing rather than waiting.
+        """
+        if not path.is_file():
+            return {}
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.2)
+            try:
+                rows = conn.execute(
+                    "SELECT sig, data FROM jobs WHERE kind = 'pr' AND state = 'done'"
+                ).fetchall()
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return {}
+        pulls = {}
+        for sig, data in rows:
+            number = json.loads(data).get("pull")
+            if isinstance(number, int):
+                pulls[bytes(sig)] = number
+        return pulls
+
     def advance(self, job: Job, step: str, **data: Any) -> Job:
         """Record that ``job.step`` was confirmed by GitHub; the next one is ``step``."""
         merged = {**job.data, **data}

@@ -13,12 +13,18 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from node.cli_config import show_config
+from node.cli_members import members
 from node.config import Config, load_config
 from node.errors import ConfigError, NodeError
+
+if TYPE_CHECKING:
+    from mesh.store import Store
+    from node.progress import Progress
 
 __all__ = ["main"]
 
@@ -169,7 +175,8 @@ def _report_command(config: Config, argv: list[str], result: Any, job: str = "")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
-    """Spool depth, signatures with counts and issue links."""
+    """Spool depth, signatures by last seen with counts, hosts and issue links."""
+    from node.cli_table import local_relay_status, status_lines, width
     from node.compose import open_store
 
     config = _config(ctx)
@@ -188,7 +195,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
         "sink": config.sink_name,
         "signatures": rows,
     }
-    relay = _relay_status(config.cluster_state_dir / "relay-status.json")
+    relay = local_relay_status(config.cluster_state_dir / "relay-status.json")
     if relay is not None:
         data["role"] = relay.get("role", "?")
         data["relay"] = relay
@@ -210,18 +217,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
     if not rows and stats.pending:
         click.echo("no errors merged yet: `errmesh drain` (or a running relay) merges the spool")
         return
-    _print_rows(rows)
-
-
-def _relay_status(path: Path) -> dict[str, Any] | None:
-    """The local relay's last status, if it is running (written within 5 s)."""
-    try:
-        relay: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if time.time() - float(relay.get("updated_at", 0)) > 5:
-        return None
-    return relay
+    for line in status_lines(rows, time.time(), min(width(), 120)):
+        click.echo(line)
 
 
 def _state_row(state: Any) -> dict[str, Any]:
@@ -245,17 +242,6 @@ def _state_row(state: Any) -> dict[str, Any]:
             "synced": link.synced_total,
         },
     }
-
-
-def _print_rows(rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        click.echo("no errors recorded")
-        return
-    click.echo(f"{'signature':<13}{'count':>6}  {'issue':<10} title")
-    for row in rows:
-        issue = row["issue"]
-        where = "-" if issue is None else f"#{issue['number']} {issue['state']}"
-        click.echo(f"{row['signature']:<13}{row['occurrences']:>6}  {where:<10} {row['title']}")
 
 
 @cli.group()
@@ -316,15 +302,27 @@ def issues_close(ctx: click.Context, signature: str) -> None:
     click.echo(f"closed {path}")
 
 
+_PROGRESS = click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Counts on stderr while it works (default: when stderr is a terminal).",
+)
+
+
 @cli.command()
+@_PROGRESS
 @click.pass_context
-def drain(ctx: click.Context) -> None:
+def drain(ctx: click.Context, progress: bool | None) -> None:
     """Merge what failed processes left in the spool and do what is due (cron-able)."""
     from node.compose import SoloDelivery, open_store
+    from node.progress import Progress, wanted
 
     config = _config(ctx)
     with open_store(config) as store:
-        result = SoloDelivery(config).deliver(store, [], exiting=False)
+        pending = store.statistics().pending
+        counter = Progress("merging the spool", pending, enabled=wanted(progress), unit="reports")
+        merged = _merge_spool(store, counter)
+        result = SoloDelivery(config).deliver(store, [], exiting=False, merged=merged)
     if result is None:
         click.echo("merged the spool; issues are disabled")
         return
@@ -336,13 +334,24 @@ def drain(ctx: click.Context) -> None:
         click.echo(f"  {error}", err=True)
 
 
-@cli.command("config")
-@click.pass_context
-def show_config(ctx: click.Context) -> None:
-    """Print the effective settings (the token is masked)."""
-    config = _config(ctx)
-    for name, value in config.public_items():
-        click.echo(f"{name} = {value}")
+def _merge_spool(store: Store, counter: Progress, batch: int = 500) -> set[bytes]:
+    """Merge the whole spool a batch at a time (``Progress`` counting); returns the
+    signatures merged, which the round then files without waiting for ``settle``."""
+    merged: set[bytes] = set()
+    rounds = counter.total // batch + 2 if counter.total is not None else 1_000_000
+    for _ in range(rounds):  # bounded: a row that would not leave the spool cannot loop
+        reports = store.pending(limit=batch)
+        if not reports:
+            break
+        store.merge_reports(reports)
+        merged.update(r.signature for r in reports)
+        counter.advance(len(reports))
+    counter.finish()
+    return merged
+
+
+cli.add_command(show_config)
+cli.add_command(members)
 
 
 @cli.command()
@@ -478,11 +487,13 @@ def relay(
 @cli.command()
 @click.option("--dir", "directory", type=click.Path(path_type=Path), default=Path(".errmesh-demo"))
 @click.option("--rounds", type=int, default=3, help="How many times each failure repeats.")
-def demo(directory: Path, rounds: int) -> None:
+@_PROGRESS
+def demo(directory: Path, rounds: int, progress: bool | None) -> None:
     """Fail some programs in a few distinct ways and show the issues produced."""
     from node.demo import run_demo
+    from node.progress import wanted
 
-    sys.exit(run_demo(directory, rounds=rounds))
+    sys.exit(run_demo(directory, rounds=rounds, progress=wanted(progress)))
 
 
 #: Global options ``main`` left out of an ``errmesh run`` command line.

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -161,21 +161,27 @@ class SoloDelivery:
         self._sink = sink
 
     def deliver(
-        self, store: Store, reports: Sequence[Report], *, exiting: bool
+        self,
+        store: Store,
+        reports: Sequence[Report],
+        *,
+        exiting: bool,
+        merged: Iterable[bytes] = (),
     ) -> RoundResult | None:
+        """``merged``: signatures of spooled reports the caller merged already
+        (``errmesh drain``, batch by batch): flushed like the pending ones."""
         pending = store.pending()
         store.merge_reports(pending)
+        flush = {r.signature for r in pending} | {r.signature for r in reports} | set(merged)
         sink = self._sink if self._sink is not None else make_sink(self.config)
         if sink is None:
             return None
         if sink is self._sink or not isinstance(sink, AbstractContextManager):
-            return self._act(store, sink, pending, reports)
+            return self._act(store, sink, flush)
         with sink:  # a sink made here (GitHub: HTTP connections, outbox) is released here
-            return self._act(store, sink, pending, reports)
+            return self._act(store, sink, flush)
 
-    def _act(
-        self, store: Store, sink: Sink, pending: Sequence[Report], reports: Sequence[Report]
-    ) -> RoundResult:
+    def _act(self, store: Store, sink: Sink, flush: set[bytes]) -> RoundResult:
         # Every spooled report came from a process that was failing; none of
         # them will come back to open its issue, so none waits for settle.
         # A mesh of one continues the latest leader's term: with a lower term
@@ -185,7 +191,7 @@ class SoloDelivery:
             sink,
             now=time.time(),
             term=store.max_link_term(),
-            flush={r.signature for r in pending} | {r.signature for r in reports},
+            flush=flush,
         )
 
 

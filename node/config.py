@@ -223,6 +223,7 @@ def load_config(
     read_file: bool = True,
     strict: bool = False,
     problems: Sequence[ConfigError] = (),
+    sources: dict[str, str] | None = None,
 ) -> Config:
     """Read the environment and the TOML file, then :func:`resolve`.
 
@@ -234,12 +235,13 @@ def load_config(
     a relay) raises ``ConfigError`` for a bad value or for an unreadable,
     invalid or missing file that was named explicitly; a missing default file
     is simply absent either way. ``problems`` found before (the command
-    line's, lenient too) are said on the same line.
+    line's, lenient too) are said on the same line. ``sources`` receives
+    where each setting's value came from (``errmesh config``).
     """
     if strict:
-        return _config(load_values(flags, environ, read_file=read_file))
+        return _config(load_values(flags, environ, read_file=read_file, sources=sources))
     found: list[ConfigError] = list(problems)
-    values = load_values(flags, environ, read_file=read_file, problems=found)
+    values = load_values(flags, environ, read_file=read_file, problems=found, sources=sources)
     say_problems(found)
     return _config(values)
 

@@ -98,8 +98,11 @@ def _relay_status(directory: Path) -> dict[str, object]:
         return {}
 
 
-def run_demo(directory: Path, *, rounds: int = 3) -> int:
-    """A relay, and each scenario failing ``rounds`` times on 3 machines, 4 at a time."""
+def run_demo(directory: Path, *, rounds: int = 3, progress: bool = False) -> int:
+    """A relay, and each scenario failing ``rounds`` times on 3 machines, 4 at a time.
+
+    ``progress``: count the occurrences the issues show on stderr while waiting for them.
+    """
     directory = directory.resolve()
     base, key = _prepare(directory)
     print(f"errmesh demo in {directory}")
@@ -120,7 +123,7 @@ def run_demo(directory: Path, *, rounds: int = 3) -> int:
         started = time.monotonic()
         _run_jobs(jobs, base, key)
         elapsed = time.monotonic() - started
-        entries = _wait_for_issues(directory, len(jobs))
+        entries = _wait_for_issues(directory, len(jobs), progress)
         status = _relay_status(directory)
     finally:
         relay.terminate()
@@ -181,24 +184,31 @@ def _run_jobs(
             print(f"  [{i:>2}/{len(jobs)}] {futures[future]:<58} exited {future.result()}")
 
 
-def _wait_for_issues(directory: Path, expected: int) -> list[tuple[str, dict[str, Any]]]:
+def _wait_for_issues(
+    directory: Path, expected: int, progress: bool = False
+) -> list[tuple[str, dict[str, Any]]]:
     """The file sink's index entries by number, once they count ``expected`` occurrences.
 
     The leader files issues after the settle delay, so the demo polls the
     index for up to 20 s and then shows whatever is there.
     """
+    from node.progress import Progress
+
     index_path = directory / "issues" / "index.json"
     deadline = time.monotonic() + 20
     entries: list[tuple[str, dict[str, Any]]] = []
+    counter = Progress("occurrences in issues", expected, enabled=progress)
     while time.monotonic() < deadline:
         try:
             index = json.loads(index_path.read_text(encoding="utf-8"))
             entries = sorted(index["issues"].items(), key=lambda kv: kv[1]["number"])
         except (OSError, ValueError):
             entries = []
-        if sum(int(str(e["total"])) for _, e in entries) >= expected:
+        counter.update(sum(int(str(e["total"])) for _, e in entries))
+        if counter.done >= expected:
             break
         time.sleep(0.2)
+    counter.finish()
     return entries
 
 

@@ -4,23 +4,22 @@ One trio task per duty, all around one store and one :class:`~mesh.gossip.Gossip
 what each decides is sans-IO policy (``mesh.relay_policy``, ``mesh.antientropy``,
 ``mesh.election``), this module only feeds it and carries out its answers:
 
-- **receive**: every validated message is decoded and applied: a ``report``
-  is merged into the store and then acked on the control topic (the ack
-  means "durably stored here", DESIGN section 7); ``occ`` and ``state``
-  merge; ``issue`` records the leader's links; ``hb`` feeds the election;
-  ``digest`` is answered with the states the sender lacks.
-- **tick**: the election's clock. Heartbeats go out when due; while this
-  peer leads it asks for leader rounds (``node.leading``).
-- **drain**: reports left in this machine's spool (by CLIs whose delivery
-  failed, or handed over through the local nudge socket) are merged and
-  published, so nothing spooled is stranded.
-- **digest**: every few seconds, and whenever the set of peers changes, a
-  summary goes out so that dropped gossip and healed partitions converge.
+- **receive**: every validated message is decoded and applied: a ``report`` is merged into the
+  store and then acked on the control topic (the ack means "durably stored here", DESIGN
+  section 7); ``occ`` and ``state`` merge; ``issue`` records the leader's links; ``hb`` feeds
+  the election; ``digest`` is answered with the states the sender lacks.
+- **tick**: the election's clock. Heartbeats go out when due; while this peer leads it asks for
+  leader rounds (``node.leading``).
+- **drain**: reports left in this machine's spool (by CLIs whose delivery failed, or handed
+  over through the local nudge socket) are merged and published, so nothing spooled is
+  stranded.
+- **digest**: every few seconds, and whenever the set of peers changes, a summary goes out so
+  that dropped gossip and healed partitions converge.
 
-Validation (before any of this, inside gossipsub, ``node.admission``): a
-payload must decode under the cluster key, and a message that names its
-sender must name its libp2p signer; rejections are counted by reason, and a
-peer that keeps sending them is banned. The process around it: ``node.service``.
+Validation (before any of this, inside gossipsub, ``node.admission``): a payload must decode
+under the cluster key, and a message that names its sender must name its libp2p signer.
+Rejections are counted by reason; a peer that keeps sending rejected messages is banned. The
+process around the relay (status server, nudge socket, lock) is ``node.service``.
 """
 
 from __future__ import annotations
@@ -59,6 +58,7 @@ from mesh.relay_policy import (
 )
 from mesh.sigstate import SigState
 from mesh.store import Store
+from node.activity import Activity
 from node.config import network_keys
 from node.faults import Faults
 from node.handover import take as take_handovers
@@ -66,6 +66,7 @@ from node.heartbeats import WritePace, heartbeat_message
 from node.keyfile import KeyWatch
 from node.lags import Lags
 from node.leading import Leading
+from node.members import Members
 from node.merging import Batch, merge_records, merge_reports, signatures_of
 from node.relay_options import PeerOptions, election_for
 from node.relay_status import relay_status
@@ -116,6 +117,8 @@ class MeshPeer:
         if self.sink is not None:  # the sink checks before every write that we still lead
             self.sink.set_gate(self._may_write)
         self.stats: collections.Counter[str] = collections.Counter()
+        self.members = Members()  # who we hear from, for `errmesh members` (node/members.py)
+        self.activity = Activity()  # occurrences per minute, for the dashboard's sparklines
         self.faults = Faults(store_path=str(store.path), clock=clock)
         self.leading = Leading(
             store=store,
@@ -168,12 +171,11 @@ class MeshPeer:
     async def _supervise(self, name: str, loop: Callable[[], Any]) -> None:
         """Run ``loop`` for ever: a failure is counted and logged, and the loop restarts.
 
-        The loops isolate one message, one signature, one store write
-        themselves; this catches what slips past (a bug, an exhausted
-        resource), so that no failure of one duty stops the relay. Restarts
-        back off (``mesh.relay_policy.Backoff``) so a failure that repeats at
-        once costs little CPU. Cancellation and KeyboardInterrupt are
-        BaseExceptions and pass.
+        The loops isolate one message, one signature, one store write themselves; this catches
+        what slips past (a bug, an exhausted resource), so that no failure of one duty stops
+        the relay. Restarts back off (``mesh.relay_policy.Backoff``) so a failure that repeats
+        at once costs little CPU. Cancellation and KeyboardInterrupt are BaseExceptions and
+        pass.
         """
         backoff = Backoff(self.policy.restart_min, self.policy.restart_max)
         while True:
@@ -191,11 +193,10 @@ class MeshPeer:
     async def _receive_loop(self) -> None:
         """Sort what arrives so that nothing time-critical waits behind bulk work.
 
-        Heartbeats go to the election at once: queued behind a few thousand
-        reports and state answers they arrived late, live leaders expired and
-        a second leader was elected (``scripts/bench/github_cost.py``).
-        Digests are answered by their own task, the latest per sender and
-        range. Everything else is merged in batches by :meth:`_apply_loop`.
+        Heartbeats go to the election at once: queued behind a few thousand reports and state
+        answers they arrived late, live leaders expired and a second leader was elected
+        (``scripts/bench/github_cost.py``). Digests are answered by their own task, the latest
+        per sender and range. Everything else is merged in batches by :meth:`_apply_loop`.
         """
         async for received in self.gossip.receive:
             decoded = wire.decode(received.data, self.keys.accepted)
@@ -214,6 +215,7 @@ class MeshPeer:
         """Route one decoded message; ``lag``: seconds it waited in our channel."""
         kind = type(msg).__name__
         self.lags.observe(kind, lag)
+        self.members.heard(msg, sender, lag, self.clock())
         if isinstance(msg, wire.HeartbeatMsg):
             return  # applied by the caller, now
         if isinstance(msg, wire.DigestMsg):
@@ -317,14 +319,12 @@ class MeshPeer:
     async def apply(self, batch: Batch) -> None:
         """Merge a batch of data messages in one transaction per kind, then ack.
 
-        Merging is a join, so order within the batch does not matter. A report
-        is acked only after its transaction committed (DESIGN section 7); if
-        the store fails, nothing is acked and the reporter sends it again.
-        A store that cannot be written (full disk) marks the store down and
-        drops the batch (reporters retry, anti-entropy repairs the rest); any
-        other failure is isolated by merging the batch's messages one by one,
-        so one poison costs only itself and its signatures are blamed
-        (quarantined if it keeps failing).
+        Merging is a join, so order within the batch does not matter. A report is acked only
+        after its transaction committed (DESIGN section 7); if the store fails, nothing is
+        acked and the reporter sends it again. A store that cannot be written (full disk) marks
+        the store down and drops the batch (reporters retry, anti-entropy repairs the rest);
+        any other failure is isolated by merging the batch's messages one by one, so one poison
+        costs only itself and its signatures are blamed (quarantined if it keeps failing).
         """
         try:
             await self._apply(batch)
@@ -361,10 +361,9 @@ class MeshPeer:
     async def drain(self) -> int:
         """Merge and publish what this machine's spool holds; returns how many.
 
-        The wire carries state, not events: what goes out is
-        ``mesh.relay_policy.plan_drain``'s coalesced plan, paced, so a burst
-        of thousands of spooled reports is a few messages and never
-        overflows libp2p's 32-slot queues.
+        The wire carries state, not events: what goes out is ``mesh.relay_policy.plan_drain``'s
+        coalesced plan, paced, so a burst of thousands of spooled reports is a few messages and
+        never overflows libp2p's 32-slot queues.
         """
         take_handovers(self.store)  # reports failing processes here handed over
         await self._observe_replica()
@@ -409,6 +408,7 @@ class MeshPeer:
 
     def _note(self, *states: SigState) -> None:
         self.antientropy.note(states, trio.current_time())
+        self.activity.noted(states, self.clock())
 
     async def refresh_entries(self) -> None:
         """Rebuild the digest entries from the store, a batch at a time."""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from mesh.errors import StoreError, StoreUnavailable
 from mesh.store import StoreStatistics
+from node.members import members_of
 
 if TYPE_CHECKING:
     from node.relay import MeshPeer
@@ -49,6 +50,7 @@ def relay_status(peer: MeshPeer) -> dict[str, Any]:
         "queues": peer.gossip.queue_depths(),
         #: Writes the whole mesh sent GitHub in the hour, as this relay's ledger knows them.
         "github_writes_last_hour": peer.pace.ledger.total(peer.clock()),
+        "members": members_of(peer),
         "updated_at": peer.clock(),
         "pid": os.getpid(),
     }

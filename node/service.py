@@ -27,6 +27,7 @@ import trio
 from mesh.gossip import Gossip
 from node.compose import open_relay
 from node.config import Config
+from node.dashboard import dashboard_response
 from node.errors import RelayRunning
 from node.logformat import configure_logging
 from node.relay import MeshPeer
@@ -118,7 +119,15 @@ def status_routes(peer: MeshPeer, config: Config) -> dict[str, Handler]:
     async def tasks() -> Reply:
         return Reply("200 OK", "text/plain", task_dump().encode())
 
+    def dashboard(path: str) -> Handler:  # the operator's page (node/dashboard.py)
+        async def page() -> Reply:
+            return Reply(*dashboard_response(path, peer))
+
+        return page
+
+    pages = ("/dashboard", "/dashboard/", "/dashboard.json", "/dashboard/fragment")
     return {
+        **{path: dashboard(path) for path in pages},
         "/": status,
         "/status": status,
         "/metrics": metrics,

@@ -407,11 +407,12 @@ def _take(
     raw: object,
     problems: list[ConfigError] | None,
     unknown: str = "",
-) -> None:
+) -> bool:
     """Parse one source's value of ``key`` into ``out``; raise or record a bad one.
 
     ``where`` names the setting as its source spells it; a recorded problem
-    leaves ``out`` as it was, so the next source down (or the default) holds.
+    leaves ``out`` as it was (and returns False), so the next source down
+    (or the default) holds.
     """
     setting = _BY_NAME.get(key)
     try:
@@ -427,6 +428,8 @@ def _take(
         if problems is None:
             raise
         problems.append(exc)
+        return False
+    return True
 
 
 def _xdg(environ: Mapping[str, str], var: str, fallback: str) -> str:
@@ -452,6 +455,7 @@ def resolve_values(
     file_values: Mapping[str, object] | None = None,
     file_name: str = "config.toml",
     problems: list[ConfigError] | None = None,
+    sources: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The validated values of the three sources (defaults left out); pure.
 
@@ -459,19 +463,29 @@ def resolve_values(
     source (flag name, environment variable, or ``file:key``). With
     ``problems`` given, every bad value is appended there instead and the
     setting falls back to the next source down, then to its default.
+    ``sources``, when given, receives where each value came from (the
+    source that won, as ``errmesh config`` shows it), for every setting.
     """
     env = environ or {}
+    where = {} if sources is None else sources
     values: dict[str, Any] = {
         "state_dir": os.path.join(_xdg(env, "XDG_STATE_HOME", ".local/state"), "errmesh"),
         "data_dir": os.path.join(_xdg(env, "XDG_DATA_HOME", ".local/share"), "errmesh"),
     }
+    where.update({s.name: "default" for s in SETTINGS})
+    for key, xdg in (("state_dir", "XDG_STATE_HOME"), ("data_dir", "XDG_DATA_HOME")):
+        if os.path.isabs(env.get(xdg, "").strip()):
+            where[key] = f"default (${xdg})"
     for key, raw in (file_values or {}).items():
-        _take(values, key, f"{file_name}: {key}", raw, problems, unknown="unknown setting")
+        if _take(values, key, f"{file_name}: {key}", raw, problems, unknown="unknown setting"):
+            where[key] = f"file {file_name}"
     for setting in SETTINGS:
         var = next((v for v in setting.env if v in env), None)
-        if var is not None:
-            _take(values, setting.name, var, env[var], problems)
-    values.update(validate_flags(flags or {}, problems))
+        if var is not None and _take(values, setting.name, var, env[var], problems):
+            where[setting.name] = f"env {var}"
+    taken = validate_flags(flags or {}, problems)
+    where.update({key: "flag" for key in taken})
+    values.update(taken)
     return values
 
 
@@ -500,11 +514,13 @@ def load_values(
     *,
     read_file: bool = True,
     problems: list[ConfigError] | None = None,
+    sources: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Read the environment and the TOML file, then :func:`resolve_values`.
 
     With ``problems`` given nothing raises: an unreadable or invalid file is
     recorded there and ignored, a bad value falls back (see ``resolve_values``).
+    ``sources`` receives each value's origin (see ``resolve_values``).
     """
     env = dict(os.environ if environ is None else environ)
     file_values: dict[str, object] = {}
@@ -517,7 +533,12 @@ def load_values(
                 raise
             problems.append(ConfigError(exc.setting, f"{exc.message}; file ignored"))
     return resolve_values(
-        flags=flags, environ=env, file_values=file_values, file_name=path, problems=problems
+        flags=flags,
+        environ=env,
+        file_values=file_values,
+        file_name=path,
+        problems=problems,
+        sources=sources,
     )
 
 
