@@ -86,6 +86,11 @@ if TYPE_CHECKING:  # the hand-over path imports this module: no typing, no datac
 
     from mesh.report import Frame, Report
 
+    #: How a frame's source context is scrubbed: ``Scrubber.source`` or redacted whole.
+    SourceScrub = Callable[
+        [Sequence[str], str, Sequence[str]], tuple[tuple[str, ...], str, tuple[str, ...]]
+    ]
+
 __all__ = [
     "REDACTED",
     "ScrubRules",
@@ -348,6 +353,17 @@ class Scrubber:
         except Exception:
             return tuple(REDACTED for _ in seq)
 
+    def source(
+        self, pre: Sequence[str], line: str, post: Sequence[str]
+    ) -> tuple[tuple[str, ...], str, tuple[str, ...]]:
+        """A frame's source context scrubbed as one run of lines (:meth:`lines`).
+
+        One run, so a private key pasted into the source is redacted whole
+        whichever of its lines the window starts or ends in. Never raises.
+        """
+        window = self.lines((*pre, line, *post))
+        return window[: len(pre)], window[len(pre)], window[len(pre) + 1 :]
+
     def argv(self, seq: Sequence[str]) -> tuple[str, ...]:
         """A command line without secrets.
 
@@ -400,7 +416,7 @@ class Scrubber:
                 causes=tuple(
                     dataclasses.replace(c, message=self.text(c.message)) for c in r.causes
                 ),
-                frames=_frames(r.frames, self.text),
+                frames=_frames(r.frames, self.text, self.source),
                 log_tail=self.lines(r.log_tail),
                 argv=self.argv(r.argv),
                 facts=self.pairs(r.facts),
@@ -413,7 +429,7 @@ class Scrubber:
                     dataclasses.replace(
                         leaf,
                         message=self.text(leaf.message),
-                        frames=_frames(leaf.frames, self.text),
+                        frames=_frames(leaf.frames, self.text, self.source),
                     )
                     for leaf in r.leaves
                 ),
@@ -444,13 +460,27 @@ def _redacted(_: str) -> str:
     return REDACTED
 
 
-def _frames(frames: Sequence[Frame], text: Callable[[str], str]) -> tuple[Frame, ...]:
-    """Frames with their source lines and file names passed through ``text``."""
+def _redacted_source(
+    pre: Sequence[str], line: str, post: Sequence[str]
+) -> tuple[tuple[str, ...], str, tuple[str, ...]]:
+    return tuple(REDACTED for _ in pre), REDACTED, tuple(REDACTED for _ in post)
+
+
+def _frames(
+    frames: Sequence[Frame], text: Callable[[str], str], source: SourceScrub = _redacted_source
+) -> tuple[Frame, ...]:
+    """Frames with their source lines and file names passed through ``text``,
+    their source context (when they have one) through ``source``."""
     import dataclasses
 
-    return tuple(
-        dataclasses.replace(f, line=text(f.line), filename=text(f.filename)) for f in frames
-    )
+    out = []
+    for f in frames:
+        f = dataclasses.replace(f, line=text(f.line), filename=text(f.filename))
+        if f.context_line or f.pre_context or f.post_context:
+            pre, line, post = source(f.pre_context, f.context_line, f.post_context)
+            f = dataclasses.replace(f, pre_context=pre, context_line=line, post_context=post)
+        out.append(f)
+    return tuple(out)
 
 
 def process_scrubber(

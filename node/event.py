@@ -33,7 +33,7 @@ from node.cut import (
     cut_argv,
     cut_text,
 )
-from node.frames import trace_frames
+from node.frames import trace, trace_frames
 from node.groups import MAX_LEAVES, leaves
 
 TYPE_CHECKING = False
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
     from mesh.report import Cause, Frame, Leaf, Report
     from node.frames import FrameData
+    from node.source import SourceData
 
     #: (type, message, relation), as in mesh.report.Cause.
     CauseData = tuple[str, str, str]
@@ -73,6 +74,7 @@ if TYPE_CHECKING:
         contexts: tuple[tuple[str, str], ...]
         environment: str
         release: str
+        source_context: tuple[SourceData, ...]
 
 
 __all__ = [
@@ -149,12 +151,13 @@ def exception_event(
     mro = [qualified_name(c) for c in cls.__mro__]
     leaves, leaves_cut, severities = _leaves(exc, ctx)
     severity = max([int(severity_for_types(mro)), *severities])
+    frames, source = trace(exc.__traceback__, ctx, source=ctx.source_context)
     return {
         "kind": "exception",
         "exc_type": qualified_name(cls),
         "message": cut_text(_message(exc), MESSAGE_CHARS),
         "causes": _causes(exc),
-        "frames": trace_frames(exc.__traceback__, ctx),
+        "frames": frames,
         "log_tail": tuple(cut_text(line, LOG_LINE_CHARS) for line in ctx.log_tail),
         "argv": cut_argv(ctx.argv),
         "app": ctx.app,
@@ -172,6 +175,7 @@ def exception_event(
         "contexts": ctx.contexts,
         "environment": ctx.environment,
         "release": ctx.release,
+        "source_context": source,
     }
 
 
@@ -225,6 +229,7 @@ def to_report(event: Mapping[str, object]) -> Report:
     if event.get("kind") != "exception":
         raise ValueError("event field 'kind': expected 'exception'")
     frames = _frames_of(event.get("frames"), "frames")
+    frames = _with_source(frames, event.get("source_context", ()))  # absent from older rows
     leaves = _leaves_of(event.get("leaves", ()))  # absent from older hand-over rows
     leaves_cut = event.get("leaves_cut", 0)
     if type(leaves_cut) is not int or leaves_cut < 0:
@@ -295,6 +300,32 @@ def _frames_of(raw_frames: object, name: str) -> tuple[Frame, ...]:
             Frame(module=f[0], function=f[1], filename=f[2], lineno=f[3], in_app=f[4], line=f[5])
         )
     return tuple(frames)
+
+
+def _with_source(frames: tuple[Frame, ...], raw: object) -> tuple[Frame, ...]:
+    """``frames`` with the event's source context (node/source.py) set on theirs."""
+    import dataclasses
+
+    if not isinstance(raw, (list, tuple)):
+        raise ValueError("event field 'source_context': expected a list")
+    out = list(frames)
+    for item in raw:
+        if not (
+            isinstance(item, (list, tuple))
+            and len(item) == 4
+            and type(item[0]) is int
+            and 0 <= item[0] < len(out)
+            and isinstance(item[2], str)
+        ):
+            raise ValueError("event field 'source_context': bad entry")
+        index, pre, line, post = item
+        out[index] = dataclasses.replace(
+            out[index],
+            pre_context=_strs(pre, "source_context"),
+            context_line=line,
+            post_context=_strs(post, "source_context"),
+        )
+    return tuple(out)
 
 
 def _leaves_of(raw_leaves: object) -> tuple[Leaf, ...]:

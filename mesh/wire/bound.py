@@ -19,6 +19,7 @@ from mesh.wire.limits import (
     MAX_ARGV_ITEM,
     MAX_CAUSE_MESSAGE,
     MAX_CAUSES,
+    MAX_CONTEXT_LINES,
     MAX_CONTEXTS,
     MAX_FACT_VALUE,
     MAX_FACTS,
@@ -101,6 +102,13 @@ def _cut_frame(frame: Frame, caps: _Caps) -> Frame:
         lineno=frame.lineno,
         in_app=frame.in_app,
         line=_cut(frame.line, caps.frame_line),
+        pre_context=tuple(
+            _cut(line, caps.frame_line) for line in frame.pre_context[-MAX_CONTEXT_LINES:]
+        ),
+        context_line=_cut(frame.context_line, caps.frame_line),
+        post_context=tuple(
+            _cut(line, caps.frame_line) for line in frame.post_context[:MAX_CONTEXT_LINES]
+        ),
     )
 
 
