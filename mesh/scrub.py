@@ -64,6 +64,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from mesh.errors import LocalError
+from mesh.scrub_pass import any_of
 from mesh.scrub_patterns import (
     _PAIR,
     _PEM_BEGIN,
@@ -224,13 +225,7 @@ class Scrubber:
         }  # fmt: skip
         if self._home_hint:
             any_hints.add(self._home_hint)
-        self._any_hint = (
-            None
-            if self._extra
-            else re.compile(
-                "|".join(re.escape(h) for h in sorted(any_hints, key=len, reverse=True))
-            )
-        )
+        self._any_hint = None if self._extra else any_of(sorted(any_hints))
 
     # -- the predicate shared by text, argv and pairs -----------------------
 
@@ -401,6 +396,11 @@ class Scrubber:
     def report(self, r: Report) -> Report:
         """A copy of ``r`` with every free-text field scrubbed.
 
+        One pass over all of its text first (mesh/scrub_pass.py) finds the
+        few fields a rule could change; only those are scrubbed. Without
+        that pass (extra patterns configured) every field is, one by one
+        (:meth:`_report_by_field`); both give the same result.
+
         Scrubs the message, the causes' messages, the frames' source lines
         and file names (a group's leaves' too), the log tail, argv, facts, tags, contexts,
         environment and release. Types, module and
@@ -408,6 +408,16 @@ class Scrubber:
         signature relies on them). Never raises: on an internal failure the
         scrubbed fields are all redacted.
         """
+        from mesh.scrub_pass import scrub_report
+
+        try:
+            scrubbed = scrub_report(self, r)
+        except Exception:  # the field-by-field path fails closed on its own
+            scrubbed = None
+        return self._report_by_field(r) if scrubbed is None else scrubbed
+
+    def _report_by_field(self, r: Report) -> Report:
+        """:meth:`report`, each field scrubbed by its method (the reference)."""
         import dataclasses  # loaded already wherever a Report exists
 
         try:

@@ -414,8 +414,43 @@ def fsync_ms(directory: Path, n: int) -> dict[str, float]:
     return summary_ms(times)
 
 
+def profile(root: Path, ring: Any, n: int, top: int = 25) -> None:
+    """``--profile N``: cProfile over N captures (``spool_sync=full``), the top entries
+    by own time, then by cumulative time; nothing else runs."""
+    import cProfile
+    import pstats
+
+    errmesh = Errmesh(root, "full", ring)
+    try:
+        for _ in range(20):
+            timed(errmesh.capture, errmesh.ack_all)
+        excs = [_chain.raise_error() for _ in range(n)]
+        profiler = cProfile.Profile()
+        for exc in excs:
+            profiler.enable()
+            errmesh.capture(exc)
+            profiler.disable()
+            errmesh.ack_all()
+    finally:
+        errmesh.close()
+    stats = pstats.Stats(profiler)
+    print(f"cProfile, {n:,} captures, spool_sync=full (ms are totals over all of them)")
+    for order in ("tottime", "cumulative"):
+        stats.sort_stats(order).print_stats(top)
+
+
 def main() -> None:
-    args = parser(__doc__).parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("--profile", type=int, metavar="N", help="only profile N captures")
+    args = cli.parse_args()
+    if args.profile:
+        root = Path(tempfile.mkdtemp(prefix="errmesh-bench-profile-"))
+        try:
+            profile(root, make_ring(), args.profile)
+        finally:
+            node.uninstall()
+            shutil.rmtree(root, ignore_errors=True)
+        return
     n = 300 if args.quick else 2000
     n_steps = 100 if args.quick else 500
     n_cold = 3 if args.quick else 8
