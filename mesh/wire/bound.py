@@ -7,6 +7,7 @@ visible markers, until its encoding fits one frame uncompressed.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Iterator
 from typing import Final, NamedTuple
@@ -84,8 +85,11 @@ def _cap_levels() -> Iterator[_Caps]:
 def _cut(text: str, limit: int) -> str:
     """``text`` within ``limit`` UTF-8 bytes: its head kept, the rest marked.
 
-    Lone surrogates (undecodable file names) become ``?`` on the way.
+    Lone surrogates (undecodable file names) become ``?`` on the way. Short
+    ASCII text (most of a report) is returned as it is, without encoding it.
     """
+    if len(text) <= limit and text.isascii():
+        return text
     data = text.encode("utf-8", "replace")
     if len(data) <= limit:
         return data.decode("utf-8")
@@ -95,20 +99,28 @@ def _cut(text: str, limit: int) -> str:
 
 
 def _cut_frame(frame: Frame, caps: _Caps) -> Frame:
+    """``frame`` within ``caps``: the frame itself when nothing needed cutting."""
+    texts = (frame.module, frame.function, frame.filename, frame.line, frame.context_line)
+    limits = (caps.name, caps.name, caps.name, caps.frame_line, caps.frame_line)
+    module, function, filename, line, context_line = map(_cut, texts, limits)
+    pre = tuple(_cut(text, caps.frame_line) for text in frame.pre_context[-MAX_CONTEXT_LINES:])
+    post = tuple(_cut(text, caps.frame_line) for text in frame.post_context[:MAX_CONTEXT_LINES])
+    if (
+        all(map(operator.is_, (module, function, filename, line, context_line), texts))
+        and pre == frame.pre_context
+        and post == frame.post_context
+    ):
+        return frame
     return Frame(
-        module=_cut(frame.module, caps.name),
-        function=_cut(frame.function, caps.name),
-        filename=_cut(frame.filename, caps.name),
+        module=module,
+        function=function,
+        filename=filename,
         lineno=frame.lineno,
         in_app=frame.in_app,
-        line=_cut(frame.line, caps.frame_line),
-        pre_context=tuple(
-            _cut(line, caps.frame_line) for line in frame.pre_context[-MAX_CONTEXT_LINES:]
-        ),
-        context_line=_cut(frame.context_line, caps.frame_line),
-        post_context=tuple(
-            _cut(line, caps.frame_line) for line in frame.post_context[:MAX_CONTEXT_LINES]
-        ),
+        line=line,
+        pre_context=pre,
+        context_line=context_line,
+        post_context=post,
     )
 
 

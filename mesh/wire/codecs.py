@@ -25,6 +25,13 @@ _Write: TypeAlias = Callable[[Any], Any]
 class _Codec(NamedTuple):
     read: _Read
     write: _Write
+    #: ``read``'s checks without building the values (records stay maps):
+    #: what a writer runs on its own output; None where ``read`` is as cheap.
+    check: _Read | None = None
+
+    def validate(self, value: Any) -> None:
+        """Raise what :attr:`read` would raise for ``value``; build nothing."""
+        (self.check or self.read)(value)
 
 
 def _same(value: Any) -> Any:
@@ -144,7 +151,15 @@ def _array(item: _Codec, limit: int) -> _Codec:
     def write(values: Any) -> list[Any]:
         return [item.write(v) for v in values]
 
-    return _Codec(read, write)
+    def check(value: Any) -> None:
+        validate = item.validate
+        for i, element in enumerate(_items(value, limit)):
+            try:
+                validate(element)
+            except _Reject as exc:
+                raise exc.within(f"[{i}]") from None
+
+    return _Codec(read, write, check)
 
 
 def _pair(first: _Codec, second: _Codec) -> _Codec:
@@ -167,7 +182,16 @@ def _pair(first: _Codec, second: _Codec) -> _Codec:
         a, b = value
         return [first.write(a), second.write(b)]
 
-    return _Codec(read, write)
+    def check(value: Any) -> None:
+        if not isinstance(value, list | tuple) or len(value) != 2:
+            raise _Reject("bad-field", f"expected a 2-element array, got {_tname(value)}")
+        for i, codec in enumerate((first, second)):
+            try:
+                codec.validate(value[i])
+            except _Reject as exc:
+                raise exc.within(f"[{i}]") from None
+
+    return _Codec(read, write, check)
 
 
 def _optional(codec: _Codec) -> _Codec:
@@ -179,7 +203,11 @@ def _optional(codec: _Codec) -> _Codec:
     def write(value: Any) -> Any:
         return None if value is None else codec.write(value)
 
-    return _Codec(read, write)
+    def check(value: Any) -> None:
+        if value is not None:
+            codec.validate(value)
+
+    return _Codec(read, write, check)
 
 
 def _mapping(key: _Codec, value: _Codec, limit: int) -> _Codec:
@@ -232,7 +260,7 @@ class _Record:
     def __init__(self, cls: type[Any], *fields: _Field) -> None:
         self.cls = cls
         self.fields = fields
-        self.codec = _Codec(self.read, self.write)
+        self.codec = _Codec(self.read, self.write, self.check)
 
     def read(self, value: Any) -> Any:
         if not isinstance(value, dict):
@@ -250,6 +278,21 @@ class _Record:
             except _Reject as exc:
                 raise exc.within(f.attr) from None
         return self.cls(**kwargs)
+
+    def check(self, value: Any) -> None:
+        """:meth:`read`'s checks, the same rejections, without building the record."""
+        if not isinstance(value, dict):
+            raise _Reject("bad-field", f"expected map, got {_tname(value)}")
+        for f in self.fields:
+            raw = value.get(f.key, _REQUIRED)
+            if raw is _REQUIRED:
+                if f.default is _REQUIRED:
+                    raise _Reject("bad-field", f"missing key {f.key!r}", f.attr)
+                continue
+            try:
+                f.codec.validate(raw)
+            except _Reject as exc:
+                raise exc.within(f.attr) from None
 
     def write(self, obj: Any) -> dict[str, Any]:
         if not isinstance(obj, self.cls):

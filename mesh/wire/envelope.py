@@ -79,7 +79,7 @@ def _write_envelope(msg: Message, limit: int) -> bytes:
     table = _TABLES[kind]
     try:
         fields = table.write(msg)
-        table.read(fields)  # the receiver's checks, applied before sending
+        table.check(fields)  # the receiver's checks, applied before sending
         head: dict[str, Any] = {"v": VERSION, "k": kind}
         if "n" in fields:
             head["n"] = fields.pop("n")
