@@ -485,10 +485,18 @@ def _frames(
 
     out = []
     for f in frames:
-        f = dataclasses.replace(f, line=text(f.line), filename=text(f.filename))
         if f.context_line or f.pre_context or f.post_context:
             pre, line, post = source(f.pre_context, f.context_line, f.post_context)
-            f = dataclasses.replace(f, pre_context=pre, context_line=line, post_context=post)
+            f = dataclasses.replace(
+                f,
+                line=text(f.line),
+                filename=text(f.filename),
+                pre_context=pre,
+                context_line=line,
+                post_context=post,
+            )
+        else:
+            f = dataclasses.replace(f, line=text(f.line), filename=text(f.filename))
         out.append(f)
     return tuple(out)
 

@@ -228,8 +228,8 @@ def to_report(event: Mapping[str, object]) -> Report:
 
     if event.get("kind") != "exception":
         raise ValueError("event field 'kind': expected 'exception'")
-    frames = _frames_of(event.get("frames"), "frames")
-    frames = _with_source(frames, event.get("source_context", ()))  # absent from older rows
+    # source_context is absent from older hand-over rows
+    frames = _frames_of(event.get("frames"), "frames", event.get("source_context", ()))
     leaves = _leaves_of(event.get("leaves", ()))  # absent from older hand-over rows
     leaves_cut = event.get("leaves_cut", 0)
     if type(leaves_cut) is not int or leaves_cut < 0:
@@ -281,13 +281,14 @@ def _text(event: Mapping[str, object], name: str, default: str | None = None) ->
     return value
 
 
-def _frames_of(raw_frames: object, name: str) -> tuple[Frame, ...]:
+def _frames_of(raw_frames: object, name: str, raw_source: object = ()) -> tuple[Frame, ...]:
     from mesh.report import Frame
 
     if not isinstance(raw_frames, (list, tuple)):
         raise ValueError(f"event field {name!r}: expected a list")
+    source = _source_of(raw_source, len(raw_frames))
     frames: list[Frame] = []
-    for f in raw_frames:
+    for index, f in enumerate(raw_frames):
         if not (
             isinstance(f, (list, tuple))
             and len(f) == 6
@@ -297,35 +298,40 @@ def _frames_of(raw_frames: object, name: str) -> tuple[Frame, ...]:
         ):
             raise ValueError(f"event field {name!r}: bad frame")
         frames.append(
-            Frame(module=f[0], function=f[1], filename=f[2], lineno=f[3], in_app=f[4], line=f[5])
+            Frame(
+                module=f[0],
+                function=f[1],
+                filename=f[2],
+                lineno=f[3],
+                in_app=f[4],
+                line=f[5],
+                **source.get(index, {}),  # type: ignore[arg-type]
+            )
         )
     return tuple(frames)
 
 
-def _with_source(frames: tuple[Frame, ...], raw: object) -> tuple[Frame, ...]:
-    """``frames`` with the event's source context (node/source.py) set on theirs."""
-    import dataclasses
-
+def _source_of(raw: object, frames: int) -> dict[int, dict[str, object]]:
+    """The event's source context (node/source.py) by frame index, as Frame fields."""
     if not isinstance(raw, (list, tuple)):
         raise ValueError("event field 'source_context': expected a list")
-    out = list(frames)
+    out: dict[int, dict[str, object]] = {}
     for item in raw:
         if not (
             isinstance(item, (list, tuple))
             and len(item) == 4
             and type(item[0]) is int
-            and 0 <= item[0] < len(out)
+            and 0 <= item[0] < frames
             and isinstance(item[2], str)
         ):
             raise ValueError("event field 'source_context': bad entry")
         index, pre, line, post = item
-        out[index] = dataclasses.replace(
-            out[index],
-            pre_context=_strs(pre, "source_context"),
-            context_line=line,
-            post_context=_strs(post, "source_context"),
-        )
-    return tuple(out)
+        out[index] = {
+            "pre_context": _strs(pre, "source_context"),
+            "context_line": line,
+            "post_context": _strs(post, "source_context"),
+        }
+    return out
 
 
 def _leaves_of(raw_leaves: object) -> tuple[Leaf, ...]:

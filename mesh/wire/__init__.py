@@ -127,7 +127,13 @@ from mesh.wire.schema import _REPORT as _REPORT
 from mesh.wire.schema import _SIG_STATE as _SIG_STATE
 from mesh.wire.schema import _TABLES as _TABLES
 from mesh.wire.schema import KINDS
-from mesh.wire.stored import decode_report, decode_state, encode_report, encode_state
+from mesh.wire.stored import (
+    decode_report,
+    decode_state,
+    encode_report,
+    encode_stamped,
+    encode_state,
+)
 
 __all__ = [
     "COMPRESS_OVER",
@@ -184,6 +190,7 @@ __all__ = [
     "decode_state",
     "encode",
     "encode_report",
+    "encode_stamped",
     "encode_state",
     "seal_report",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Iterator
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from mesh.errors import LocalError
 from mesh.report import Cause, Frame, Leaf, Report
@@ -206,6 +206,13 @@ def _bounded(report: Report, caps: _Caps) -> Report:
     )
 
 
+#: The last report :func:`bound_report` returned and its map as written to
+#: measure it, which :func:`~mesh.wire.encode_stamped` reuses for that very
+#: object (a frozen value: the same object, the same map). One entry, replaced
+#: in one assignment: another thread's report only misses it.
+_last_bound: tuple[Report, dict[str, Any]] | None = None
+
+
 def bound_report(report: Report) -> Report:
     """A copy of ``report`` cut to the wire's bounds; call it before spooling.
 
@@ -226,13 +233,16 @@ def bound_report(report: Report) -> Report:
     Raises :class:`~mesh.errors.LocalError` for what cannot be cut: a value
     of the wrong type or an integer msgpack cannot carry.
     """
+    global _last_bound
     try:
         for caps in _cap_levels():
             bounded = _bounded(report, caps)
-            if len(_pack(_REPORT.write(bounded))) <= _REPORT_ROOM:
+            fields = _REPORT.write(bounded)
+            if len(_pack(fields)) <= _REPORT_ROOM:
                 break
     except (AttributeError, TypeError, ValueError, OverflowError) as exc:
         raise LocalError(f"report cannot be bounded: {exc}") from exc
+    _last_bound = (bounded, fields)
     return bounded
 
 
