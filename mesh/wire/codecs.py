@@ -29,9 +29,10 @@ class _Codec(NamedTuple):
     #: what a writer runs on its own output; None where ``read`` is as cheap.
     check: _Read | None = None
 
-    def validate(self, value: Any) -> None:
-        """Raise what :attr:`read` would raise for ``value``; build nothing."""
-        (self.check or self.read)(value)
+
+def _checker(codec: _Codec) -> _Read:
+    """What checks ``codec``'s values: its ``check``, else its ``read``."""
+    return codec.check or codec.read
 
 
 def _same(value: Any) -> Any:
@@ -151,8 +152,9 @@ def _array(item: _Codec, limit: int) -> _Codec:
     def write(values: Any) -> list[Any]:
         return [item.write(v) for v in values]
 
+    validate = _checker(item)
+
     def check(value: Any) -> None:
-        validate = item.validate
         for i, element in enumerate(_items(value, limit)):
             try:
                 validate(element)
@@ -182,12 +184,14 @@ def _pair(first: _Codec, second: _Codec) -> _Codec:
         a, b = value
         return [first.write(a), second.write(b)]
 
+    checks = (_checker(first), _checker(second))
+
     def check(value: Any) -> None:
         if not isinstance(value, list | tuple) or len(value) != 2:
             raise _Reject("bad-field", f"expected a 2-element array, got {_tname(value)}")
-        for i, codec in enumerate((first, second)):
+        for i, validate in enumerate(checks):
             try:
-                codec.validate(value[i])
+                validate(value[i])
             except _Reject as exc:
                 raise exc.within(f"[{i}]") from None
 
@@ -203,9 +207,11 @@ def _optional(codec: _Codec) -> _Codec:
     def write(value: Any) -> Any:
         return None if value is None else codec.write(value)
 
+    validate = _checker(codec)
+
     def check(value: Any) -> None:
         if value is not None:
-            codec.validate(value)
+            validate(value)
 
     return _Codec(read, write, check)
 
@@ -261,6 +267,7 @@ class _Record:
         self.cls = cls
         self.fields = fields
         self.codec = _Codec(self.read, self.write, self.check)
+        self._checks = tuple((f, _checker(f.codec)) for f in fields)
 
     def read(self, value: Any) -> Any:
         if not isinstance(value, dict):
@@ -283,14 +290,14 @@ class _Record:
         """:meth:`read`'s checks, the same rejections, without building the record."""
         if not isinstance(value, dict):
             raise _Reject("bad-field", f"expected map, got {_tname(value)}")
-        for f in self.fields:
+        for f, validate in self._checks:
             raw = value.get(f.key, _REQUIRED)
             if raw is _REQUIRED:
                 if f.default is _REQUIRED:
                     raise _Reject("bad-field", f"missing key {f.key!r}", f.attr)
                 continue
             try:
-                f.codec.validate(raw)
+                validate(raw)
             except _Reject as exc:
                 raise exc.within(f.attr) from None
 
