@@ -77,6 +77,21 @@ reports = st.builds(
     ).map(tuple),
 )
 
+
+def bare(**fields: object) -> Report:
+    """A report with only ``fields`` set besides its identity."""
+    identity: dict[str, object] = {
+        "origin": b"o" * 16,
+        "seq": 1,
+        "count": 1,
+        "signature": b"s" * 16,
+        "kind": "exception",
+        "exc_type": "E",
+        "message": "boom",
+    }
+    return Report(**{**identity, **fields})  # type: ignore[arg-type]
+
+
 SCRUBBERS = [
     Scrubber(),
     Scrubber(
@@ -109,13 +124,7 @@ def test_hinted_marks_exactly_the_texts_the_prefilter_would_not_skip(items: list
 
 def test_extra_patterns_take_the_field_by_field_path() -> None:
     scrubber = Scrubber(ScrubRules(extra_patterns=(r"tenant-\d{4}",)))
-    report = Report(
-        origin=b"o" * 16,
-        seq=1,
-        count=1,
-        signature=b"s" * 16,
-        kind="exception",
-        exc_type="E",
+    report = bare(
         message="tenant-1234 failed",
     )
     assert scrubber.report(report).message == "[REDACTED] failed"
@@ -127,13 +136,7 @@ def test_a_secret_in_the_middle_of_a_clean_report_is_still_found() -> None:
     leaky = Frame(
         module="m", function="g", filename="m.py", lineno=2, in_app=True, line=f"t = '{secret}'"
     )
-    report = Report(
-        origin=b"o" * 16,
-        seq=1,
-        count=1,
-        signature=b"s" * 16,
-        kind="exception",
-        exc_type="E",
+    report = bare(
         message="boom",
         frames=(clean,) * 20 + (leaky,) + (clean,) * 20,
         log_tail=tuple(f"step {i}" for i in range(50)),
@@ -158,13 +161,7 @@ def test_a_tail_or_window_that_starts_inside_a_key_is_redacted_without_any_hint(
         pre_context=(PEM_BODY, PEM_BODY[:40]),
         context_line="x = 1",
     )
-    report = Report(
-        origin=b"o" * 16,
-        seq=1,
-        count=1,
-        signature=b"s" * 16,
-        kind="exception",
-        exc_type="E",
+    report = bare(
         message="boom",
         frames=(window,),
         log_tail=(PEM_BODY, "abc", "next line"),

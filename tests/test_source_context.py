@@ -20,6 +20,7 @@ from types import ModuleType
 import pytest
 from secrets_corpus import SECRETS
 from test_handover import full_path, handed_over
+from test_scrub_pass import bare
 
 from conftest import ROOT, Sandbox
 from github_sink.render import render_body, render_trace
@@ -224,16 +225,7 @@ def sourced_report() -> Report:
         context_line="    data = json.loads(raw)",
         post_context=("    return data",),
     )
-    return Report(
-        origin=b"o" * 16,
-        seq=1,
-        count=1,
-        signature=b"s" * 16,
-        kind="exception",
-        exc_type="ValueError",
-        message="bad",
-        frames=(frame,),
-    )
+    return bare(exc_type="ValueError", message="bad", frames=(frame,))
 
 
 def test_the_context_round_trips_and_a_frame_without_it_encodes_as_before() -> None:

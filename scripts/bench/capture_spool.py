@@ -133,12 +133,16 @@ class Errmesh:
 
     def context(self) -> EventContext:
         """What ``node.capture._Hub._capture`` builds before ``from_exception``."""
+        return self.context_of(self.ring.lines())
+
+    def context_of(self, log_tail: tuple[str, ...], scope: Scope | None = None) -> EventContext:
+        """The process's context with ``log_tail`` and the host's ``scope``."""
         facts = host_facts()
         return EventContext(
             app=self.config.app,
             app_version=self.config.app_version,
             argv=tuple(sys.argv),
-            log_tail=self.ring.lines(),
+            log_tail=log_tail,
             host=facts["host"],
             os=facts["os"],
             python=facts["python"],
@@ -146,6 +150,9 @@ class Errmesh:
             in_app_include=self.config.in_app_include,
             in_app_exclude=self.config.in_app_exclude,
             cwd=facts["cwd"],
+            tags=scope.tags if scope else (),
+            contexts=scope.contexts if scope else (),
+            release=scope.package_release if scope else "",
             source_context=self.config.source_context,
         )
 
@@ -204,24 +211,7 @@ class RichErrmesh(Errmesh):
         assert ring is not None
         scope = Scope.of(hub.tags, hub.contexts, hub.caller_package)
         log_tail = trail_lines(list(ring.records), list(hub.crumbs), hub.trail_capacity)
-        facts = host_facts()
-        return EventContext(
-            app=self.config.app,
-            app_version=self.config.app_version,
-            argv=tuple(sys.argv),
-            log_tail=log_tail,
-            host=facts["host"],
-            os=facts["os"],
-            python=facts["python"],
-            facts=process_facts(),
-            in_app_include=self.config.in_app_include,
-            in_app_exclude=self.config.in_app_exclude,
-            cwd=facts["cwd"],
-            tags=scope.tags,
-            contexts=scope.contexts,
-            release=scope.package_release,
-            source_context=self.config.source_context,
-        )
+        return self.context_of(log_tail, scope)
 
 
 def set_scope() -> None:
