@@ -90,9 +90,11 @@ def hinted(hint: re.Pattern[str], texts: Sequence[str]) -> list[bool] | None:
 
 
 class _Texts:
-    """The texts of one report in the order they are gathered, and their marks."""
+    """The texts of one report in the order they are gathered, their marks, and
+    each kind of field passed through its scrubber method when it holds a mark."""
 
-    def __init__(self) -> None:
+    def __init__(self, scrubber: Scrubber) -> None:
+        self.scrubber = scrubber
         self.texts: list[str] = []
         self.marks: list[bool] = []
 
@@ -104,6 +106,28 @@ class _Texts:
 
     def any(self, start: int, count: int) -> bool:
         return any(self.marks[start : start + count])
+
+    def text(self, index: int, value: str) -> str:
+        return self.scrubber.text(value) if self.marks[index] else value
+
+    def frames(self, seq: tuple[Frame, ...], starts: list[int]) -> tuple[Frame, ...]:
+        from mesh.scrub import _frames
+
+        out = []
+        for frame, start in zip(seq, starts, strict=True):
+            count = len(_frame_texts(frame))
+            if self.any(start, count) or _window_starts_in_a_key(frame):
+                (frame,) = _frames((frame,), self.scrubber.text, self.scrubber.source)
+            out.append(frame)
+        return tuple(out)
+
+    def lines(self, start: int, seq: tuple[str, ...]) -> tuple[str, ...]:
+        if self.any(start, len(seq)) or _starts_in_a_key(seq):
+            return self.scrubber.lines(seq)
+        return seq
+
+    def pairs(self, start: int, seq: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+        return self.scrubber.pairs(seq) if self.any(start, 2 * len(seq)) else seq
 
 
 def _frame_texts(frame: Frame) -> tuple[str, ...]:
@@ -128,7 +152,7 @@ def scrub_report(scrubber: Scrubber, r: Report) -> Report | None:
     hint = scrubber._any_hint
     if hint is None:
         return None
-    texts = _Texts()
+    texts = _Texts(scrubber)
     message = texts.add(r.message, *(c.message for c in r.causes))
     frames = [texts.add(*_frame_texts(f)) for f in r.frames]
     log_tail = texts.add(*r.log_tail)
@@ -144,12 +168,10 @@ def scrub_report(scrubber: Scrubber, r: Report) -> Report | None:
     if marks is None:
         return None
     texts.marks = marks
-    return _rebuilt(scrubber, r, texts, message, frames, log_tail, argv, pairs, setup,
-                    stdout_tail, leaves)  # fmt: skip
+    return _rebuilt(r, texts, message, frames, log_tail, argv, pairs, setup, stdout_tail, leaves)
 
 
 def _rebuilt(
-    scrubber: Scrubber,
     r: Report,
     texts: _Texts,
     message: int,
@@ -164,50 +186,28 @@ def _rebuilt(
     """``r`` with each field that holds a hinted text passed through its method."""
     import dataclasses
 
-    from mesh.scrub import _frames
-
-    def text(index: int, value: str) -> str:
-        return scrubber.text(value) if texts.marks[index] else value
-
-    def frames_of(seq: tuple[Frame, ...], starts: list[int]) -> tuple[Frame, ...]:
-        out = []
-        for frame, start in zip(seq, starts, strict=True):
-            count = len(_frame_texts(frame))
-            if texts.any(start, count) or _window_starts_in_a_key(frame):
-                (frame,) = _frames((frame,), scrubber.text, scrubber.source)
-            out.append(frame)
-        return tuple(out)
-
-    def lines(start: int, seq: tuple[str, ...]) -> tuple[str, ...]:
-        if texts.any(start, len(seq)) or _starts_in_a_key(seq):
-            return scrubber.lines(seq)
-        return seq
-
-    def pairs_of(start: int, seq: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-        return scrubber.pairs(seq) if texts.any(start, 2 * len(seq)) else seq
-
     return r.replace(
-        message=text(message, r.message),
+        message=texts.text(message, r.message),
         causes=tuple(
-            dataclasses.replace(c, message=text(message + 1 + i, c.message))
+            dataclasses.replace(c, message=texts.text(message + 1 + i, c.message))
             if texts.marks[message + 1 + i]
             else c
             for i, c in enumerate(r.causes)
         ),
-        frames=frames_of(r.frames, frames),
-        log_tail=lines(log_tail, r.log_tail),
-        argv=scrubber.argv(r.argv) if texts.any(argv, len(r.argv)) else r.argv,
-        facts=pairs_of(pairs[0], r.facts),
-        tags=pairs_of(pairs[1], r.tags),
-        contexts=pairs_of(pairs[2], r.contexts),
-        environment=text(setup, r.environment),
-        release=text(setup + 1, r.release),
-        stdout_tail=lines(stdout_tail, r.stdout_tail),
+        frames=texts.frames(r.frames, frames),
+        log_tail=texts.lines(log_tail, r.log_tail),
+        argv=texts.scrubber.argv(r.argv) if texts.any(argv, len(r.argv)) else r.argv,
+        facts=texts.pairs(pairs[0], r.facts),
+        tags=texts.pairs(pairs[1], r.tags),
+        contexts=texts.pairs(pairs[2], r.contexts),
+        environment=texts.text(setup, r.environment),
+        release=texts.text(setup + 1, r.release),
+        stdout_tail=texts.lines(stdout_tail, r.stdout_tail),
         leaves=tuple(
             dataclasses.replace(
                 leaf,
-                message=text(start, leaf.message),
-                frames=frames_of(leaf.frames, frame_starts),
+                message=texts.text(start, leaf.message),
+                frames=texts.frames(leaf.frames, frame_starts),
             )
             for leaf, (start, frame_starts) in zip(r.leaves, leaves, strict=True)
         ),
