@@ -3,7 +3,8 @@
 Pure: a :class:`~mesh.sigstate.SigState` (and ``now``) in, Markdown out. The
 file sink writes it to disk, the GitHub sink posts it; both therefore show
 exactly the same issue. Bodies stay under GitHub's 65,536-character limit:
-the log tail, then the trace, are cut with a visible marker when needed.
+the log tail, then the trace, are cut with a visible marker when needed; a
+trace first drops its source context, outermost frames first.
 
 The hidden marker ``<!-- errmesh:sig=HEX -->`` (full 32 hex digits) is how an
 issue is found again by signature, whatever its title became.
@@ -69,25 +70,58 @@ def render_title(state: SigState) -> str:
     return title
 
 
-def _frame_lines(frames: Sequence[Frame]) -> list[str]:
-    """Traceback lines; a cut marker (no file, line 0) is shown as it is."""
+def _has_source(frame: Frame) -> bool:
+    return bool(frame.context_line or frame.pre_context or frame.post_context)
+
+
+def _source_lines(frame: Frame) -> list[str]:
+    """A frame's source context, numbered, its line marked ``>``, dedented as one block."""
+    window = [*frame.pre_context, frame.context_line, *frame.post_context]
+    indents = [len(line) - len(line.lstrip()) for line in window if line.strip()]
+    dedent = min(indents, default=0)
+    first = frame.lineno - len(frame.pre_context)
+    width = len(str(first + len(window) - 1))
+    return [
+        f"    {'>' if number == frame.lineno else ' '} {number:>{width}} | {line[dedent:]}".rstrip()
+        for number, line in enumerate(window, first)
+    ]
+
+
+def _frame_lines(frames: Sequence[Frame], context_frames: int) -> list[str]:
+    """Traceback lines; a cut marker (no file, line 0) is shown as it is.
+
+    The innermost ``context_frames`` frames that carry source context show
+    it in place of their one line.
+    """
+    sourced = [i for i, f in enumerate(frames) if _has_source(f)]
+    with_source = set(sourced[len(sourced) - context_frames :]) if context_frames > 0 else set()
     lines: list[str] = []
-    for frame in frames:
+    for index, frame in enumerate(frames):
         if not frame.filename and frame.lineno == 0:
             lines.append(f"  {frame.function}")
             continue
         lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.function}')
-        if frame.line:
+        if index in with_source:
+            lines.extend(_source_lines(frame))
+        elif frame.line:
             lines.append(f"    {frame.line}")
     return lines
 
 
-def render_trace(report: Report) -> str:
+def _context_frames(report: Report) -> int:
+    """How many of ``report``'s frames carry source context."""
+    return sum(1 for f in report.frames if _has_source(f))
+
+
+def render_trace(report: Report, *, context_frames: int | None = None) -> str:
     """A Python-style traceback rebuilt from the (scrubbed) frames.
 
-    An exception group's leaves follow it, each with its own trace, and a
-    marker counts the leaves the report did not keep.
+    The innermost ``context_frames`` frames with source context (all when
+    None) show it, numbered, the failing line marked. An exception group's
+    leaves follow it, each with its own trace, and a marker counts the
+    leaves the report did not keep.
     """
+    shown = _context_frames(report) if context_frames is None else context_frames
     lines: list[str] = []
     for cause in reversed(report.causes):
         lines.append(f"{cause.type}: {cause.message}")
@@ -100,14 +134,14 @@ def render_trace(report: Report) -> str:
         lines.append("")
     if report.frames:
         lines.append("Traceback (most recent call last):")
-        lines.extend(_frame_lines(report.frames))
+        lines.extend(_frame_lines(report.frames, shown))
     lines.append(f"{report.exc_type}: {report.message}" if report.message else report.exc_type)
     total = len(report.leaves) + report.leaves_cut
     for number, leaf in enumerate(report.leaves, 1):
         lines += ["", f"--- exception {number} of {total} in the group ---"]
         if leaf.frames:
             lines.append("Traceback (most recent call last):")
-            lines.extend(_frame_lines(leaf.frames))
+            lines.extend(_frame_lines(leaf.frames, shown))
         lines.append(f"{leaf.type}: {leaf.message}" if leaf.message else leaf.type)
     if report.leaves_cut:
         lines += ["", f"…[{report.leaves_cut} more exceptions]"]
@@ -233,9 +267,9 @@ def _bullets(pairs: Iterable[tuple[str, str]]) -> list[str]:
 def _body_middle(detail: Report, budget: int) -> list[str]:
     """The trace and the log tail in ``budget`` characters: half each when both
     are there (the logs get what the trace leaves), the oldest lines cut first."""
-    trace = render_trace(detail) if detail.kind == "exception" else ""
     logs = list(detail.log_tail)
     trace_budget = budget // 2 if logs else budget
+    trace = _fitting_trace(detail, trace_budget) if detail.kind == "exception" else ""
     middle: list[str] = []
     if trace:
         trace_text = (
@@ -255,6 +289,16 @@ def _body_middle(detail: Report, budget: int) -> list[str]:
         room = budget - sum(len(x) + 1 for x in middle) - 100
         middle += ["## Output (stdout tail)", _fence(_cut_lines(outs, max(0, room))), ""]
     return middle
+
+
+def _fitting_trace(detail: Report, budget: int) -> str:
+    """The trace with as much source context as fits ``budget``, innermost frames'
+    kept longest; without any, the trace is cut like any other (oldest lines first)."""
+    for shown in range(_context_frames(detail), 0, -1):
+        trace = render_trace(detail, context_frames=shown)
+        if len(trace) <= budget:
+            return trace
+    return render_trace(detail, context_frames=0)
 
 
 def render_comment(state: SigState, *, previous_total: int, regression: bool = False) -> str:

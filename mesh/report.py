@@ -50,6 +50,12 @@ class Frame:
     ``filename`` is relative (to the project, or to site-packages for library
     code) so that the same bug on machines with different install paths
     renders and hashes the same. ``in_app`` marks the host program's own code.
+
+    ``line`` is the source line, stripped (what a traceback shows). The
+    source context (Sentry's ``pre_context``, ``context_line``,
+    ``post_context``) is set on the innermost in-app frames only: the lines
+    before and after it and the line itself with its indentation, so the
+    three can be shown as the file has them. Never part of the signature.
     """
 
     module: str
@@ -58,6 +64,9 @@ class Frame:
     lineno: int
     in_app: bool
     line: str = ""
+    pre_context: tuple[str, ...] = ()
+    context_line: str = ""
+    post_context: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

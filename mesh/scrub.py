@@ -64,6 +64,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from mesh.errors import LocalError
+from mesh.scrub_pass import any_of
 from mesh.scrub_patterns import (
     _PAIR,
     _PEM_BEGIN,
@@ -85,6 +86,11 @@ if TYPE_CHECKING:  # the hand-over path imports this module: no typing, no datac
     from typing import Final
 
     from mesh.report import Frame, Report
+
+    #: How a frame's source context is scrubbed: ``Scrubber.source`` or redacted whole.
+    SourceScrub = Callable[
+        [Sequence[str], str, Sequence[str]], tuple[tuple[str, ...], str, tuple[str, ...]]
+    ]
 
 __all__ = [
     "REDACTED",
@@ -219,13 +225,7 @@ class Scrubber:
         }  # fmt: skip
         if self._home_hint:
             any_hints.add(self._home_hint)
-        self._any_hint = (
-            None
-            if self._extra
-            else re.compile(
-                "|".join(re.escape(h) for h in sorted(any_hints, key=len, reverse=True))
-            )
-        )
+        self._any_hint = None if self._extra else any_of(sorted(any_hints))
 
     # -- the predicate shared by text, argv and pairs -----------------------
 
@@ -348,6 +348,17 @@ class Scrubber:
         except Exception:
             return tuple(REDACTED for _ in seq)
 
+    def source(
+        self, pre: Sequence[str], line: str, post: Sequence[str]
+    ) -> tuple[tuple[str, ...], str, tuple[str, ...]]:
+        """A frame's source context scrubbed as one run of lines (:meth:`lines`).
+
+        One run, so a private key pasted into the source is redacted whole
+        whichever of its lines the window starts or ends in. Never raises.
+        """
+        window = self.lines((*pre, line, *post))
+        return window[: len(pre)], window[len(pre)], window[len(pre) + 1 :]
+
     def argv(self, seq: Sequence[str]) -> tuple[str, ...]:
         """A command line without secrets.
 
@@ -385,6 +396,11 @@ class Scrubber:
     def report(self, r: Report) -> Report:
         """A copy of ``r`` with every free-text field scrubbed.
 
+        One pass over all of its text first (mesh/scrub_pass.py) finds the
+        few fields a rule could change; only those are scrubbed. Without
+        that pass (extra patterns configured) every field is, one by one
+        (:meth:`_report_by_field`); both give the same result.
+
         Scrubs the message, the causes' messages, the frames' source lines
         and file names (a group's leaves' too), the log tail, argv, facts, tags, contexts,
         environment and release. Types, module and
@@ -392,6 +408,16 @@ class Scrubber:
         signature relies on them). Never raises: on an internal failure the
         scrubbed fields are all redacted.
         """
+        from mesh.scrub_pass import scrub_report
+
+        try:
+            scrubbed = scrub_report(self, r)
+        except Exception:  # the field-by-field path fails closed on its own
+            scrubbed = None
+        return self._report_by_field(r) if scrubbed is None else scrubbed
+
+    def _report_by_field(self, r: Report) -> Report:
+        """:meth:`report`, each field scrubbed by its method (the reference)."""
         import dataclasses  # loaded already wherever a Report exists
 
         try:
@@ -400,7 +426,7 @@ class Scrubber:
                 causes=tuple(
                     dataclasses.replace(c, message=self.text(c.message)) for c in r.causes
                 ),
-                frames=_frames(r.frames, self.text),
+                frames=_frames(r.frames, self.text, self.source),
                 log_tail=self.lines(r.log_tail),
                 argv=self.argv(r.argv),
                 facts=self.pairs(r.facts),
@@ -413,7 +439,7 @@ class Scrubber:
                     dataclasses.replace(
                         leaf,
                         message=self.text(leaf.message),
-                        frames=_frames(leaf.frames, self.text),
+                        frames=_frames(leaf.frames, self.text, self.source),
                     )
                     for leaf in r.leaves
                 ),
@@ -444,13 +470,35 @@ def _redacted(_: str) -> str:
     return REDACTED
 
 
-def _frames(frames: Sequence[Frame], text: Callable[[str], str]) -> tuple[Frame, ...]:
-    """Frames with their source lines and file names passed through ``text``."""
+def _redacted_source(
+    pre: Sequence[str], line: str, post: Sequence[str]
+) -> tuple[tuple[str, ...], str, tuple[str, ...]]:
+    return tuple(REDACTED for _ in pre), REDACTED, tuple(REDACTED for _ in post)
+
+
+def _frames(
+    frames: Sequence[Frame], text: Callable[[str], str], source: SourceScrub = _redacted_source
+) -> tuple[Frame, ...]:
+    """Frames with their source lines and file names passed through ``text``,
+    their source context (when they have one) through ``source``."""
     import dataclasses
 
-    return tuple(
-        dataclasses.replace(f, line=text(f.line), filename=text(f.filename)) for f in frames
-    )
+    out = []
+    for f in frames:
+        if f.context_line or f.pre_context or f.post_context:
+            pre, line, post = source(f.pre_context, f.context_line, f.post_context)
+            f = dataclasses.replace(
+                f,
+                line=text(f.line),
+                filename=text(f.filename),
+                pre_context=pre,
+                context_line=line,
+                post_context=post,
+            )
+        else:
+            f = dataclasses.replace(f, line=text(f.line), filename=text(f.filename))
+        out.append(f)
+    return tuple(out)
 
 
 def process_scrubber(

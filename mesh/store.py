@@ -268,7 +268,7 @@ class Store(PersistedAggregate):
                     seq,
                     report.signature,
                     time.time() if now is None else now,
-                    wire.encode_report(stamped),
+                    wire.encode_stamped(report, origin=self.origin, seq=seq, count=count),
                 ),
             )
             # seq - oldest + 1 bounds the number of pending rows from above

@@ -98,6 +98,8 @@ class Config:
     scrub_keys: tuple[str, ...] = _D["scrub_keys"]
     in_app_include: tuple[str, ...] = _D["in_app_include"]
     in_app_exclude: tuple[str, ...] = _D["in_app_exclude"]
+    #: Source lines around the innermost in-app frames (node/frames.py, issue 14).
+    source_context: bool = _D["source_context"]
     capture_keyboard_interrupt: bool = _D["capture_keyboard_interrupt"]
     #: Log records at this level or above become reports ("" off; node/log_capture.py).
     capture_log_level: str = _D["capture_log_level"]

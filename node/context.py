@@ -27,7 +27,8 @@ class EventContext:
 
     __slots__ = (
         "app", "app_version", "argv", "contexts", "cwd", "environment", "facts", "host",
-        "in_app_exclude", "in_app_include", "log_tail", "os", "python", "release", "tags",
+        "in_app_exclude", "in_app_include", "log_tail", "os", "python", "release",
+        "source_context", "tags",
     )  # fmt: skip
 
     def __init__(
@@ -48,6 +49,7 @@ class EventContext:
         contexts: tuple[tuple[str, str], ...] = (),
         environment: str = "",
         release: str = "",
+        source_context: bool = True,
     ) -> None:
         self.app = app
         self.app_version = app_version
@@ -64,6 +66,8 @@ class EventContext:
         self.contexts = contexts
         self.environment = environment
         self.release = release
+        #: Whether frames carry the lines around them (the setting, node/source.py).
+        self.source_context = source_context
 
 
 def host_facts() -> dict[str, str]:
@@ -101,6 +105,7 @@ def process_context(
     scope: Scope | None = None,
     environment: str = "",
     release: str = "",
+    source_context: bool = True,
 ) -> EventContext:
     """This process's context: the given settings and scope, plus argv, host and process facts.
 
@@ -123,6 +128,7 @@ def process_context(
         contexts=scope.contexts if scope else (),
         environment=environment,
         release=release or (scope.package_release if scope else ""),
+        source_context=source_context,
     )
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "MAX_TAGS",
     "MESSAGE_CHARS",
     "NAME_CHARS",
+    "SOURCE_LINE_CHARS",
     "STDERR_LINE_CHARS",
     "TAG_VALUE_CHARS",
     "cut_argv",
@@ -40,6 +41,8 @@ __all__ = [
 MESSAGE_CHARS = 8192
 CAUSE_CHARS = 1024
 FRAME_LINE_CHARS = 300
+#: A line of source context around a frame (node/source.py; within MAX_FRAME_LINE).
+SOURCE_LINE_CHARS = 200
 LOG_LINE_CHARS = 500
 ARGV_ITEM_CHARS = 500
 MAX_ARGV = 64

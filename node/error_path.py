@@ -95,6 +95,7 @@ def report(
         scope=scope,
         environment=config.environment,
         release=config.release,
+        source_context=config.source_context,
     )
     raw = from_exception(exc, ctx, now=now)
     if isinstance(exc, CapturedMessage):

@@ -33,7 +33,7 @@ from node.cut import (
     cut_argv,
     cut_text,
 )
-from node.frames import trace_frames
+from node.frames import trace, trace_frames
 from node.groups import MAX_LEAVES, leaves
 
 TYPE_CHECKING = False
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
     from mesh.report import Cause, Frame, Leaf, Report
     from node.frames import FrameData
+    from node.source import SourceData
 
     #: (type, message, relation), as in mesh.report.Cause.
     CauseData = tuple[str, str, str]
@@ -73,6 +74,7 @@ if TYPE_CHECKING:
         contexts: tuple[tuple[str, str], ...]
         environment: str
         release: str
+        source_context: tuple[SourceData, ...]
 
 
 __all__ = [
@@ -149,12 +151,13 @@ def exception_event(
     mro = [qualified_name(c) for c in cls.__mro__]
     leaves, leaves_cut, severities = _leaves(exc, ctx)
     severity = max([int(severity_for_types(mro)), *severities])
+    frames, source = trace(exc.__traceback__, ctx, source=ctx.source_context)
     return {
         "kind": "exception",
         "exc_type": qualified_name(cls),
         "message": cut_text(_message(exc), MESSAGE_CHARS),
         "causes": _causes(exc),
-        "frames": trace_frames(exc.__traceback__, ctx),
+        "frames": frames,
         "log_tail": tuple(cut_text(line, LOG_LINE_CHARS) for line in ctx.log_tail),
         "argv": cut_argv(ctx.argv),
         "app": ctx.app,
@@ -172,6 +175,7 @@ def exception_event(
         "contexts": ctx.contexts,
         "environment": ctx.environment,
         "release": ctx.release,
+        "source_context": source,
     }
 
 
@@ -224,7 +228,8 @@ def to_report(event: Mapping[str, object]) -> Report:
 
     if event.get("kind") != "exception":
         raise ValueError("event field 'kind': expected 'exception'")
-    frames = _frames_of(event.get("frames"), "frames")
+    # source_context is absent from older hand-over rows
+    frames = _frames_of(event.get("frames"), "frames", event.get("source_context", ()))
     leaves = _leaves_of(event.get("leaves", ()))  # absent from older hand-over rows
     leaves_cut = event.get("leaves_cut", 0)
     if type(leaves_cut) is not int or leaves_cut < 0:
@@ -276,13 +281,14 @@ def _text(event: Mapping[str, object], name: str, default: str | None = None) ->
     return value
 
 
-def _frames_of(raw_frames: object, name: str) -> tuple[Frame, ...]:
+def _frames_of(raw_frames: object, name: str, raw_source: object = ()) -> tuple[Frame, ...]:
     from mesh.report import Frame
 
     if not isinstance(raw_frames, (list, tuple)):
         raise ValueError(f"event field {name!r}: expected a list")
+    source = _source_of(raw_source, len(raw_frames))
     frames: list[Frame] = []
-    for f in raw_frames:
+    for index, f in enumerate(raw_frames):
         if not (
             isinstance(f, (list, tuple))
             and len(f) == 6
@@ -292,9 +298,40 @@ def _frames_of(raw_frames: object, name: str) -> tuple[Frame, ...]:
         ):
             raise ValueError(f"event field {name!r}: bad frame")
         frames.append(
-            Frame(module=f[0], function=f[1], filename=f[2], lineno=f[3], in_app=f[4], line=f[5])
+            Frame(
+                module=f[0],
+                function=f[1],
+                filename=f[2],
+                lineno=f[3],
+                in_app=f[4],
+                line=f[5],
+                **source.get(index, {}),  # type: ignore[arg-type]
+            )
         )
     return tuple(frames)
+
+
+def _source_of(raw: object, frames: int) -> dict[int, dict[str, object]]:
+    """The event's source context (node/source.py) by frame index, as Frame fields."""
+    if not isinstance(raw, (list, tuple)):
+        raise ValueError("event field 'source_context': expected a list")
+    out: dict[int, dict[str, object]] = {}
+    for item in raw:
+        if not (
+            isinstance(item, (list, tuple))
+            and len(item) == 4
+            and type(item[0]) is int
+            and 0 <= item[0] < frames
+            and isinstance(item[2], str)
+        ):
+            raise ValueError("event field 'source_context': bad entry")
+        index, pre, line, post = item
+        out[index] = {
+            "pre_context": _strs(pre, "source_context"),
+            "context_line": line,
+            "post_context": _strs(post, "source_context"),
+        }
+    return out
 
 
 def _leaves_of(raw_leaves: object) -> tuple[Leaf, ...]:

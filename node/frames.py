@@ -6,7 +6,8 @@ the host program's own call path; ``in_app_include``/``in_app_exclude``
 (module prefixes) override the guess. File names are made relative (to the
 current directory, or to the ``sys.path`` entry that holds them) so that the
 same bug renders the same on machines with different install paths. Source
-lines are read through ``linecache`` and nothing else.
+lines are read through ``linecache`` and nothing else; the lines around the
+innermost in-app frames (source context) are node/source.py's.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from node.context import EventContext
+    from node.source import SourceData
 
     #: (module, function, filename, lineno, in_app, line), as in mesh.report.Frame.
     FrameData = tuple[str, str, str, int, bool, str]
 
-__all__ = ["INNER_FRAMES", "OUTER_FRAMES", "cut_marker", "trace_frames"]
+__all__ = ["INNER_FRAMES", "OUTER_FRAMES", "cut_marker", "trace", "trace_frames"]
 
 _OWN_PACKAGES = ("mesh", "node", "github_sink")
 
@@ -156,6 +158,29 @@ def cut_marker(omitted: int) -> FrameData:
     return ("", f"…[cut {omitted} frames]", "", 0, False, "")
 
 
+def _walk(tb: TracebackType | None, outer: int, inner: int) -> list[TracebackType | int]:
+    """The kept entries of ``tb``, outermost first; an int counts frames left out there."""
+    head: list[TracebackType] = []
+    ring: list[TracebackType] = []
+    total = 0
+    while tb is not None:
+        if total < outer:
+            head.append(tb)
+        elif len(ring) < inner:
+            ring.append(tb)
+        else:
+            ring[(total - outer) % inner] = tb
+        total += 1
+        tb = tb.tb_next
+    start = (total - outer) % inner if total - outer > inner else 0
+    tail = ring[start:] + ring[:start]
+    kept: list[TracebackType | int] = list(head)
+    if total > len(head) + len(tail):
+        kept.append(total - len(head) - len(tail))
+    kept.extend(tail)
+    return kept
+
+
 def trace_frames(
     tb: TracebackType | None,
     ctx: EventContext,
@@ -172,22 +197,25 @@ def trace_frames(
     pointer walk and ``outer + inner`` frames' worth of work and memory; the
     marker says exactly how many frames were left out.
     """
-    head: list[TracebackType] = []
-    ring: list[TracebackType] = []
-    total = 0
-    while tb is not None:
-        if total < outer:
-            head.append(tb)
-        elif len(ring) < inner:
-            ring.append(tb)
-        else:
-            ring[(total - outer) % inner] = tb
-        total += 1
-        tb = tb.tb_next
-    start = (total - outer) % inner if total - outer > inner else 0
-    tail = ring[start:] + ring[:start]
-    frames = [_frame(t, ctx) for t in head]
-    if total > len(head) + len(tail):
-        frames.append(cut_marker(total - len(head) - len(tail)))
-    frames.extend(_frame(t, ctx) for t in tail)
-    return tuple(frames)
+    return trace(tb, ctx, outer=outer, inner=inner, source=False)[0]
+
+
+def trace(
+    tb: TracebackType | None,
+    ctx: EventContext,
+    *,
+    outer: int = OUTER_FRAMES,
+    inner: int = INNER_FRAMES,
+    source: bool = True,
+) -> tuple[tuple[FrameData, ...], tuple[SourceData, ...]]:
+    """:func:`trace_frames`, and with ``source`` the source context of its
+    innermost in-app frames (node/source.py), read while the frames are live."""
+    kept = _walk(tb, outer, inner)
+    frames = tuple(
+        cut_marker(entry) if isinstance(entry, int) else _frame(entry, ctx) for entry in kept
+    )
+    if not source:
+        return frames, ()
+    from node.source import source_context
+
+    return frames, source_context(kept, frames)

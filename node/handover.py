@@ -112,6 +112,9 @@ def scrub_event(event: Event, scrubber: Scrubber) -> Event:
         scrubbed["leaves"] = tuple(
             (t, scrubber.text(m), _scrub_frames(f, scrubber.text)) for t, m, f in event["leaves"]
         )
+        scrubbed["source_context"] = tuple(
+            (i, *scrubber.source(pre, line, post)) for i, pre, line, post in event["source_context"]
+        )
     except Exception:
         redacted = "[REDACTED]"
         scrubbed["message"] = redacted
@@ -126,6 +129,10 @@ def scrub_event(event: Event, scrubber: Scrubber) -> Event:
         scrubbed["release"] = redacted if event["release"] else ""
         scrubbed["leaves"] = tuple(
             (t, redacted, _scrub_frames(f, lambda _: redacted)) for t, _, f in event["leaves"]
+        )
+        scrubbed["source_context"] = tuple(
+            (i, tuple(redacted for _ in pre), redacted, tuple(redacted for _ in post))
+            for i, pre, _, post in event["source_context"]
         )
     return scrubbed  # type: ignore[return-value]
 
@@ -188,6 +195,7 @@ def hand_over(
         scope=scope,
         environment=values["environment"],
         release=values["release"],
+        source_context=values["source_context"],
     )
     event = exception_event(exc, ctx, now=now, fingerprint=fingerprint)
     scrubber = process_scrubber(

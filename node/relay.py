@@ -110,8 +110,7 @@ class MeshPeer:
         self.monotonic = monotonic
         self._election_clock = monotonic()
         self.election = election_for(gossip.peer_id, options, sink, self._election_clock, store)
-        #: The mesh's GitHub writes, riding on heartbeats (node/heartbeats.py).
-        self.pace = WritePace(gossip.peer_id, self.sink, clock)
+        self.pace = WritePace(gossip.peer_id, self.sink, clock)  # the mesh's GitHub writes
         self.nudged = trio.Event()
         self._believed: str | None = None
         if self.sink is not None:  # the sink checks before every write that we still lead
@@ -131,16 +130,14 @@ class MeshPeer:
         )
         self.replica = ReplicaSync(replica, store, clock)  # this machine's issue folder
         self.status_url = ""
-        #: What digests say and which differences to answer (mesh/antientropy.py),
-        #: on trio's monotonic clock.
+        #: Digests and which differences to answer, on trio's clock (mesh/antientropy.py).
         self.antientropy = AntiEntropy(options.antientropy, rng)
         # The receive loop's hand-offs (see _receive_loop).
         self._backlog: Backlog[tuple[wire.Message, str]] = Backlog(self.policy.backlog_max)
         self._apply_wanted = trio.Event()
         self._digests: dict[tuple[str, bytes], wire.DigestMsg] = {}
         self._digest_wanted = trio.Event()
-        #: How long messages of each kind waited in our receive channel.
-        self.lags = Lags()
+        self.lags = Lags()  # how long messages of each kind waited in our receive channel
         self._dialer = Dialer(self.policy)
         self._status_due = StatusThrottle(self.policy.status_every)
         self._peers_changed = trio.Event()  # set by _watch_peers, awaited by _digest_loop

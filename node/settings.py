@@ -353,6 +353,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("scrub_keys", _tuple, ()),
     _s("in_app_include", _tuple, ()),
     _s("in_app_exclude", _tuple, ()),
+    _s("source_context", _bool, True),
     _s("capture_keyboard_interrupt", _bool, False),
     _s("capture_log_level", _choice("", "warning", "error", "critical"), ""),
     _s("ignore_errors", _tuple, ()),

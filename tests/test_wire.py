@@ -91,6 +91,9 @@ frames = st.builds(
     lineno=uints,
     in_app=st.booleans(),
     line=lines,
+    pre_context=st.lists(lines, max_size=wire.MAX_CONTEXT_LINES).map(tuple),
+    context_line=lines,
+    post_context=st.lists(lines, max_size=wire.MAX_CONTEXT_LINES).map(tuple),
 )
 causes = st.builds(Cause, type=names, message=lines, relation=st.sampled_from(("cause", "context")))
 reports = st.builds(
@@ -861,6 +864,9 @@ huge_frames = st.builds(
     lineno=uints,
     in_app=st.booleans(),
     line=huge_text(2000),
+    pre_context=repeated(huge_text(2000), 12),
+    context_line=huge_text(2000),
+    post_context=repeated(huge_text(2000), 12),
 )
 huge_reports = st.builds(
     Report,

@@ -75,6 +75,7 @@ from mesh.wire.limits import (
     MAX_BATCH,
     MAX_CAUSE_MESSAGE,
     MAX_CAUSES,
+    MAX_CONTEXT_LINES,
     MAX_CONTEXTS,
     MAX_COUNT,
     MAX_DEPTH,
@@ -126,7 +127,13 @@ from mesh.wire.schema import _REPORT as _REPORT
 from mesh.wire.schema import _SIG_STATE as _SIG_STATE
 from mesh.wire.schema import _TABLES as _TABLES
 from mesh.wire.schema import KINDS
-from mesh.wire.stored import decode_report, decode_state, encode_report, encode_state
+from mesh.wire.stored import (
+    decode_report,
+    decode_state,
+    encode_report,
+    encode_stamped,
+    encode_state,
+)
 
 __all__ = [
     "COMPRESS_OVER",
@@ -138,6 +145,7 @@ __all__ = [
     "MAX_CAUSES",
     "MAX_CAUSE_MESSAGE",
     "MAX_CONTEXTS",
+    "MAX_CONTEXT_LINES",
     "MAX_COUNT",
     "MAX_DEPTH",
     "MAX_FACTS",
@@ -182,6 +190,7 @@ __all__ = [
     "decode_state",
     "encode",
     "encode_report",
+    "encode_stamped",
     "encode_state",
     "seal_report",
 ]

@@ -7,9 +7,10 @@ visible markers, until its encoding fits one frame uncompressed.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Iterator
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from mesh.errors import LocalError
 from mesh.report import Cause, Frame, Leaf, Report
@@ -19,6 +20,7 @@ from mesh.wire.limits import (
     MAX_ARGV_ITEM,
     MAX_CAUSE_MESSAGE,
     MAX_CAUSES,
+    MAX_CONTEXT_LINES,
     MAX_CONTEXTS,
     MAX_FACT_VALUE,
     MAX_FACTS,
@@ -83,8 +85,11 @@ def _cap_levels() -> Iterator[_Caps]:
 def _cut(text: str, limit: int) -> str:
     """``text`` within ``limit`` UTF-8 bytes: its head kept, the rest marked.
 
-    Lone surrogates (undecodable file names) become ``?`` on the way.
+    Lone surrogates (undecodable file names) become ``?`` on the way. Short
+    ASCII text (most of a report) is returned as it is, without encoding it.
     """
+    if len(text) <= limit and text.isascii():
+        return text
     data = text.encode("utf-8", "replace")
     if len(data) <= limit:
         return data.decode("utf-8")
@@ -94,13 +99,28 @@ def _cut(text: str, limit: int) -> str:
 
 
 def _cut_frame(frame: Frame, caps: _Caps) -> Frame:
+    """``frame`` within ``caps``: the frame itself when nothing needed cutting."""
+    texts = (frame.module, frame.function, frame.filename, frame.line, frame.context_line)
+    limits = (caps.name, caps.name, caps.name, caps.frame_line, caps.frame_line)
+    module, function, filename, line, context_line = map(_cut, texts, limits)
+    pre = tuple(_cut(text, caps.frame_line) for text in frame.pre_context[-MAX_CONTEXT_LINES:])
+    post = tuple(_cut(text, caps.frame_line) for text in frame.post_context[:MAX_CONTEXT_LINES])
+    if (
+        all(map(operator.is_, (module, function, filename, line, context_line), texts))
+        and pre == frame.pre_context
+        and post == frame.post_context
+    ):
+        return frame
     return Frame(
-        module=_cut(frame.module, caps.name),
-        function=_cut(frame.function, caps.name),
-        filename=_cut(frame.filename, caps.name),
+        module=module,
+        function=function,
+        filename=filename,
         lineno=frame.lineno,
         in_app=frame.in_app,
-        line=_cut(frame.line, caps.frame_line),
+        line=line,
+        pre_context=pre,
+        context_line=context_line,
+        post_context=post,
     )
 
 
@@ -186,6 +206,13 @@ def _bounded(report: Report, caps: _Caps) -> Report:
     )
 
 
+#: The last report :func:`bound_report` returned and its map as written to
+#: measure it, which :func:`~mesh.wire.encode_stamped` reuses for that very
+#: object (a frozen value: the same object, the same map). One entry, replaced
+#: in one assignment: another thread's report only misses it.
+_last_bound: tuple[Report, dict[str, Any]] | None = None
+
+
 def bound_report(report: Report) -> Report:
     """A copy of ``report`` cut to the wire's bounds; call it before spooling.
 
@@ -206,13 +233,16 @@ def bound_report(report: Report) -> Report:
     Raises :class:`~mesh.errors.LocalError` for what cannot be cut: a value
     of the wrong type or an integer msgpack cannot carry.
     """
+    global _last_bound
     try:
         for caps in _cap_levels():
             bounded = _bounded(report, caps)
-            if len(_pack(_REPORT.write(bounded))) <= _REPORT_ROOM:
+            fields = _REPORT.write(bounded)
+            if len(_pack(fields)) <= _REPORT_ROOM:
                 break
     except (AttributeError, TypeError, ValueError, OverflowError) as exc:
         raise LocalError(f"report cannot be bounded: {exc}") from exc
+    _last_bound = (bounded, fields)
     return bounded
 
 

@@ -25,6 +25,14 @@ _Write: TypeAlias = Callable[[Any], Any]
 class _Codec(NamedTuple):
     read: _Read
     write: _Write
+    #: ``read``'s checks without building the values (records stay maps):
+    #: what a writer runs on its own output; None where ``read`` is as cheap.
+    check: _Read | None = None
+
+
+def _checker(codec: _Codec) -> _Read:
+    """What checks ``codec``'s values: its ``check``, else its ``read``."""
+    return codec.check or codec.read
 
 
 def _same(value: Any) -> Any:
@@ -144,7 +152,16 @@ def _array(item: _Codec, limit: int) -> _Codec:
     def write(values: Any) -> list[Any]:
         return [item.write(v) for v in values]
 
-    return _Codec(read, write)
+    validate = _checker(item)
+
+    def check(value: Any) -> None:
+        for i, element in enumerate(_items(value, limit)):
+            try:
+                validate(element)
+            except _Reject as exc:
+                raise exc.within(f"[{i}]") from None
+
+    return _Codec(read, write, check)
 
 
 def _pair(first: _Codec, second: _Codec) -> _Codec:
@@ -167,7 +184,18 @@ def _pair(first: _Codec, second: _Codec) -> _Codec:
         a, b = value
         return [first.write(a), second.write(b)]
 
-    return _Codec(read, write)
+    checks = (_checker(first), _checker(second))
+
+    def check(value: Any) -> None:
+        if not isinstance(value, list | tuple) or len(value) != 2:
+            raise _Reject("bad-field", f"expected a 2-element array, got {_tname(value)}")
+        for i, validate in enumerate(checks):
+            try:
+                validate(value[i])
+            except _Reject as exc:
+                raise exc.within(f"[{i}]") from None
+
+    return _Codec(read, write, check)
 
 
 def _optional(codec: _Codec) -> _Codec:
@@ -179,7 +207,13 @@ def _optional(codec: _Codec) -> _Codec:
     def write(value: Any) -> Any:
         return None if value is None else codec.write(value)
 
-    return _Codec(read, write)
+    validate = _checker(codec)
+
+    def check(value: Any) -> None:
+        if value is not None:
+            validate(value)
+
+    return _Codec(read, write, check)
 
 
 def _mapping(key: _Codec, value: _Codec, limit: int) -> _Codec:
@@ -232,7 +266,8 @@ class _Record:
     def __init__(self, cls: type[Any], *fields: _Field) -> None:
         self.cls = cls
         self.fields = fields
-        self.codec = _Codec(self.read, self.write)
+        self.codec = _Codec(self.read, self.write, self.check)
+        self._checks = tuple((f, _checker(f.codec)) for f in fields)
 
     def read(self, value: Any) -> Any:
         if not isinstance(value, dict):
@@ -250,6 +285,21 @@ class _Record:
             except _Reject as exc:
                 raise exc.within(f.attr) from None
         return self.cls(**kwargs)
+
+    def check(self, value: Any) -> None:
+        """:meth:`read`'s checks, the same rejections, without building the record."""
+        if not isinstance(value, dict):
+            raise _Reject("bad-field", f"expected map, got {_tname(value)}")
+        for f, validate in self._checks:
+            raw = value.get(f.key, _REQUIRED)
+            if raw is _REQUIRED:
+                if f.default is _REQUIRED:
+                    raise _Reject("bad-field", f"missing key {f.key!r}", f.attr)
+                continue
+            try:
+                validate(raw)
+            except _Reject as exc:
+                raise exc.within(f.attr) from None
 
     def write(self, obj: Any) -> dict[str, Any]:
         if not isinstance(obj, self.cls):

@@ -76,10 +76,18 @@ def _write_envelope(msg: Message, limit: int) -> bytes:
     kind = _KIND_OF.get(type(msg))
     if kind is None:
         raise LocalError(f"not a wire message: {type(msg).__name__}")
+    try:
+        fields = _TABLES[kind].write(msg)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise LocalError(f"{kind} message is malformed: {exc}") from exc
+    return _write_fields(kind, fields, limit)
+
+
+def _write_fields(kind: str, fields: dict[str, Any], limit: int) -> bytes:
+    """A message already written as its map (``fields``, which this may change) -> bytes."""
     table = _TABLES[kind]
     try:
-        fields = table.write(msg)
-        table.read(fields)  # the receiver's checks, applied before sending
+        table.check(fields)  # the receiver's checks, applied before sending
         head: dict[str, Any] = {"v": VERSION, "k": kind}
         if "n" in fields:
             head["n"] = fields.pop("n")

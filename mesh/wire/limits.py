@@ -43,6 +43,9 @@ MAX_CONTEXTS: Final = 32
 #: Leaf exceptions of a group kept in a report, and frames kept per leaf.
 MAX_LEAVES: Final = 10
 MAX_LEAF_FRAMES: Final = 16
+#: Source lines before and after a frame's line (its ``pc`` and ``po``), each
+#: at most MAX_FRAME_LINE bytes like the line itself (``cl``).
+MAX_CONTEXT_LINES: Final = 5
 #: Records in one occ/ack/issue/digest/state message (the byte limit still applies).
 MAX_BATCH: Final = 1024
 #: Multiaddrs in one heartbeat.

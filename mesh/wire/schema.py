@@ -43,6 +43,7 @@ from mesh.wire.limits import (
     MAX_BATCH,
     MAX_CAUSE_MESSAGE,
     MAX_CAUSES,
+    MAX_CONTEXT_LINES,
     MAX_CONTEXTS,
     MAX_FACT_VALUE,
     MAX_FACTS,
@@ -79,6 +80,11 @@ _FRAME = _Record(
     _Field("lineno", "n", _UINT),
     _Field("in_app", "a", _BOOL, False),
     _Field("line", "s", _text(MAX_FRAME_LINE), ""),
+    # Source context (issue 14): optional keys, which a peer that predates
+    # them skips like any key it does not know.
+    _Field("pre_context", "pc", _array(_text(MAX_FRAME_LINE), MAX_CONTEXT_LINES), ()),
+    _Field("context_line", "cl", _text(MAX_FRAME_LINE), ""),
+    _Field("post_context", "po", _array(_text(MAX_FRAME_LINE), MAX_CONTEXT_LINES), ()),
 )
 _CAUSE = _Record(
     Cause,

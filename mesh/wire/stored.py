@@ -13,11 +13,11 @@ from typing import TypeVar
 from mesh.errors import WireError
 from mesh.report import Report
 from mesh.sigstate import SigState
-from mesh.wire.envelope import _read_envelope, _write_envelope
+from mesh.wire.envelope import _read_envelope, _write_envelope, _write_fields
 from mesh.wire.limits import MAX_STORED
 from mesh.wire.messages import ReportMsg, StateMsg
 from mesh.wire.rejected import _Reject, _tname
-from mesh.wire.schema import _KIND_OF
+from mesh.wire.schema import _KIND_OF, _REPORT
 
 _M = TypeVar("_M", ReportMsg, StateMsg)
 
@@ -29,6 +29,28 @@ def encode_report(report: Report) -> bytes:
     :data:`MAX_STORED` bytes or a broken bound).
     """
     return _write_envelope(ReportMsg(report=report), MAX_STORED)
+
+
+def encode_stamped(report: Report, *, origin: bytes, seq: int, count: int) -> bytes:
+    """``encode_report(report.replace(origin=origin, seq=seq, count=count))``.
+
+    The spool stamps a sealed report and stores it; :func:`bound_report` has
+    just written that report's map to measure it, so when ``report`` is the
+    object it returned last, that map is reused with the three stamps
+    written in (the report is written once per capture, not twice). The
+    bytes are the same either way, and checked the same way.
+    """
+    from mesh.wire import bound
+
+    stamps = {"origin": origin, "seq": seq, "count": count}
+    last = bound._last_bound
+    if last is None or last[0] is not report:
+        return encode_report(report.replace(**stamps))
+    fields = dict(last[1])
+    for field in _REPORT.fields:
+        if field.attr in stamps:
+            fields[field.key] = field.codec.write(stamps[field.attr])
+    return _write_fields("report", {"r": fields}, MAX_STORED)
 
 
 def decode_report(data: bytes) -> Report:

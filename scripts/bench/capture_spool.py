@@ -21,6 +21,12 @@ outside the timed region (the same for every contender), and after each
 capture an untimed ``Store.ack`` removes the row, as a durable peer's ack
 would: steady state is a spool that is drained, not one that grows.
 
+A third errmesh row (``spool_sync=full``) captures with the host's scope
+set as a busy service sets it: ten tags, three contexts and a user, and 25
+breadcrumbs merged with the log records into the last 50 lines (what
+``node.error_path`` builds). Every errmesh row sends source context (the
+default: 5 lines a side of the innermost 10 in-app frames, node/source.py).
+
 Side by side, in the same interleaved loop, sentry-sdk's ``capture_exception``
 with a no-op transport: a ``Transport`` subclass whose ``capture_envelope``
 counts event envelopes (checked: exactly one per timed capture, so sentry
@@ -70,11 +76,14 @@ from node.config import Config, load_config
 from node.context import EventContext, host_facts, process_facts
 from node.event import from_exception
 from node.pipeline import Pipeline
+from node.scope import Scope
+from node.trail import trail_lines
 
 GOAL_P50_MS = 0.5
 LOG_LINES = 50
 FULL = "errmesh, spool_sync=full"
 NORMAL = "errmesh, spool_sync=normal"
+RICH = "errmesh, full, tags+context+breadcrumbs"
 SENTRY = "sentry-sdk, no-op transport"
 SERIALISED = "sentry-sdk, envelope serialised"
 SPOOL_STEP = "spool: encode + SQLite commit"
@@ -124,12 +133,16 @@ class Errmesh:
 
     def context(self) -> EventContext:
         """What ``node.capture._Hub._capture`` builds before ``from_exception``."""
+        return self.context_of(self.ring.lines())
+
+    def context_of(self, log_tail: tuple[str, ...], scope: Scope | None = None) -> EventContext:
+        """The process's context with ``log_tail`` and the host's ``scope``."""
         facts = host_facts()
         return EventContext(
             app=self.config.app,
             app_version=self.config.app_version,
             argv=tuple(sys.argv),
-            log_tail=self.ring.lines(),
+            log_tail=log_tail,
             host=facts["host"],
             os=facts["os"],
             python=facts["python"],
@@ -137,6 +150,10 @@ class Errmesh:
             in_app_include=self.config.in_app_include,
             in_app_exclude=self.config.in_app_exclude,
             cwd=facts["cwd"],
+            tags=scope.tags if scope else (),
+            contexts=scope.contexts if scope else (),
+            release=scope.package_release if scope else "",
+            source_context=self.config.source_context,
         )
 
     def capture(self, exc: BaseException) -> Report:
@@ -178,6 +195,35 @@ class Errmesh:
 
     def close(self) -> None:
         self.store.close()
+
+
+class RichErrmesh(Errmesh):
+    """The full contender with the host's scope set: tags, contexts, a user, breadcrumbs.
+
+    Its context is what ``node.error_path.report`` builds: the hub's tags and
+    contexts as a report's pairs (node/scope.py), the log records and
+    breadcrumbs merged into the last 50 lines (node/trail.py).
+    """
+
+    def context(self) -> EventContext:
+        hub = node.capture._hub
+        ring = hub.ring
+        assert ring is not None
+        scope = Scope.of(hub.tags, hub.contexts, hub.caller_package)
+        log_tail = trail_lines(list(ring.records), list(hub.crumbs), hub.trail_capacity)
+        return self.context_of(log_tail, scope)
+
+
+def set_scope() -> None:
+    """Ten tags, three contexts, a user and 25 breadcrumbs, as a busy service sets them."""
+    for i in range(10):
+        node.set_tag(f"tag{i}", f"value-{i}-eu-west-1")
+    node.set_context("job", {"name": "nightly", "shard": 7, "attempt": 2})
+    node.set_context("db", {"host": "db-3.internal", "pool": 20})
+    node.set_context("request", {"id": "9f1c2e", "route": "/sync/{id}"})
+    node.set_user(id="4711", name="alice")
+    for i in range(25):
+        node.add_breadcrumb(f"fetched page {i}", category="http", data={"status": 200, "ms": i})
 
 
 def make_ring() -> Any:
@@ -358,8 +404,43 @@ def fsync_ms(directory: Path, n: int) -> dict[str, float]:
     return summary_ms(times)
 
 
+def profile(root: Path, ring: Any, n: int, top: int = 25) -> None:
+    """``--profile N``: cProfile over N captures (``spool_sync=full``), the top entries
+    by own time, then by cumulative time; nothing else runs."""
+    import cProfile
+    import pstats
+
+    errmesh = Errmesh(root, "full", ring)
+    try:
+        for _ in range(20):
+            timed(errmesh.capture, errmesh.ack_all)
+        excs = [_chain.raise_error() for _ in range(n)]
+        profiler = cProfile.Profile()
+        for exc in excs:
+            profiler.enable()
+            errmesh.capture(exc)
+            profiler.disable()
+            errmesh.ack_all()
+    finally:
+        errmesh.close()
+    stats = pstats.Stats(profiler)
+    print(f"cProfile, {n:,} captures, spool_sync=full (ms are totals over all of them)")
+    for order in ("tottime", "cumulative"):
+        stats.sort_stats(order).print_stats(top)
+
+
 def main() -> None:
-    args = parser(__doc__).parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("--profile", type=int, metavar="N", help="only profile N captures")
+    args = cli.parse_args()
+    if args.profile:
+        root = Path(tempfile.mkdtemp(prefix="errmesh-bench-profile-"))
+        try:
+            profile(root, make_ring(), args.profile)
+        finally:
+            node.uninstall()
+            shutil.rmtree(root, ignore_errors=True)
+        return
     n = 300 if args.quick else 2000
     n_steps = 100 if args.quick else 500
     n_cold = 3 if args.quick else 8
@@ -369,6 +450,8 @@ def main() -> None:
     ring = make_ring()
     full = Errmesh(root, "full", ring)
     normal = Errmesh(root, "normal", ring)
+    set_scope()
+    rich = RichErrmesh(root / "rich", "full", ring)
     transport = CountingTransport()
     try:
         init_sentry(transport)
@@ -383,10 +466,11 @@ def main() -> None:
         contenders: dict[str, Callable[[BaseException], object]] = {
             FULL: full.capture,
             NORMAL: normal.capture,
+            RICH: rich.capture,
             SENTRY: sentry_sdk.capture_exception,
             SERIALISED: sentry_serialising,
         }
-        after = {FULL: full.ack_all, NORMAL: normal.ack_all}
+        after = {FULL: full.ack_all, NORMAL: normal.ack_all, RICH: rich.ack_all}
         for name, fn in contenders.items():  # warm-up: caches, first SQLite pages
             for _ in range(20):
                 timed(fn, after.get(name))
@@ -403,6 +487,7 @@ def main() -> None:
         steps = breakdown(full, n_steps)
         last = full.capture(_chain.raise_error())
         report_bytes = len(wire.encode_report(last))
+        rich_bytes = len(wire.encode_report(rich.capture(_chain.raise_error())))
         growth = {
             sync: spool_vs_pending(e, last, levels, per_level)
             for sync, e in (("full", full), ("normal", normal))
@@ -413,6 +498,7 @@ def main() -> None:
         node.uninstall()
         full.close()
         normal.close()
+        rich.close()
         shutil.rmtree(root, ignore_errors=True)
 
     stats = {name: summary_ms(values) for name, values in samples.items()}
@@ -433,7 +519,8 @@ def main() -> None:
     print(
         f"\nsentry's transport received {sentry_events:,} events for {timed_sentry:,} "
         f"timed captures; its serialised envelope: {sentry_bytes:,.0f} bytes; "
-        f"errmesh's stored report: {report_bytes:,} bytes"
+        f"errmesh's stored report: {report_bytes:,} bytes ({rich_bytes:,} with tags, "
+        "context and breadcrumbs)"
     )
 
     step_ms = {name: statistics.median(v) * 1e3 for name, v in steps.items()}
@@ -491,6 +578,7 @@ def main() -> None:
             "sentry_events": sentry_events,
             "sentry_envelope_bytes": sentry_bytes,
             "stored_report_bytes": report_bytes,
+            "stored_rich_report_bytes": rich_bytes,
             "headline": f"p50 {p50:.2f} ms full, {p50_normal:.2f} ms normal "
             f"(sentry-sdk {stats[SENTRY]['p50']:.2f} ms)",
         },
