@@ -52,7 +52,7 @@ REJECT_REASONS: Final = (*wire.REJECT_REASONS, "forged-sender")
 KINDS: Final = tuple(cls.__name__ for cls in typing.get_args(wire.Message))
 #: The loops a fault is counted under (``MeshPeer.run``, the store, the status).
 LOOPS: Final = (
-    *("receive", "apply", "answer", "tick", "drain", "digest", "lead", "watch", "keys"),
+    *("receive", "apply", "answer", "tick", "drain", "digest", "lead", "watch", "keys", "sync"),
     *("connect", "store", "status"),
 )
 #: ``stats`` key -> drop reason (the message was not merged).
@@ -79,6 +79,7 @@ FAMILIES: Final = {
     "errmesh_github_budget_remaining": "gauge",
     "errmesh_github_writes_last_hour": "gauge",
     "errmesh_github_writes_per_hour": "gauge",
+    "errmesh_github_mesh_writes_last_hour": "gauge",
     "errmesh_leader_changes": "counter",
     "errmesh_elections_won": "counter",
     "errmesh_step_downs": "counter",
@@ -238,6 +239,11 @@ class RelayCollector:
             "errmesh_github_writes_per_hour",
             "The writes per hour errmesh allows itself (0: no GitHub sink).",
             usage.writes_per_hour,
+        )
+        yield _gauge(
+            "errmesh_github_mesh_writes_last_hour",
+            "Writes all the mesh's leaders sent GitHub in the last hour (the shared budget).",
+            self.peer.pace.ledger.total(self.clock()),
         )
 
     def _election(self, status: dict[str, Any]) -> Iterator[Metric]:

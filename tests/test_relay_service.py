@@ -45,6 +45,7 @@ EXPORTED = {
     "errmesh_github_budget_remaining": "gauge",
     "errmesh_github_writes_last_hour": "gauge",
     "errmesh_github_writes_per_hour": "gauge",
+    "errmesh_github_mesh_writes_last_hour": "gauge",
     "errmesh_leader_changes": "counter",
     "errmesh_elections_won": "counter",
     "errmesh_step_downs": "counter",
