@@ -35,7 +35,7 @@ needs_netns = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"cluster: {UNA
 #: Scenarios too long for CI: ERRMESH_SOAK=1 runs them.
 soak_only = pytest.mark.skipif(
     not os.environ.get("ERRMESH_SOAK"),
-    reason="soak: a long scenario (loss), run with ERRMESH_SOAK=1 (keeps CI under its 15 min)",
+    reason="soak: a long scenario (loss, a full disk), run with ERRMESH_SOAK=1 (keeps CI under 15 min)",
 )
 
 
@@ -104,6 +104,7 @@ def test_clocks_minutes_apart_then_the_leader_killed(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @needs_netns
+@soak_only  # a full disk is also shown in-process: tests/test_disk_failures.py, test_relay_faults.py
 def test_a_full_disk_on_one_host_loses_no_committed_occurrence(tmp_path: Path) -> None:
     figures = _run("disk-full", tmp_path)
     assert figures["lost"] == 0 and figures["duplicated"] == 0
