@@ -432,8 +432,16 @@ class MeshPeer:
         (which: ``mesh.antientropy``); a quarantined or unreadable signature
         is left out, the rest are answered."""
         await self.refresh_entries()
+        states = self.answerable(self.antientropy.to_answer(msg, trio.current_time()))
+        self.stats["digests_answered"] += 1
+        self.stats["states_sent"] += len(states)
+        await self._send_states(states)
+
+    def answerable(self, signatures: list[bytes]) -> list[SigState]:
+        """The stored states of ``signatures`` to send (digest answers, sync
+        serves): a quarantined or unreadable signature is left out and blamed."""
         states = []
-        for sig in self.antientropy.to_answer(msg, trio.current_time()):
+        for sig in signatures:
             if self.faults.quarantined(sig):
                 continue
             try:
@@ -445,9 +453,7 @@ class MeshPeer:
                 continue
             if state is not None:
                 states.append(state)
-        self.stats["digests_answered"] += 1
-        self.stats["states_sent"] += len(states)
-        await self._send_states(states)
+        return states
 
     async def _send_states(self, states: list[SigState]) -> None:
         for i, msg in enumerate(state_messages(states)):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from mesh import wire
-from mesh.errors import LocalError, StoreUnavailable
+from mesh.errors import LocalError
 from mesh.sync import SyncOptions, SyncSchedule, to_send
 from node.merging import signatures_of
 from node.state_parts import state_messages
@@ -174,21 +174,10 @@ class SyncStreams:
             if len(digests) > self.schedule.options.max_digest_frames:
                 raise SyncAborted("a digest of too many frames")
         await peer.refresh_entries()
-        quarantined = peer.faults.quarantined
-        wanted = [s for s in to_send(peer.antientropy.entries, digests) if not quarantined(s)]
+        wanted = to_send(peer.antientropy.entries, digests)
         sent = 0
         for start in range(0, len(wanted), _LOAD_BATCH):
-            states = []
-            for sig in wanted[start : start + _LOAD_BATCH]:
-                try:
-                    state = peer.store.load_state(sig)
-                except StoreUnavailable:
-                    raise
-                except Exception as exc:  # this signature's row: blame it, send the rest
-                    peer.faults.fault("answer", exc, (sig,))
-                    continue
-                if state is not None:
-                    states.append(state)
+            states = peer.answerable(wanted[start : start + _LOAD_BATCH])
             for msg in state_messages(states):
                 try:
                     frame = wire.encode(msg, peer.keys.current)
