@@ -173,6 +173,28 @@ class AntiEntropy:
         """Rule 5: how long to wait before answering the digests that came."""
         return self._rng.uniform(0.0, self.options.answer_jitter)
 
+    def unanswered(self, signatures: Iterable[bytes], now: float) -> list[bytes]:
+        """Rule 3 for states we would publish unasked (``mesh.sync`` rule 8): those
+        not sent with the state we hold in the last ``answer_quiet`` seconds; the
+        rest count as answered from ``now``."""
+        out = []
+        for sig in sorted(set(signatures)):
+            entry = self.entries.get(sig)
+            if entry is None or self._recently_sent(sig, now):
+                continue
+            self._answered[sig] = (now, entry.fingerprint)
+            out.append(sig)
+        return out
+
+    def _recently_sent(self, sig: bytes, now: float) -> bool:
+        """Rule 3: our state of ``sig`` went to the topic less than ``answer_quiet`` ago."""
+        answered = self._answered.get(sig)
+        return (
+            answered is not None
+            and now - answered[0] < self.options.answer_quiet
+            and answered[1] == self.entries[sig].fingerprint
+        )
+
     def to_answer(self, msg: wire.DigestMsg, now: float) -> list[bytes]:
         """The signatures whose states answer ``msg`` (rules 1-5), sorted.
 
@@ -185,12 +207,7 @@ class AntiEntropy:
         for sig in sorted(self.entries):
             if not in_range(sig, msg):
                 continue
-            answered = self._answered.get(sig)
-            if (
-                answered is not None
-                and now - answered[0] < opts.answer_quiet
-                and answered[1] == self.entries[sig].fingerprint
-            ):
+            if self._recently_sent(sig, now):
                 continue
             if now - self._changed_at.get(sig, -math.inf) < opts.answer_young:
                 since = self._deferred_since.setdefault(sig, now)

@@ -13,8 +13,9 @@ what each decides is sans-IO policy (``mesh.relay_policy``, ``mesh.antientropy``
 - **drain**: reports left in this machine's spool (by CLIs whose delivery failed, or handed
   over through the local nudge socket) are merged and published, so nothing spooled is
   stranded.
-- **digest**: every few seconds, and whenever the set of peers changes, a summary goes out so
-  that dropped gossip and healed partitions converge.
+- **digest**: every few seconds, and whenever the set of peers changes, an anti-entropy round:
+  a pull from one connected peer over the sync stream (``node.sync_stream``), or a digest to
+  the topic when none can be made, so that dropped gossip and healed partitions converge.
 
 Validation (before any of this, inside gossipsub, ``node.admission``): a payload must decode
 under the cluster key, and a message that names its sender must name its libp2p signer.
@@ -291,10 +292,13 @@ class MeshPeer:
             self.faults.store_ok()
 
     async def _digest_loop(self) -> None:
-        """A digest every ``digest_every`` seconds and whenever the peer set changes."""
+        """An anti-entropy round every ``digest_every`` seconds and whenever the
+        peer set changes: a pull from one peer (``mesh.sync`` rule 6), or, with
+        nobody to pull from (or a failed pull) and no pull running, a digest to the topic."""
         while True:
             self._peers_changed = trio.Event()
-            await self.send_digest()
+            if not await self.sync.round() and not self.sync.schedule.pulling:
+                await self.send_digest()
             with trio.move_on_after(self.options.digest_every):
                 await self._peers_changed.wait()
 
@@ -454,6 +458,14 @@ class MeshPeer:
             if state is not None:
                 states.append(state)
         return states
+
+    async def spread(self, signatures: list[bytes]) -> None:
+        """Publish the joins a pull made (``mesh.sync`` rule 8), unless another
+        relay published the same state in the last ``answer_quiet`` seconds."""
+        wanted = self.antientropy.unanswered(signatures, trio.current_time())
+        states = self.answerable(wanted)
+        self.stats["states_spread"] += len(states)
+        await self._send_states(states)
 
     async def _send_states(self, states: list[SigState]) -> None:
         for i, msg in enumerate(state_messages(states)):

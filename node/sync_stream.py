@@ -7,7 +7,8 @@ the ranges of rule 1 of ``mesh.antientropy``) then 0; the server answers
 with ``state`` messages then 0, and both close. A frame that does not
 decode, or is of another kind, ends the session: nothing of it is merged.
 A peer that does not speak the protocol (a js-libp2p peer, an older
-relay) refuses the stream, and topic anti-entropy carries on as before.
+relay) refuses the stream, and the round falls back to a digest on the
+topic (``mesh.sync`` rule 6).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import trio
 
 from mesh import wire
 from mesh.errors import LocalError
-from mesh.sync import SyncOptions, SyncSchedule, to_send
+from mesh.sigstate import SigState
+from mesh.sync import SyncOptions, SyncSchedule, ahead, to_send, to_spread
 from node.merging import signatures_of
 from node.state_parts import state_messages
 
@@ -89,6 +91,15 @@ class SyncStreams:
         now = trio.current_time()
         self._maybe_pull(peer, self.schedule.connected(peer, now, bootstrap=bootstrap))
 
+    async def round(self) -> bool:
+        """One anti-entropy round (``mesh.sync`` rule 6): True when it pulled
+        from a peer; False when there was nobody to pull from or the pull failed."""
+        target = self.schedule.round(self.peer.gossip.peers(), trio.current_time())
+        if target is None:
+            return False
+        self.peer.stats["sync_rounds"] += 1
+        return await self._pull_guarded(target)
+
     def _maybe_pull(self, peer: str, start: bool) -> None:
         if start:
             try:
@@ -103,7 +114,7 @@ class SyncStreams:
             async for sender in self._wanted:
                 nursery.start_soon(self._pull_guarded, sender)
 
-    async def _pull_guarded(self, sender: str) -> None:
+    async def _pull_guarded(self, sender: str) -> bool:
         ok = False
         try:
             with trio.move_on_after(self.schedule.options.timeout):
@@ -114,13 +125,15 @@ class SyncStreams:
             self.peer.stats["sync_failed"] += 1
         finally:
             self.schedule.pulled(sender, trio.current_time(), ok=ok)
+        return ok
 
     async def pull(self, sender: str) -> int:
-        """Send our digest to ``sender``, merge the states it answers; returns how many."""
+        """Send our digest to ``sender``, merge the states it answers, spread
+        the joins nobody holds yet (``mesh.sync`` rule 8); returns how many merged."""
         peer = self.peer
         await peer.refresh_entries()
         stream = await peer.gossip.open_stream(sender, self.protocol)
-        merged = 0
+        pulled: list[SigState] = []
         try:
             for digest in peer.antientropy.digest():
                 await write_frame(stream, wire.encode(digest, peer.keys.current))
@@ -130,12 +143,15 @@ class SyncStreams:
                 if not isinstance(msg, wire.StateMsg):
                     raise SyncAborted(f"expected a state message, got {_what(msg)}")
                 await peer.apply([(msg, sender)])
-                merged += len(msg.states)
+                pulled.extend(msg.states)
         finally:
             await _close(stream)
         peer.stats["sync_pulls"] += 1
-        peer.stats["sync_states_pulled"] += merged
-        return merged
+        peer.stats["sync_states_pulled"] += len(pulled)
+        spread = to_spread(pulled, peer.antientropy.entries)
+        if spread:
+            await peer.spread(spread)
+        return len(pulled)
 
     # -- serving ------------------------------------------------------------
 
@@ -152,7 +168,7 @@ class SyncStreams:
         completed = False
         try:
             with trio.move_on_after(self.schedule.options.timeout):
-                sent = await self._serve(stream)
+                sent = await self._serve(stream, puller)
                 completed = True
                 self.peer.stats["sync_served"] += 1
                 self.peer.stats["sync_states_served"] += sent
@@ -163,7 +179,7 @@ class SyncStreams:
             self.schedule.served(puller, trio.current_time(), completed=completed)
             await _close(stream) if completed else await _reset(stream)
 
-    async def _serve(self, stream: Any) -> int:
+    async def _serve(self, stream: Any, puller: str) -> int:
         peer = self.peer
         digests: list[wire.DigestMsg] = []
         while frame := await read_frame(stream):
@@ -175,6 +191,8 @@ class SyncStreams:
                 raise SyncAborted("a digest of too many frames")
         await peer.refresh_entries()
         wanted = to_send(peer.antientropy.entries, digests)
+        if ahead(peer.antientropy.entries, digests):
+            self._maybe_pull(puller, self.schedule.ahead(puller, trio.current_time()))
         sent = 0
         for start in range(0, len(wanted), _LOAD_BATCH):
             states = peer.answerable(wanted[start : start + _LOAD_BATCH])

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mesh import aggregate, antientropy
+from mesh import aggregate, antientropy, sync
 from mesh.antientropy import AntiEntropy
 from mesh.election import Election, ElectionConfig, Heartbeat
 from mesh.report import Occurrence
@@ -228,6 +228,7 @@ def test_a_merge_that_adds_counts_is_caught(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_anti_entropy_that_never_answers_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(antientropy, "differs", lambda mine, theirs: False)
+    monkeypatch.setattr(sync, "differs", lambda mine, theirs: False)  # the sync stream's answers
     _, violations = _run(SimConfig(seed=1))
     assert {"identical", "converged"} <= {v.invariant for v in violations}
 

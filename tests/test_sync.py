@@ -7,6 +7,8 @@ network first, then with real relays in their own processes.
 
 from __future__ import annotations
 
+import dataclasses
+import random
 import sqlite3
 import time
 from pathlib import Path
@@ -15,11 +17,12 @@ import pytest
 from mesh_cluster import CLUSTER, CONVERGE, STARTUP, Cluster, Relay, print_figure, wait_until
 
 from mesh import wire
-from mesh.antientropy import digest_entry, digest_messages
+from mesh.aggregate import Aggregate
+from mesh.antientropy import AntiEntropy, digest_entry, digest_messages
 from mesh.report import Report
 from mesh.sigstate import state_of_report
 from mesh.store import Store
-from mesh.sync import SyncOptions, SyncSchedule, to_send
+from mesh.sync import SyncOptions, SyncSchedule, ahead, to_send, to_spread
 
 
 def a_report(i: int, count: int = 1) -> Report:
@@ -123,6 +126,98 @@ def test_the_peers_remembered_are_bounded() -> None:
     assert len(schedule._peers) == 3
 
 
+# -- rounds: one peer at a time -------------------------------------------------
+
+
+def test_a_round_pulls_from_one_connected_relay_at_random() -> None:
+    schedule = SyncSchedule(rng=random.Random(7))
+    for relay in ("r1", "r2", "r3"):
+        schedule.heard(relay, 0.0, direct=False)  # relays, heard through others
+    picked = set()
+    for t in range(0, 400, 4):
+        peer = schedule.round(["r1", "r2", "r3", "cli"], float(t))
+        assert peer in ("r1", "r2", "r3")  # a known relay before a stranger
+        schedule.pulled(peer, float(t), ok=True)
+        picked.add(peer)
+    assert picked == {"r1", "r2", "r3"}
+
+
+def test_a_round_leaves_a_peer_it_pulled_from_moments_ago() -> None:
+    """So that the peer's ``serve_every`` does not refuse the pull."""
+    schedule = SyncSchedule(SyncOptions(serve_every=2.0))
+    schedule.heard("r1", 0.0, direct=False)
+    assert schedule.round(["r1"], 0.0) == "r1"
+    schedule.pulled("r1", 0.5, ok=True)
+    assert schedule.round(["r1"], 3.4) is None  # 2.9 s: within serve_every + 1
+    assert schedule.round(["r1"], 3.5) == "r1"
+
+
+def test_with_no_relay_due_a_round_tries_a_stranger_and_learns() -> None:
+    """How observers (which send no heartbeat) find each other."""
+    schedule = SyncSchedule(SyncOptions(retry_after=2.0))
+    assert schedule.round(["x"], 0.0) == "x"
+    schedule.pulled("x", 0.1, ok=False)  # a failing CLI: no sync protocol
+    assert schedule.round(["x"], 1.0) is None  # backing off: the digest goes to the topic
+    assert schedule.round(["x", "y"], 1.0) == "y"
+    schedule.pulled("y", 1.1, ok=True)  # y served us: a relay
+    schedule.pulled("x", 1.2, ok=False)
+    assert not schedule.connected("x", 9.0, bootstrap=False)
+    assert schedule.connected("y", 9.0, bootstrap=False)  # a relay: pulled on connect
+
+
+def test_a_peer_that_pulls_from_us_is_a_relay() -> None:
+    schedule = SyncSchedule()
+    assert schedule.may_serve("obs", 0.0)
+    schedule.served("obs", 0.1, completed=True)
+    assert schedule.connected("obs", 1.0, bootstrap=False)
+
+
+def test_no_round_while_the_pulls_are_all_running() -> None:
+    schedule = SyncSchedule(SyncOptions(pulls_at_once=1))
+    assert schedule.connected("boot", 0.0, bootstrap=True)  # a big first pull
+    assert schedule.round(["boot", "r2"], 1.0) is None
+
+
+def test_a_puller_ahead_is_pulled_from_in_turn() -> None:
+    behind, further = entries(a_report(1, count=1)), entries(a_report(1, count=4))
+    assert ahead(behind, digest_messages(further))
+    assert ahead({}, digest_messages(further))  # it holds one we lack
+    assert not ahead(further, digest_messages(behind))
+    assert not ahead(further, digest_messages(further))
+    schedule = SyncSchedule()
+    assert schedule.heard("r2", 0.0, direct=True)
+    schedule.pulled("r2", 1.0, ok=True)
+    assert not schedule.heard("r2", 2.0, direct=True)  # once per connection...
+    assert schedule.ahead("r2", 2.0)  # ...unless its digest shows it knows more
+
+
+def test_only_a_join_nobody_holds_is_spread() -> None:
+    """Across a healed partition both sides counted: the join is news to both.
+    A joiner, or a relay that missed a message, merely catches up."""
+    ours, theirs = a_report(1, count=2), a_report(1, count=3)
+    theirs = dataclasses.replace(theirs, origin=b"p" * 16)
+    lacked = a_report(2)
+    agg = Aggregate()
+    agg.add_report(ours)
+    sent = [state_of_report(theirs), state_of_report(lacked)]
+    for state in sent:
+        agg.merge_state(state)
+    held = {s.signature: digest_entry(s) for s in agg}
+    assert to_spread(sent, held) == [ours.signature]
+    assert held[ours.signature].total == 5
+
+
+def test_a_spread_state_already_sent_by_another_relay_is_not_sent_again() -> None:
+    agg = Aggregate()
+    state = agg.add_report(a_report(1))
+    ae = AntiEntropy()
+    ae.note([state], 0.0)
+    ae.heard_answer([state], 10.0)  # a relay beside us published the same join
+    assert ae.unanswered([state.signature], 11.0) == []
+    assert ae.unanswered([state.signature], 12.5) == [state.signature]
+    assert ae.unanswered([state.signature], 13.0) == []  # ours counts now
+
+
 # -- real relays ---------------------------------------------------------------
 
 
@@ -185,6 +280,34 @@ def test_two_relays_that_meet_each_pull_what_the_other_holds(cluster: Cluster) -
     wait_until(lambda: signatures(r1.db) == signatures(r2.db) == 500, CONVERGE, "both hold all 500")
     for relay in (r1, r2):
         wait_until(lambda r=relay: pulls(r) >= 1, CONVERGE, f"{relay.name} pulled from the other")
+
+
+@pytest.mark.slow
+def test_in_steady_state_a_round_is_a_pull_from_one_relay_not_a_digest_to_all(
+    cluster: Cluster,
+) -> None:
+    """Every ``digest_every`` each relay pulls from one peer (``mesh.sync``
+    rule 6): no relay sends its digest to the topic while it has a relay to
+    pull from, so what a relay hears of anti-entropy does not grow with the fleet."""
+    r1, r2, r3 = cluster.relay("R1"), cluster.relay("R2"), cluster.relay("R3")
+    cluster.start_relay(r1)
+    cluster.start_relay(r2, bootstrap=[r1])
+    cluster.start_relay(r3, bootstrap=[r1, r2])
+
+    def stat(relay: Relay, name: str) -> int:
+        return int(relay.status().get("stats", {}).get(name, 0))
+
+    relays = (r1, r2, r3)
+    wait_until(lambda: all(stat(r, "sync_rounds") >= 1 for r in relays), CONVERGE, "rounds run")
+    digests = {r.name: stat(r, "digests_sent") for r in relays}
+    rounds = {r.name: stat(r, "sync_rounds") for r in relays}
+    wait_until(
+        lambda: all(stat(r, "sync_rounds") >= rounds[r.name] + 2 for r in relays),
+        CONVERGE,
+        "two more rounds on every relay",
+    )
+    assert {r.name: stat(r, "digests_sent") for r in relays} == digests
+    assert all(stat(r, "sync_served") >= 1 for r in relays)
 
 
 def test_the_sync_protocol_is_named_for_the_cluster() -> None:

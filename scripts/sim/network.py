@@ -319,3 +319,17 @@ class Network:
             return None
         base = self.pair_latency(a, b)
         return t + base + self.link.hop + rng.expovariate(1.0 / (self.link.jitter * base + 1e-4))
+
+    def stream(self, a: int, b: int, t: float) -> float | None:
+        """When bytes written at ``t`` on a TCP stream a -> b arrive (None: no link).
+
+        A lost segment is sent again after TCP's retransmission timeout
+        (200 ms, doubling); after six losses in a row the connection counts as broken.
+        """
+        rto = 0.2
+        for _ in range(6):
+            at = self.direct(a, b, t)
+            if at is not None or not self.reachable(a, b):
+                return at
+            t, rto = t + rto, rto * 2
+        return None

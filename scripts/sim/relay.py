@@ -14,7 +14,14 @@ front of the merge. What it does with them follows ``MeshPeer``'s loops:
 - **tick**: at the election's deadline, at least every heartbeat.
 - **drain**: an injected error is committed to the spool and nudges a drain:
   merged here, then published as ``mesh.relay_policy.plan_drain`` says.
-- **digest**: every ``digest_every`` and whenever the connections change.
+- **anti-entropy rounds**: every ``digest_every`` and whenever the
+  connections change, a pull from one connected relay drawn at random
+  (``mesh.sync`` rule 6: the peer's answer over a direct stream, then the
+  joins nobody holds spread to the topic, rule 8), or a digest to the topic
+  when there is nobody to pull from or the pull failed; a pull from every
+  relay a new connection reaches (rule 1), and back from a puller ahead of
+  us (rule 7). Every overlay peer is a relay here, so every connection is
+  pulled from (the real relay learns it from heartbeats and pulls).
 - **lead**: while the election says so, rounds of at most ``lead_batch``
   sink actions (``Aggregate.due`` at the round's start, each re-planned from
   the current state and checked against the election before it is sent, as
@@ -49,6 +56,7 @@ from mesh.relay_policy import Backlog, RelayOptions, acks_for, plan_drain
 from mesh.report import Report
 from mesh.severity import Severity
 from mesh.sigstate import IssueLink, SigState
+from mesh.sync import SyncOptions, SyncSchedule, ahead, to_send, to_spread
 from scripts.sim.packet import Packet
 from scripts.sim.scheduler import stream
 from scripts.sim.sink import Request, SinkDown
@@ -70,6 +78,7 @@ _ROUND_START = 0.005
 _ELECTION = ElectionConfig()
 
 _Continuation = tuple[int, float, list[bytes], int, int, list[SigState]]
+_SYNC = SyncOptions()
 
 
 class SimRelay:
@@ -117,6 +126,12 @@ class SimRelay:
             self.options, stream(self.sim.config.seed, "answer", self.idx, self.incarnation)
         )
         self.ae.rebuilt({s.signature: digest_entry(s) for s in self.agg}, now)
+        self.sync = SyncSchedule(
+            _SYNC, stream(self.sim.config.seed, "sync", self.idx, self.incarnation)
+        )
+        #: server -> (token, whether it is a round's pull)
+        self._pulls: dict[str, tuple[int, bool]] = {}
+        self._pull_token = 0
         self.backlog: Backlog[Packet] = Backlog(self.policy.backlog_max)
         self._digests: dict[tuple[int, bytes], Packet] = {}
         self._answering = self._applying = self._draining = self._leading = False
@@ -177,6 +192,9 @@ class SimRelay:
         msg = packet.msg
         now = self.sim.sched.now
         if isinstance(msg, wire.HeartbeatMsg):
+            direct = packet.sender in self.sim.net.connections(self.idx)
+            if self.sync.heard(packet.name, now, direct=direct):
+                self._pull(packet.name, round_=False)
             self._election(self.election.receive(msg.heartbeat, now))
         elif isinstance(msg, wire.DigestMsg):
             self._digests[(packet.sender, msg.after)] = packet
@@ -246,16 +264,67 @@ class SimRelay:
         return self._key
 
     def _send_digest(self) -> None:
+        """A round (``mesh.sync`` rule 6): a pull, else a digest to the topic."""
         now = self.sim.sched.now
         if self.ae.rebuild_due(now):
             self.ae.rebuilt({s.signature: digest_entry(s) for s in self.agg}, now)
             self._key = None
+        connected = [self.sim.relays[i].name for i in self.sim.net.connections(self.idx)]
+        target = self.sync.round(connected, now)
+        if target is not None:
+            self._pull(target, round_=True)
+        elif not self.sync.pulling:
+            self._topic_digest()
+        self._digest_token += 1
+        self.later(self.sim.config.digest_every, self._digest_due, self._digest_token)
+
+    def _topic_digest(self) -> None:
         messages = self.ae.digest()
         for msg in messages:
             key = self.entries_key() if len(messages) == 1 else None
             self.sim.publish(self, msg, key=key)
-        self._digest_token += 1
-        self.later(self.sim.config.digest_every, self._digest_due, self._digest_token)
+
+    # -- sync streams --------------------------------------------------------
+
+    def _pull(self, server: str, *, round_: bool) -> None:
+        self._pull_token += 1
+        token = self._pull_token
+        self._pulls[server] = (token, round_)
+        self.later(_SYNC.timeout, self.pull_ended, server, token, None)
+        self.sim.pull(self, server, self.ae.digest(), token)
+
+    def serve(
+        self, puller: SimRelay, incarnation: int, digests: list[wire.DigestMsg], token: int
+    ) -> None:
+        """A peer's pull reached us: answer what it lacks, pull back if it knows more."""
+        now = self.sim.sched.now
+        if not self.sync.may_serve(puller.name, now):
+            self.sim.pull_answer(self, puller, incarnation, None, token)
+            return
+        entries = self.ae.entries
+        states = [st for sig in to_send(entries, digests) if (st := self.agg.get(sig))]
+        if ahead(entries, digests) and self.sync.ahead(puller.name, now):
+            self._pull(puller.name, round_=False)
+        self.sync.served(puller.name, now, completed=True)
+        self.sim.pull_answer(self, puller, incarnation, states, token)
+
+    def pull_ended(self, server: str, token: int, states: list[SigState] | None) -> None:
+        """The answer came (``states``), or the pull failed or timed out (None)."""
+        if self._pulls.get(server, (None, False))[0] != token:
+            return  # timed out before, or answered before the timeout
+        _, round_ = self._pulls.pop(server)
+        now = self.sim.sched.now
+        self.sync.pulled(server, now, ok=states is not None)
+        if states is None:
+            if round_ and not self.sync.pulling:
+                self._topic_digest()
+            return
+        self.note([self.agg.merge_state(state) for state in states])
+        spread = self.ae.unanswered(to_spread(states, self.ae.entries), now)
+        joins = [st for sig in spread if (st := self.agg.get(sig))]
+        size = self.sim.config.state_batch
+        for start in range(0, len(joins), size):
+            self.sim.publish(self, wire.StateMsg(states=tuple(joins[start : start + size])))
 
     def _digest_due(self, token: int) -> None:
         if token == self._digest_token:
@@ -265,6 +334,8 @@ class SimRelay:
         """The transport saw a direct connection open or close (``_watch_peers``)."""
         now = self.sim.sched.now
         if opened:
+            if self.sync.connected(peer, now, bootstrap=True):
+                self._pull(peer, round_=False)
             self._election(self.election.connected(peer, now))
         else:
             self._election(self.election.disconnected(peer, now))

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mesh import wire
+from mesh.sigstate import SigState
 from scripts.sim.config import SimConfig
 from scripts.sim.faults import Fault, schedule
 from scripts.sim.history import History
@@ -35,6 +36,8 @@ from scripts.sim.workload import Probes, Workload
 __all__ = ["Metrics", "Simulation"]
 
 _SLOW = 200.0
+#: Seconds for a puller to see its sync stream fail (a connection gone, a stream reset).
+_FAILED = 0.2
 
 
 @dataclass
@@ -212,6 +215,49 @@ class Simulation:
                 at = self.net.direct(relay.idx, reporter.node, self.sched.now)
                 if at is not None:
                     self.sched.at(at, reporter.acked, ack)
+
+    def pull(
+        self, puller: SimRelay, server: str, digests: list[wire.DigestMsg], token: int
+    ) -> None:
+        """A sync stream (``mesh.sync``): the digest to one relay, its answer back."""
+        target = self.relays[int(server[1:])]
+        carried = [self._sync_frame(msg, "sync-digest") for msg in digests]
+        at = self.net.stream(puller.idx, target.idx, self.sched.now)
+        if at is None or not target.up:
+            puller.later(_FAILED, puller.pull_ended, server, token, None)
+            return
+        self.sched.at(
+            at, target.bound, target.incarnation, target.serve,
+            (puller, puller.incarnation, carried, token),
+        )  # fmt: skip
+
+    def pull_answer(
+        self,
+        server: SimRelay,
+        puller: SimRelay,
+        incarnation: int,
+        states: list[SigState] | None,
+        token: int,
+    ) -> None:
+        size = self.config.state_batch
+        if states is not None:
+            for start in range(0, len(states), size):
+                self._sync_frame(
+                    wire.StateMsg(states=tuple(states[start : start + size])), "sync-state"
+                )
+        at = self.net.stream(server.idx, puller.idx, self.sched.now)
+        if at is None:
+            at, states = self.sched.now + _FAILED, None
+        self.sched.at(
+            at, puller.bound, incarnation, puller.pull_ended, (server.name, token, states)
+        )
+
+    def _sync_frame(self, msg: wire.Message, kind: str) -> wire.Message:
+        m = self.metrics
+        m.published[kind] += 1
+        m.transmissions[kind] += 1
+        m.deliveries[kind] += 1
+        return self._through_codec(msg, kind)
 
     def direct_reporters(self, relay: int) -> frozenset[str]:
         return frozenset(r.name for r in self._homes[relay] if self.net.reachable(relay, r.node))
