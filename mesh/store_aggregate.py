@@ -181,6 +181,14 @@ class PersistedAggregate:
             raise translate(exc, "cannot read the aggregate") from exc
         return [s for s in (self._decode_state(r[0]) for r in rows) if s is not None]
 
+    def next_due(self) -> float | None:
+        """The earliest ``next_due`` of any state (None: nothing will fall due by itself)."""
+        try:
+            row = self._conn.execute("SELECT MIN(next_due) FROM states").fetchone()
+        except sqlite3.Error as exc:
+            raise translate(exc, "cannot read the aggregate") from exc
+        return None if row is None or row[0] is None else float(row[0])
+
     def states(self, limit: int = 10_000) -> list[SigState]:
         """All states, most recently seen first."""
         try:

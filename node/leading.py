@@ -18,13 +18,16 @@ import trio
 
 from github_sink.sink import Sink
 from mesh.election import Election
-from mesh.errors import LocalError
+from mesh.errors import LocalError, StoreError
 from mesh.sigstate import SigState
 from mesh.store import Store
 from node.faults import Faults
 from node.leader import RoundResult, act
 
 __all__ = ["Leading"]
+
+#: Seconds between two rounds of a leader with nothing changed, due or pending.
+IDLE_ROUND_EVERY = 5.0
 
 log = logging.getLogger("errmesh.peer")
 
@@ -60,6 +63,33 @@ class Leading:
         #: on a view that predates the other side's issues).
         self.round_term: int | None = None
         self._not_before = -math.inf
+        # When a round is worth its thread hop and its lock (``worth_a_round``).
+        self._changed = True
+        self._busy = True
+        self._next_due: float | None = None
+        self._last_term: int | None = None
+        self._last_round = -math.inf
+
+    def changed(self) -> None:
+        """The store was written: something may have fallen due."""
+        self._changed = True
+
+    def worth_a_round(self, monotonic: float) -> bool:
+        """Whether the tick loop should ask for a round now.
+
+        An idle leader ran a round (a worker thread, the leader lock, a query)
+        at every heartbeat, two a second, most of what an idle relay cost. A
+        round is asked for when the store changed since the last one, the last
+        one did or failed something (retries, follow-ups), the earliest
+        ``next_due`` in the store has passed, leadership is new, or, failing
+        all of these, every ``IDLE_ROUND_EVERY`` seconds (a sink's follow-up
+        jobs, a wall clock that jumped).
+        """
+        if self._changed or self._busy or self._last_term != self.election.term:
+            return True
+        if self._next_due is not None and self._next_due <= self.clock():
+            return True
+        return monotonic - self._last_round >= IDLE_ROUND_EVERY
 
     def hold_off(self, until: float) -> None:
         """Taking over from a live leader: let it hear us and stop before our first write."""
@@ -87,6 +117,7 @@ class Leading:
         if self.sink is None or self.clock() < self._not_before:
             return
         term = self.election.term
+        self._changed, self._last_term, self._last_round = False, term, trio.current_time()
         while self._leads(term):
             # Abandoned on cancellation: a shutdown does not wait for GitHub's
             # retry-after; the thread's work is durable step by step anyway.
@@ -104,7 +135,14 @@ class Leading:
             if result.faulted:
                 self.faults.fault("lead", LocalError("; ".join(result.errors)), result.faulted)
             await self.announce(list(result.links))
-            if not (result.opened or result.updated or result.reopened):
+            acted = bool(result.opened or result.updated or result.reopened)
+            self._busy = acted or bool(result.errors or result.failed or result.follow_ups)
+            self._busy = self._busy or result.skipped
+            try:
+                self._next_due = self.store.next_due()
+            except StoreError:
+                self._busy = True  # ask again at the next heartbeat
+            if not acted:
                 return
             now = self.clock()
 

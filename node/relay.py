@@ -257,7 +257,7 @@ class MeshPeer:
         while True:
             now = self._election_now()
             await self._apply_election(self.election.tick(now))
-            if self.election.role == "leader":
+            if self.election.role == "leader" and self.leading.worth_a_round(trio.current_time()):
                 self.leading.wanted.set()
             self._write_status()
             deadline = self.election.next_deadline()
@@ -408,6 +408,8 @@ class MeshPeer:
             await self._publish(self.options.control_topic, wire.IssueMsg(links=links))
 
     def _note(self, *states: SigState) -> None:
+        if states:
+            self.leading.changed()
         self.antientropy.note(states, trio.current_time())
         self.activity.noted(states, self.clock())
 
