@@ -228,9 +228,11 @@ def short_tmp() -> Iterator[Path]:
 
     The relay's nudge socket lives in its state directory, and a Unix
     socket's path has at most 107 bytes: under pytest's deep ``tmp_path`` the
-    demo's relay could not bind it.
+    demo's relay could not bind it. And ``errmesh status`` cuts an issue's
+    URL to the terminal's width, as it would a long checkout path.
     """
-    with tempfile.TemporaryDirectory(prefix="errmesh-tour-") as name:
+    short = "/tmp" if os.path.isdir("/tmp") else None
+    with tempfile.TemporaryDirectory(prefix="tour-", dir=short) as name:
         yield Path(name)
 
 
