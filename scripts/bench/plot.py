@@ -28,6 +28,7 @@ matplotlib.use("Agg")  # files only: no display, same pixels anywhere
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 REPO = Path(__file__).resolve().parents[2]
 Record = dict[str, Any]
@@ -61,6 +62,27 @@ def _ecdf(ax: Axes, samples: Sequence[float], label: str) -> None:
     ax.step(ordered, [(i + 1) / n for i in range(n)], where="post", label=f"{label} (n={n})")
 
 
+def _short(value: float) -> str:
+    """``30``, ``1k``, ``10M``: tick labels people read at a glance."""
+    for size, suffix in ((1e6, "M"), (1e3, "k")):
+        if value >= size:
+            return f"{value / size:g}{suffix}"
+    return f"{value:g}"
+
+
+def _log_x(ax: Axes, *, minor: bool = True) -> None:
+    """A log axis labelled in plain numbers (``30``, not ``3x10^1``).
+
+    ``minor``: also label 2, 3 and 5 (x 10^n) between the decades, for an
+    axis that spans only a few of them.
+    """
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: _short(value)))
+    labelled = FuncFormatter(lambda v, _: _short(v) if minor and f"{v:g}"[0] in "235" else "")
+    ax.xaxis.set_minor_formatter(labelled)
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+
+
 def _finish(fig: Figure, record: Record, title: str) -> Figure:
     fig.suptitle(f"{title}\n{_load_note(record)}", fontsize=10)
     fig.tight_layout()
@@ -76,7 +98,7 @@ def startup(record: Record) -> Figure:
     ax.set_yticks(range(1, len(names) + 1), labels=_startup_labels(names))
     for i, name in enumerate(names, 1):
         ax.plot(samples[name], [i] * len(samples[name]), "o", alpha=0.4, markersize=3)
-    ax.set_xscale("log")
+    _log_x(ax)
     ax.set_xlabel("spawn to exit, ms (log scale)")
     bare = record["results"]["ms"]["bare"]["median"]
     ax.axvline(bare + STARTUP_GOAL_MS, linestyle="--", color="grey", linewidth=1)
@@ -117,7 +139,7 @@ def capture(commit: Record | None, extremes: Record | None) -> Figure:
             sizes = sorted(extremes["results"][key], key=int)
             p50 = [extremes["results"][key][s]["p50"] for s in sizes]
             ax.plot([int(s) for s in sizes], p50, "o-", label=f"p50 by {label}")
-        ax.set_xscale("log")
+        _log_x(ax, minor=False)
         ax.set_xlabel("message size (bytes) or trace depth (frames), log scale")
         ax.set_ylabel("capture, ms")
         ax.set_title(f"capture_extremes ({_load_note(extremes)})", fontsize=8)
@@ -135,7 +157,7 @@ def propagation(record: Record) -> Figure:
         if samples:
             _ecdf(ax, samples, f"{phase['topology']}, {phase['phase']}")
     ax.axvline(PROPAGATION_GOAL_MS, linestyle="--", color="grey", linewidth=1, label="goal (p99)")
-    ax.set_xscale("log")
+    _log_x(ax)
     ax.set_xlabel("report -> every other relay, ms (log scale)")
     ax.set_ylabel("share of reports")
     ax.legend(fontsize=7)
