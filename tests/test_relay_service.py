@@ -2,8 +2,8 @@
 
 Real relay processes over loopback, scraped and probed over real HTTP: the
 Prometheus text is read back with prometheus-client's own parser, the
-health check meets a really full disk (a tmpfs in a private mount
-namespace), the JSON logs are parsed line by line, and systemd's notify
+health check meets a really full disk and a really read-only one (a tmpfs
+in a private mount namespace), the JSON logs are parsed line by line, and systemd's notify
 socket is a real Unix datagram socket.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from mesh_cluster import ROOT, STARTUP, Cluster, Relay, wait_until
+from mesh_cluster import CLUSTER, ROOT, STARTUP, Cluster, Relay, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from node.metrics import FAMILIES
@@ -211,8 +211,12 @@ needs_mount = pytest.mark.skipif(
 )
 
 
-@needs_mount
-def test_healthz_is_503_while_the_disk_is_full_and_200_again_after(cluster: Cluster) -> None:
+def relay_on_its_own_tmpfs(cluster: Cluster) -> tuple[str, list[str], Relay]:
+    """A relay whose state directory is a small tmpfs only its mount namespace sees.
+
+    Returns its base URL, the command prefix that runs a command in that
+    namespace (where the test breaks and mends the disk), and the relay.
+    """
     relay = cluster.relay("R1")
     relay.state_dir.mkdir(parents=True)
     mount = 'mount -t tmpfs -o size=4m,mode=0700 tmpfs "$0" && exec "$@"'
@@ -222,8 +226,12 @@ def test_healthz_is_503_while_the_disk_is_full_and_200_again_after(cluster: Clus
     assert relay.proc is not None
     healthy = httpx.get(f"{base}/healthz", timeout=10)
     assert (healthy.status_code, healthy.json()) == (200, {"ok": True})
+    return base, ["nsenter", "--target", str(relay.proc.pid), "--mount", "--"], relay
 
-    inside = ["nsenter", "--target", str(relay.proc.pid), "--mount", "--"]
+
+@needs_mount
+def test_healthz_is_503_while_the_disk_is_full_and_200_again_after(cluster: Cluster) -> None:
+    base, inside, relay = relay_on_its_own_tmpfs(cluster)
     fill = relay.state_dir / "fill"
     subprocess.run([*inside, "dd", "if=/dev/zero", f"of={fill}", "bs=64k"], capture_output=True)
     sick = httpx.get(f"{base}/healthz", timeout=10)
@@ -233,6 +241,35 @@ def test_healthz_is_503_while_the_disk_is_full_and_200_again_after(cluster: Clus
     assert not fill.exists(), "the full disk is the relay's own, not the test's"
 
     subprocess.run([*inside, "rm", str(fill)], check=True)
+    wait_until(
+        lambda: httpx.get(f"{base}/healthz", timeout=10).status_code == 200, 10, "healthy again"
+    )
+
+
+@needs_mount
+def test_healthz_is_503_while_the_store_is_read_only_and_200_again_after(
+    cluster: Cluster,
+) -> None:
+    """The store's directory read-only, as after the kernel remounts a failing disk.
+
+    chmod 0555 would not do: the test runs as root, whom modes do not stop. A
+    remount of the tmpfs itself is refused while the relay holds its database
+    open for writing, so a read-only bind mount goes over the directory, and
+    unmounting it mends the disk.
+    """
+    base, inside, relay = relay_on_its_own_tmpfs(cluster)
+    read_only = [*inside, "mount", "--bind", "-o", "ro", str(relay.state_dir), str(relay.state_dir)]
+    made = subprocess.run(read_only, capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"a read-only bind mount is not permitted here: {made.stderr.strip()}")
+    sick = httpx.get(f"{base}/healthz", timeout=10)
+    assert sick.status_code == 503
+    assert sick.json() == {
+        "ok": False,
+        "reason": f"store: cannot write {relay.state_dir / CLUSTER}: Read-only file system",
+    }
+
+    subprocess.run([*inside, "umount", str(relay.state_dir)], check=True)
     wait_until(
         lambda: httpx.get(f"{base}/healthz", timeout=10).status_code == 200, 10, "healthy again"
     )

@@ -29,8 +29,9 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from _common import emit, parser, summary_ms, table
+from _common import emit, parser, samples_ms, summary_ms, table
 
 from node.compose import open_store
 from node.config import load_config
@@ -117,14 +118,14 @@ def runs_for(cost_hint: int, quick: bool) -> int:
     return 20 if quick else 100
 
 
-def measure(capture: Capture, make: Callable[[], BaseException], n: int) -> dict[str, float]:
+def measure(capture: Capture, make: Callable[[], BaseException], n: int) -> dict[str, Any]:
     exc = make()
     capture(exc)  # warm: caches, source lines
     samples = []
     for _ in range(n):
         exc = make()
         samples.append(capture(exc))
-    return summary_ms(samples)
+    return {**summary_ms(samples), "samples_ms": samples_ms(samples)}
 
 
 def main() -> None:

@@ -43,7 +43,7 @@ import random
 import time
 from typing import Any
 
-from _common import emit, parser, summary_ms, table
+from _common import emit, parser, samples_ms, summary_ms, table
 from _mesh import Sandbox, TimedRelay, cpu_seconds, machine_cpu_seconds, wait_for
 
 GOAL_MS = 100.0
@@ -169,6 +169,7 @@ def measure_phase(
         "pace_s": pace,
         "deliveries": summary_ms(deliveries),
         "all_peers": summary_ms(per_report),
+        "all_peers_samples_ms": samples_ms(per_report),
         "missing": missing,
         "complete_reports": len(per_report),
         "cpu_s": sum(b - a for a, b in zip(cpu_before, cpu_after, strict=True)),

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import REPO, emit, parser, summary_ms, table
+from _common import REPO, emit, parser, samples_ms, summary_ms, table
 
 CHILD = textwrap.dedent(
     """
@@ -134,7 +134,11 @@ def _measure(path: str, runs: int) -> dict[str, Any]:
                         pass
                 except BlockingIOError:
                     pass
-        return {"commit": summary_ms(commits), "exit": summary_ms(exits)}
+        return {
+            "commit": summary_ms(commits),
+            "exit": summary_ms(exits),
+            "commit_samples_ms": samples_ms(commits),
+        }
     finally:
         if receiver is not None:
             receiver.close()

@@ -33,7 +33,7 @@ relay_rss              relay RSS tracking 10k signatures            <= 150 MB
 =====================  ===========================================  ===============
 
 Usage: ``.venv/bin/python scripts/bench/run_all.py [--quick] [--mesh | --all]
-[--only NAME ...] [--json FILE]``. Exits 1 if a benchmark failed to run; a
+[--only NAME ...] [--json FILE] [--record DIR]``. Exits 1 if a benchmark failed to run; a
 goal that is not met is reported, not treated as a failure.
 """
 
@@ -90,6 +90,15 @@ def run(name: str, quick: bool) -> tuple[dict[str, Any] | None, float]:
     return record, elapsed
 
 
+def record_each(directory: Path, records: dict[str, dict[str, Any] | None]) -> None:
+    """One file per benchmark, so that a rerun of one replaces only its own record."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, record in records.items():
+        if record is not None:
+            text = json.dumps(record, indent=1, sort_keys=True) + "\n"
+            (directory / f"{name}.json").write_text(text)
+
+
 def main() -> None:
     p = parser(__doc__)
     group = p.add_mutually_exclusive_group()
@@ -97,6 +106,12 @@ def main() -> None:
     group.add_argument("--all", action="store_true", help="both groups")
     p.add_argument("--only", nargs="+", choices=BENCHMARKS + MESH_BENCHMARKS, help="run only these")
     p.add_argument("--json", type=Path, help="also write every record to this file")
+    p.add_argument(
+        "--record",
+        type=Path,
+        metavar="DIR",
+        help="also write each record to DIR/NAME.json (docs/bench: what plot.py draws)",
+    )
     args = p.parse_args()
     if args.only:
         names = tuple(args.only)
@@ -135,6 +150,8 @@ def main() -> None:
     )
     if args.json:
         args.json.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
+    if args.record:
+        record_each(args.record, records)
     print(json.dumps({name: (r or {}).get("met") for name, r in records.items()}, sort_keys=True))
     if any(r is None for r in records.values()):
         sys.exit(1)

@@ -306,6 +306,7 @@ def main() -> None:
             "rounds": rounds,
             "runs": {name: len(v) for name, v in samples.items()},
             "ms": stats,
+            "samples_ms": {name: [round(x, 3) for x in v] for name, v in samples.items()},
             "delta_ms": deltas,
             "paired_delta_median_ms": paired,
             "errmesh_added_modules": added,
