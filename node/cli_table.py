@@ -10,6 +10,7 @@ form; these lines may change.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -133,4 +134,19 @@ def local_relay_status(path: Path) -> dict[str, Any] | None:
         return None
     if time.time() - float(relay.get("updated_at", 0)) > FRESH:
         return None
-    return relay
+    return relay if _alive(relay.get("pid")) else None
+
+
+def _alive(pid: object) -> bool:
+    """Whether the relay that wrote the status still runs: a stopped one's file
+    stays fresh for ``FRESH`` seconds, in which ``status`` and ``members`` showed
+    a dead leader. Another user's process (EPERM) counts as running."""
+    if not isinstance(pid, int) or pid <= 0:
+        return True  # an older relay's file: freshness alone decides
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True

@@ -262,13 +262,37 @@ def nudge_relay(path: str | os.PathLike[str]) -> bool:
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
     except OSError:
         return False
+    fd = None
     try:
-        sock.sendto(b"spooled", os.fspath(path))
+        address, fd = socket_address(path)
+        sock.sendto(b"spooled", address)
         return True
     except OSError:  # a stale socket: the relay is gone
         return False
     finally:
         sock.close()
+        if fd is not None:
+            os.close(fd)
+
+
+#: Longest Unix socket path the kernel takes (``sun_path`` is 108 bytes with its NUL).
+_SUN_PATH_MAX = 107
+
+
+def socket_address(path: str | os.PathLike[str]) -> tuple[str, int | None]:
+    """An address for the Unix socket at ``path`` that fits ``sun_path``.
+
+    A state directory deeper than ~100 bytes made the relay die at start with
+    only "AF_UNIX path too long". Such a path is reached through its
+    directory's descriptor instead (``/proc/self/fd/<fd>/relay.sock``, Linux):
+    the caller closes the descriptor (the second item) once bound or sent.
+    """
+    text = os.fspath(path)
+    if len(os.fsencode(text)) <= _SUN_PATH_MAX:
+        return text, None
+    head, tail = os.path.split(text)
+    fd = os.open(head or ".", os.O_PATH | os.O_DIRECTORY)
+    return f"/proc/self/fd/{fd}/{tail}", fd
 
 
 def take(store: Store, *, limit: int = 1000) -> list[Report]:

@@ -29,6 +29,7 @@ from node.compose import open_relay
 from node.config import Config
 from node.dashboard import dashboard_response
 from node.errors import RelayRunning
+from node.handover import socket_address
 from node.logformat import configure_logging
 from node.relay import MeshPeer
 from node.sdnotify import Notifier
@@ -50,7 +51,12 @@ async def _listen_for_nudges(path: os.PathLike[str] | str, peer: MeshPeer) -> No
         os.unlink(path)
     sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_DGRAM)
     try:
-        await sock.bind(os.fspath(path))
+        address, fd = socket_address(path)
+        try:
+            await sock.bind(address)
+        finally:
+            if fd is not None:
+                os.close(fd)
         while True:
             await sock.recv(64)
             peer.nudged.set()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 from node.cli_table import ago, members_lines, short_addr, status_lines
 
@@ -94,3 +97,23 @@ def test_times_and_addresses_in_short() -> None:
     ]  # fmt: skip
     assert ago(None, NOW) == "-"
     assert short_addr("/dns4/relay.example.com/tcp/4001") == "relay.example.com:4001"
+
+
+def test_a_stopped_relays_fresh_status_file_does_not_count_as_running(tmp_path: Path) -> None:
+    """``status`` and ``members`` showed a dead leader for the 5 s its file stayed fresh."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from node.cli_table import local_relay_status
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    path = tmp_path / "relay-status.json"
+    path.write_text(json.dumps({"updated_at": time.time(), "pid": gone.pid, "role": "leader"}))
+    assert local_relay_status(path) is None
+    path.write_text(json.dumps({"updated_at": time.time(), "pid": os.getpid(), "role": "leader"}))
+    assert local_relay_status(path) == {"updated_at": ANY, "pid": os.getpid(), "role": "leader"}
+    path.write_text(json.dumps({"updated_at": time.time() - 6, "pid": os.getpid()}))
+    assert local_relay_status(path) is None  # stale, whoever wrote it

@@ -185,9 +185,8 @@ def run_tour(checkout: Path, home: Path, steps: Sequence[Step]) -> list[list[str
 def wait_until_the_demo_relay_is_gone(demo: Path, timeout: float = 20.0) -> None:
     """Until ``errmesh status`` no longer counts the stopped demo relay as running.
 
-    A relay's status file counts as a running relay for ``FRESH`` seconds after
-    its last write, stopped or not; a person reading the demo's output takes
-    longer than that before the next command, the test polls for it instead.
+    The demo stops its relay before it returns; the test still polls, in
+    case the relay's process outlives the demo by a moment.
     """
     from node.cli_table import local_relay_status
 

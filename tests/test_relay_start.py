@@ -10,6 +10,7 @@ is back; a failing program with a dead relay address gets no libp2p lines.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from mesh_cluster import Cluster, Relay, closed_port, wait_until
@@ -102,3 +103,37 @@ def test_unreachable_logging_backs_off_exponentially_up_to_a_cap() -> None:
     assert tracker.reached(20_000.0) == 20_000.0
     assert tracker.reached(20_001.0) is None  # nothing was logged since
     assert Unreachable(first=None, cap=1.0).failed(0.0) is False
+
+
+def test_a_relay_whose_state_directory_is_deep_still_takes_nudges(tmp_path: Path) -> None:
+    """``sun_path`` holds 107 bytes: a deeper state directory made the relay
+    exit at start with only "AF_UNIX path too long". The nudge socket is now
+    reached through its directory's descriptor, by the relay and by the CLIs."""
+    import trio
+
+    from node.handover import nudge_relay
+    from node.service import _listen_for_nudges
+
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    path = deep / "relay.sock"
+    assert len(str(path)) > 108
+
+    class Peer:
+        nudged = trio.Event()
+
+    async def main() -> bool:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_listen_for_nudges, path, Peer)
+            with trio.fail_after(5):
+                while not path.exists():  # noqa: ASYNC110 (a file, not an event)
+                    await trio.sleep(0.01)
+            assert await trio.to_thread.run_sync(nudge_relay, path)
+            with trio.fail_after(5):
+                await Peer.nudged.wait()
+            nursery.cancel_scope.cancel()
+        return not path.exists()
+
+    assert trio.run(main)  # nudged, and the socket removed when the relay stops
+    assert not nudge_relay(path)  # nobody listens: False, no exception
+    assert not nudge_relay(tmp_path / "gone" / ("x" * 120) / "relay.sock")
