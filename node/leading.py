@@ -136,8 +136,9 @@ class Leading:
                 self.faults.fault("lead", LocalError("; ".join(result.errors)), result.faulted)
             await self.announce(list(result.links))
             acted = bool(result.opened or result.updated or result.reopened)
-            self._busy = acted or bool(result.errors or result.failed or result.follow_ups)
-            self._busy = self._busy or result.skipped
+            self._busy = acted or bool(
+                result.errors or result.failed or result.follow_ups or result.skipped
+            )
             try:
                 self._next_due = self.store.next_due()
             except StoreError:

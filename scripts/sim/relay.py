@@ -321,10 +321,12 @@ class SimRelay:
             return
         self.note([self.agg.merge_state(state) for state in states])
         spread = self.ae.unanswered(to_spread(states, self.ae.entries), now)
-        joins = [st for sig in spread if (st := self.agg.get(sig))]
+        self._publish_states([st for sig in spread if (st := self.agg.get(sig))])
+
+    def _publish_states(self, states: list[SigState]) -> None:
         size = self.sim.config.state_batch
-        for start in range(0, len(joins), size):
-            self.sim.publish(self, wire.StateMsg(states=tuple(joins[start : start + size])))
+        for start in range(0, len(states), size):
+            self.sim.publish(self, wire.StateMsg(states=tuple(states[start : start + size])))
 
     def _digest_due(self, token: int) -> None:
         if token == self._digest_token:
@@ -367,10 +369,9 @@ class SimRelay:
             assert isinstance(packet.msg, wire.DigestMsg)
             if self._provably_nothing(packet, now):
                 continue
-            states = [st for sig in self.ae.to_answer(packet.msg, now) if (st := self.agg.get(sig))]
-            size = self.sim.config.state_batch
-            for start in range(0, len(states), size):
-                self.sim.publish(self, wire.StateMsg(states=tuple(states[start : start + size])))
+            self._publish_states(
+                [st for sig in self.ae.to_answer(packet.msg, now) if (st := self.agg.get(sig))]
+            )
 
     # -- errors raised here ------------------------------------------------
 
