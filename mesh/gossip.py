@@ -69,6 +69,9 @@ __all__ = [
 
 log = logging.getLogger("errmesh.gossip")
 
+#: Seconds ``Gossip.addrs`` reuses its formatted list.
+ADDRS_TTL = 10.0
+
 
 #: (topic, signer peer id, forwarder peer id, payload) -> accept? The forwarder
 #: is the direct connection that delivered the message (the signer when it
@@ -172,6 +175,8 @@ class Gossip:
         self._drops, self._drop_queue = trio.open_memory_channel[str](1024)
         #: The peer ids our bootstrap addresses name (``/p2p/<id>``): relays.
         self.bootstrap_peers: frozenset[str] = frozenset()
+        self._addrs: tuple[str, ...] = ()
+        self._addrs_at = -math.inf
 
     @property
     def peer_id(self) -> str:
@@ -179,8 +184,20 @@ class Gossip:
 
     @property
     def addrs(self) -> list[str]:
-        """Full multiaddrs (with ``/p2p/<id>``) others can dial."""
-        return [str(a) for a in self._host.get_addrs()]
+        """Full multiaddrs (with ``/p2p/<id>``) others can dial.
+
+        Cached for ``ADDRS_TTL`` seconds: every heartbeat and every status
+        write asked for them, and formatting multiaddrs was 8-12 % of an
+        idle relay's CPU (BENCHMARKS session 9), for a list that changes
+        only when the listen addresses do. An empty list (not listening
+        yet) is never cached.
+        """
+        now = time.monotonic()
+        if self._addrs and now - self._addrs_at < ADDRS_TTL:
+            return list(self._addrs)
+        self._addrs = tuple(str(a) for a in self._host.get_addrs())
+        self._addrs_at = now
+        return list(self._addrs)
 
     def peers(self) -> list[str]:
         """Peers we currently have a pubsub stream with."""

@@ -33,15 +33,16 @@ The rules:
    leader and the best-ranked other candidate, each retried from
    ``dial_min`` doubling to ``dial_max`` seconds; their heartbeat addresses
    are kept for at most ``candidates_max`` peers.
-7. **Status is rewritten** when the election's view changes, else at most
-   every ``status_every`` seconds (:class:`StatusThrottle`).
+7. **Status is rewritten** when the election's view changes, at most every
+   ``status_every`` seconds while anything else in it changes, and every
+   ``status_refresh`` seconds at rest (:class:`StatusThrottle`).
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -92,6 +93,8 @@ class RelayOptions:
     #: Seconds between write probes while the store is down.
     probe_every: float = 5.0
     status_every: float = 1.0
+    #: Seconds between rewrites of an unchanged status (readers allow 3x: ``STALE``).
+    status_refresh: float = 10.0
     #: Seconds between looks at the direct connections (libp2p has no event for it).
     watch_every: float = 0.05
     connect_every: float = 1.0
@@ -294,16 +297,28 @@ class StatusThrottle:
 
     The tick loop wakes at every peer's expiry, many times a second; a
     rewrite each time cost the 10 relays of scripts/bench/propagation.py
-    several ms each (a JSON dump and a rename).
+    several ms each (a JSON dump and a rename). Building the status (a store
+    query, the member table, the addresses) was a quarter of an idle relay's
+    CPU when it ran every second (BENCHMARKS session 9), so a relay at rest
+    rewrites it only every ``refresh`` seconds: readers take a file whose
+    writer's pid is alive as current for longer (``node.cli_table``).
+
+    ``election``: the election's view, written at once when it changes.
+    ``content``: a cheap summary of the rest (connections, counters),
+    written at most every ``every`` seconds when it changes.
     """
 
-    def __init__(self, every: float) -> None:
+    def __init__(self, every: float, refresh: float | None = None) -> None:
         self.every = every
-        self._belief: object = None
+        self.refresh = max(every, refresh if refresh is not None else every)
+        self._election: object = None
+        self._content: object = None
         self._at = float("-inf")
 
-    def due(self, belief: Mapping[str, object] | tuple[object, ...], now: float) -> bool:
-        if belief == self._belief and now - self._at < self.every:
+    def due(self, election: object, now: float, content: object = None) -> bool:
+        since = now - self._at
+        changed = content != self._content and since >= self.every
+        if election == self._election and not changed and since < self.refresh:
             return False
-        self._belief, self._at = belief, now
+        self._election, self._content, self._at = election, content, now
         return True

@@ -27,8 +27,12 @@ __all__ = [
     "width",
 ]
 
-#: How fresh the local relay's ``relay-status.json`` must be to count as running.
+#: How fresh the local relay's ``relay-status.json`` must be to count as running
+#: when it names no pid (a relay older than the pid key, which rewrote it every second).
 FRESH = 5.0
+#: How old the file of a relay whose pid is alive may be: a relay at rest rewrites
+#: it every ``RelayOptions.status_refresh`` (10 s); three of them missed is a hung relay.
+STALE = 30.0
 
 
 def width() -> int:
@@ -127,14 +131,17 @@ def members_lines(members: Sequence[dict[str, Any]], now: float) -> list[str]:
 
 
 def local_relay_status(path: Path) -> dict[str, Any] | None:
-    """The local relay's last status, if it is running (written within ``FRESH`` s)."""
+    """The local relay's last status, if it is running: its pid alive and the
+    file written within ``STALE`` s (``FRESH`` s for a file with no pid)."""
     try:
         relay: dict[str, Any] = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if time.time() - float(relay.get("updated_at", 0)) > FRESH:
+    pid = relay.get("pid")
+    limit = STALE if isinstance(pid, int) and pid > 0 else FRESH
+    if time.time() - float(relay.get("updated_at", 0)) > limit:
         return None
-    return relay if _alive(relay.get("pid")) else None
+    return relay if _alive(pid) else None
 
 
 def _alive(pid: object) -> bool:

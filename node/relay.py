@@ -79,6 +79,9 @@ __all__ = ["MeshPeer", "PeerOptions"]
 
 log = logging.getLogger("errmesh.peer")
 
+#: Counters an idle relay bumps every anti-entropy round (``_status_content``).
+_AT_REST = frozenset({"sync_rounds", "sync_pulls", "sync_served", "digests_sent"})
+
 
 class MeshPeer:
     """A relay's duties over one store and one gossip handle."""
@@ -140,7 +143,7 @@ class MeshPeer:
         self._digest_wanted = trio.Event()
         self.lags = Lags()  # how long messages of each kind waited in our receive channel
         self._dialer = Dialer(self.policy)
-        self._status_due = StatusThrottle(self.policy.status_every)
+        self._status_due = StatusThrottle(self.policy.status_every, self.policy.status_refresh)
         self._peers_changed = trio.Event()  # set by _watch_peers, awaited by _digest_loop
         self.sync = SyncStreams(self)  # pulls from relays it connects to (mesh/sync.py)
 
@@ -588,11 +591,28 @@ class MeshPeer:
         """Never raises: a relay whose store fails must still say so here."""
         return relay_status(self)
 
+    def _status_content(self) -> tuple[object, ...]:
+        """What, besides the election, makes the status file worth rewriting:
+        cheap to build, unlike the status itself. The counters an idle relay
+        bumps every round (its sync pulls) are left out: they alone would
+        rewrite the file at every round."""
+        counters = tuple(sorted((k, v) for k, v in self.stats.items() if k not in _AT_REST))
+        return (
+            tuple(self.gossip.peers()),
+            counters,
+            sum(self.rejections.by_reason.values()),
+            len(self.rejections.banned),
+            sum(self.faults.by_loop.values()),
+            self.faults.store_error,
+        )
+
     def _write_status(self) -> None:
-        """Rewrite ``relay-status.json`` when the election changed, else once a second."""
+        """Rewrite ``relay-status.json`` when it changed (rule 7 of ``mesh.relay_policy``)."""
         path = self.options.status_path
-        belief = (self.election.role, self.election.leader, self.election.term)
-        if path is None or not self._status_due.due(belief, trio.current_time()):
+        if path is None:
+            return
+        election = (self.election.role, self.election.leader, self.election.term)
+        if not self._status_due.due(election, trio.current_time(), self._status_content()):
             return
         try:
             tmp = path.with_suffix(".tmp")

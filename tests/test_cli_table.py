@@ -115,5 +115,9 @@ def test_a_stopped_relays_fresh_status_file_does_not_count_as_running(tmp_path: 
     assert local_relay_status(path) is None
     path.write_text(json.dumps({"updated_at": time.time(), "pid": os.getpid(), "role": "leader"}))
     assert local_relay_status(path) == {"updated_at": ANY, "pid": os.getpid(), "role": "leader"}
-    path.write_text(json.dumps({"updated_at": time.time() - 6, "pid": os.getpid()}))
-    assert local_relay_status(path) is None  # stale, whoever wrote it
+    path.write_text(json.dumps({"updated_at": time.time() - 20, "pid": os.getpid()}))
+    assert local_relay_status(path) is not None  # at rest: rewritten every 10 s
+    path.write_text(json.dumps({"updated_at": time.time() - 31, "pid": os.getpid()}))
+    assert local_relay_status(path) is None  # hung: three rewrites missed
+    path.write_text(json.dumps({"updated_at": time.time() - 6}))
+    assert local_relay_status(path) is None  # an older relay's file, no pid: 5 s

@@ -201,6 +201,20 @@ def test_status_is_rewritten_on_a_change_else_once_per_period() -> None:
     assert throttle.due(("leader", "me", 1), 1.7)
 
 
+def test_a_relay_at_rest_rewrites_its_status_only_every_refresh_period() -> None:
+    """An election change goes out at once; other changes at most once a
+    ``every``; nothing changing, once a ``refresh``."""
+    throttle = StatusThrottle(1.0, refresh=10.0)
+    leading, counters = ("leader", "me", 1), (("reports", 1),)
+    assert throttle.due(leading, 0.0, counters)
+    assert not throttle.due(leading, 5.0, counters)  # at rest
+    assert throttle.due(leading, 10.0, counters)  # the refresh
+    assert not throttle.due(leading, 10.5, (("reports", 2),))  # changed, but within ``every``
+    assert throttle.due(leading, 11.0, (("reports", 2),))
+    assert throttle.due(("follower", "them", 2), 11.1, (("reports", 2),))  # at once
+    assert not throttle.due(("follower", "them", 2), 20.0, (("reports", 2),))
+
+
 # -- options -----------------------------------------------------------------
 
 

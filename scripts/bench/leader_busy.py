@@ -56,11 +56,15 @@ def main() -> None:
         both = 0.0
         last = None
         previous = time.time()
+        last_stats: object = None
+        busy_until = 0.0
         while time.time() - started < watch:
             time.sleep(0.1)
             now = time.time()
             a, b = leader.status() or {}, follower.status() or {}
-            if a.get("updated_at"):
+            if a.get("stats") != last_stats:  # a relay at rest rewrites its file every 10 s
+                last_stats, busy_until = a.get("stats"), now + 2.0
+            if a.get("updated_at") and now < busy_until:
                 stalled = max(stalled, now - float(a["updated_at"]))
             if a.get("role") == "leader" and b.get("role") == "leader":
                 both += now - previous
